@@ -1,0 +1,338 @@
+//! Configuration: built-in defaults → config file (TOML) → `TOLLGATE_` environment variables
+//! (`__` for nesting, `*_FILE` to read a value from a file) → command-line flags.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use figment::Figment;
+use figment::providers::{Env, Format, Serialized, Toml};
+use serde::Deserialize;
+use tollgate_engine::connector::webhook::WebhookSettings;
+use tollgate_engine::directory::{Directory, Group, Integration, Principal};
+
+/// The whole configuration.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Address the HTTP API listens on.
+    #[serde(default = "default_listen")]
+    pub listen: String,
+    /// Public base URL of this server (used to build links; never taken from a Host header).
+    #[serde(default)]
+    pub public_url: Option<String>,
+    /// This replica's name; defaults to the host name.
+    #[serde(default)]
+    pub node_id: Option<String>,
+    /// Database.
+    #[serde(default)]
+    pub database: DatabaseConfig,
+    /// Workflow definitions.
+    #[serde(default)]
+    pub workflows: WorkflowsConfig,
+    /// Notification channels.
+    #[serde(default)]
+    pub notifications: NotificationsConfig,
+    /// First-start bootstrap.
+    #[serde(default)]
+    pub bootstrap: BootstrapConfig,
+    /// HTTP limits.
+    #[serde(default)]
+    pub http: HttpConfig,
+    /// Logging.
+    #[serde(default)]
+    pub log: LogConfig,
+    /// Engine tuning.
+    #[serde(default)]
+    pub engine: EngineConfig,
+    /// Principals by id.
+    #[serde(default)]
+    pub principals: BTreeMap<String, Principal>,
+    /// Groups by name.
+    #[serde(default)]
+    pub groups: BTreeMap<String, Group>,
+    /// Integrations by name.
+    #[serde(default)]
+    pub integrations: BTreeMap<String, Integration>,
+}
+
+fn default_listen() -> String {
+    "127.0.0.1:8080".to_owned()
+}
+
+/// `[database]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DatabaseConfig {
+    /// `sqlite://tollgate.db?mode=rwc` (default) or `postgres://user@host/db`.
+    #[serde(default = "default_db_url")]
+    pub url: String,
+    /// Connection pool size.
+    #[serde(default = "default_pool")]
+    pub max_connections: u32,
+}
+
+impl Default for DatabaseConfig {
+    fn default() -> Self {
+        Self { url: default_db_url(), max_connections: default_pool() }
+    }
+}
+
+fn default_db_url() -> String {
+    tollgate_engine::store::DEFAULT_SQLITE_URL.to_owned()
+}
+
+fn default_pool() -> u32 {
+    8
+}
+
+/// `[workflows]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WorkflowsConfig {
+    /// Load the definitions shipped inside the binary.
+    #[serde(default = "yes")]
+    pub bundled: bool,
+    /// A directory of `*.yaml` definitions to load as well.
+    #[serde(default)]
+    pub dir: Option<PathBuf>,
+}
+
+impl Default for WorkflowsConfig {
+    fn default() -> Self {
+        Self { bundled: true, dir: None }
+    }
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// `[notifications]`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NotificationsConfig {
+    /// Signed JSON POSTs to a chat bridge or any receiver.
+    #[serde(default)]
+    pub webhook: Option<WebhookSettings>,
+}
+
+/// `[bootstrap]`: how the first admin gets a token.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BootstrapConfig {
+    /// Principal that receives the bootstrap token (must have the admin role).
+    #[serde(default)]
+    pub admin_principal: Option<String>,
+    /// A token to register for it on first start, when no token exists yet
+    /// (`TOLLGATE_BOOTSTRAP__ADMIN_TOKEN` or `TOLLGATE_BOOTSTRAP__ADMIN_TOKEN_FILE`).
+    #[serde(default)]
+    pub admin_token: Option<secrecy::SecretString>,
+}
+
+/// `[http]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpConfig {
+    /// Largest accepted request body, bytes.
+    #[serde(default = "default_body")]
+    pub max_body_bytes: usize,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        Self { max_body_bytes: default_body() }
+    }
+}
+
+fn default_body() -> usize {
+    64 * 1024
+}
+
+/// `[log]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogConfig {
+    /// `text` or `json`.
+    #[serde(default = "default_log_format")]
+    pub format: String,
+    /// A tracing filter, e.g. `info,tollgate=debug`.
+    #[serde(default = "default_log_level")]
+    pub level: String,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self { format: default_log_format(), level: default_log_level() }
+    }
+}
+
+fn default_log_format() -> String {
+    "text".to_owned()
+}
+
+fn default_log_level() -> String {
+    "info".to_owned()
+}
+
+/// `[engine]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EngineConfig {
+    /// Connector and notification calls in flight at once.
+    #[serde(default = "default_concurrency")]
+    pub dispatch_concurrency: usize,
+    /// Seconds between retries of a revocation that exhausted its retry budget.
+    #[serde(default = "default_revoke_retry")]
+    pub revoke_retry_secs: u64,
+    /// Seconds an outbox lease lasts before another replica may take over.
+    #[serde(default = "default_lease")]
+    pub lease_secs: u64,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        Self {
+            dispatch_concurrency: default_concurrency(),
+            revoke_retry_secs: default_revoke_retry(),
+            lease_secs: default_lease(),
+        }
+    }
+}
+
+fn default_concurrency() -> usize {
+    256
+}
+
+fn default_revoke_retry() -> u64 {
+    3600
+}
+
+fn default_lease() -> u64 {
+    300
+}
+
+/// Top-level keys, so unrelated `TOLLGATE_*` variables (e.g. the CLI's `TOLLGATE_URL`) are not
+/// mistaken for server configuration.
+const SECTIONS: &[&str] = &[
+    "listen",
+    "public_url",
+    "node_id",
+    "database",
+    "workflows",
+    "notifications",
+    "bootstrap",
+    "http",
+    "log",
+    "engine",
+    "principals",
+    "groups",
+    "integrations",
+];
+
+/// A configuration problem, naming the key at fault.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid configuration: {0}")]
+pub struct ConfigError(pub String);
+
+/// Loads the configuration. `file` is optional; `overrides` are CLI flags as `(key, value)`.
+///
+/// # Errors
+/// A message naming the offending key and where it came from.
+pub fn load(file: Option<&Path>, overrides: &[(&str, String)]) -> Result<Config, ConfigError> {
+    let mut fig = Figment::new();
+    if let Some(path) = file {
+        if !path.exists() {
+            return Err(ConfigError(format!("config file {} does not exist", path.display())));
+        }
+        fig = fig.merge(Toml::file_exact(path));
+    }
+    let in_section = |key: &str| {
+        let top = key.split('.').next().unwrap_or_default();
+        SECTIONS.contains(&top)
+    };
+    fig = fig.merge(
+        Env::prefixed("TOLLGATE_")
+            .split("__")
+            .filter(move |k| !k.as_str().ends_with("_file") && in_section(k.as_str())),
+    );
+    for (name, path) in std::env::vars_os().filter_map(|(k, v)| Some((k.into_string().ok()?, v))) {
+        let Some(rest) = name.strip_prefix("TOLLGATE_").and_then(|n| n.strip_suffix("_FILE")) else { continue };
+        let key = rest.to_ascii_lowercase().replace("__", ".");
+        if !in_section(&key) {
+            continue;
+        }
+        let value = std::fs::read_to_string(&path)
+            .map_err(|e| ConfigError(format!("{name}: cannot read {}: {e}", Path::new(&path).display())))?;
+        fig = fig.merge(Serialized::global(&key, value.trim_end_matches(['\n', '\r']).to_owned()));
+    }
+    for (key, value) in overrides {
+        fig = fig.merge(Serialized::global(key, value.clone()));
+    }
+    let config: Config = fig.extract().map_err(|e| {
+        let e = e.into_iter().next().map_or_else(
+            || "unknown error".to_owned(),
+            |e| {
+                let key = if e.path.is_empty() { String::new() } else { format!("{}: ", e.path.join(".")) };
+                let source = e.metadata.as_ref().map(|m| format!(" (from {})", m.name)).unwrap_or_default();
+                format!("{key}{}{source}", e.kind)
+            },
+        );
+        ConfigError(e)
+    })?;
+    config.validate()?;
+    Ok(config)
+}
+
+impl Config {
+    fn validate(&self) -> Result<(), ConfigError> {
+        if self.listen.parse::<std::net::SocketAddr>().is_err() {
+            return Err(ConfigError(format!("listen: {:?} is not an address like 127.0.0.1:8080", self.listen)));
+        }
+        if !tollgate_engine::store::is_supported_url(&self.database.url) {
+            return Err(ConfigError("database.url: must start with sqlite: or postgres://".to_owned()));
+        }
+        if !matches!(self.log.format.as_str(), "text" | "json") {
+            return Err(ConfigError(format!("log.format: {:?} must be text or json", self.log.format)));
+        }
+        if let Some(url) = &self.public_url {
+            if !(url.starts_with("http://") || url.starts_with("https://")) {
+                return Err(ConfigError("public_url: must start with http:// or https://".to_owned()));
+            }
+        }
+        if let Some(w) = &self.notifications.webhook {
+            w.resolve_secret().map_err(|e| ConfigError(format!("notifications.webhook: {e}")))?;
+        }
+        if let (Some(p), Some(_)) = (&self.bootstrap.admin_principal, &self.bootstrap.admin_token) {
+            if !self.principals.contains_key(p) {
+                return Err(ConfigError(format!("bootstrap.admin_principal: unknown principal {p:?}")));
+            }
+        }
+        if self.bootstrap.admin_token.is_some() && self.bootstrap.admin_principal.is_none() {
+            return Err(ConfigError(
+                "bootstrap.admin_principal: required when bootstrap.admin_token is set".to_owned(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The directory described by this configuration.
+    ///
+    /// # Errors
+    /// A dangling reference, naming its key.
+    pub fn directory(&self) -> Result<Directory, ConfigError> {
+        Directory::new(self.principals.clone(), self.groups.clone(), self.integrations.clone())
+            .map_err(|e| ConfigError(e.to_string()))
+    }
+
+    /// This replica's name.
+    #[must_use]
+    pub fn node_id(&self) -> String {
+        self.node_id.clone().unwrap_or_else(|| {
+            std::fs::read_to_string("/etc/hostname")
+                .ok()
+                .map(|h| h.trim().to_owned())
+                .filter(|h| !h.is_empty())
+                .unwrap_or_else(|| "tollgate".to_owned())
+        })
+    }
+}

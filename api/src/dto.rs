@@ -1,0 +1,493 @@
+//! API shapes: `*In` for bodies the API accepts, `*Out` for what it returns.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use tollgate_engine::audit::AuditRecord;
+use tollgate_engine::directory::{Integration, Principal};
+use tollgate_engine::run::{Grant, RunStatus, StepState};
+use tollgate_engine::store::query::{RunView, Task};
+use tollgate_workflows::{Step, WorkflowDefinition};
+use utoipa::ToSchema;
+use uuid::Uuid;
+
+/// A new request.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RequestIn {
+    /// Integration name.
+    pub integration: String,
+    /// `grant` (default), `renew`, `rotate` or `revoke`.
+    #[serde(default)]
+    pub kind: Option<String>,
+    /// Scopes (for renew/rotate/revoke: default the grant's).
+    #[serde(default)]
+    pub scopes: Vec<String>,
+    /// How long, e.g. `"2h"`; defaults to the workflow's default.
+    #[serde(default)]
+    pub duration: Option<String>,
+    /// Why.
+    #[serde(default)]
+    pub justification: String,
+    /// The existing grant, for renew/rotate/revoke.
+    #[serde(default)]
+    pub grant: Option<Uuid>,
+}
+
+/// A decision.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DecisionIn {
+    /// `approve` or `deny`.
+    pub decision: String,
+    /// Comment; for a denial, the reason.
+    #[serde(default)]
+    pub comment: Option<String>,
+}
+
+/// Resolving a manual task.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TaskCompleteIn {
+    /// `done` (default) or `failed`.
+    #[serde(default)]
+    pub outcome: Option<String>,
+    /// Comment.
+    #[serde(default)]
+    pub comment: Option<String>,
+}
+
+/// Workflow reference.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct WorkflowRef {
+    /// Key.
+    pub key: String,
+    /// Pinned version.
+    pub version: u32,
+}
+
+/// A step of the request's workflow and where the request stands on it.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct StepOut {
+    /// Position.
+    pub index: u32,
+    /// `approval`, `action`, `wait`, `notify`.
+    #[serde(rename = "type")]
+    pub step_type: String,
+    /// Step id, if the definition gives one.
+    pub id: Option<String>,
+    /// `done`, `current` or `pending`.
+    pub state: String,
+    /// For the current approval step: its deadline.
+    pub deadline: Option<DateTime<Utc>>,
+    /// For the current approval step: approvals needed in all.
+    pub quorum: Option<u32>,
+}
+
+/// A recorded decision.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct ApprovalOut {
+    /// Step index.
+    pub step: u32,
+    /// Approver.
+    pub approver: String,
+    /// `approve` or `deny`.
+    pub decision: String,
+    /// Comment.
+    pub comment: Option<String>,
+    /// `api`, `cli`, `slack`, `email`.
+    pub channel: String,
+    /// When.
+    pub decided_at: DateTime<Utc>,
+}
+
+/// A grant.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct GrantOut {
+    /// Id.
+    pub id: Uuid,
+    /// The request that created it.
+    pub request: Uuid,
+    /// Integration.
+    pub integration: String,
+    /// Holder.
+    pub principal: String,
+    /// Scopes.
+    pub scopes: Vec<String>,
+    /// `provisioning`, `active`, `revoking`, `revoked`, `revoke_failed`, `failed`.
+    pub status: String,
+    /// When access was put in place.
+    pub granted_at: Option<DateTime<Utc>>,
+    /// When it ends.
+    pub expires_at: Option<DateTime<Utc>>,
+    /// When it was removed.
+    pub revoked_at: Option<DateTime<Utc>>,
+    /// External reference from the connector.
+    pub reference: Option<String>,
+}
+
+impl From<&Grant> for GrantOut {
+    fn from(g: &Grant) -> Self {
+        Self {
+            id: g.id.0,
+            request: g.run_id.0,
+            integration: g.integration.clone(),
+            principal: g.principal.clone(),
+            scopes: g.scopes.clone(),
+            status: g.status.as_str().to_owned(),
+            granted_at: g.granted_at,
+            expires_at: g.expires_at,
+            revoked_at: g.revoked_at,
+            reference: g.reference.clone(),
+        }
+    }
+}
+
+/// A request.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct RequestOut {
+    /// Id.
+    pub id: Uuid,
+    /// Kind.
+    pub kind: String,
+    /// Status: `awaiting_approval`, `denied`, `expired`, `cancelled`, `provisioning`, `active`,
+    /// `revoking`, `completed`, `failed`.
+    pub status: String,
+    /// Requester.
+    pub requester: String,
+    /// Integration.
+    pub integration: String,
+    /// Scopes.
+    pub scopes: Vec<String>,
+    /// Duration, e.g. `2h`.
+    pub duration: String,
+    /// Duration in seconds.
+    pub duration_secs: u64,
+    /// Justification.
+    pub justification: String,
+    /// The workflow version the request pinned.
+    pub workflow: WorkflowRef,
+    /// Steps.
+    pub steps: Vec<StepOut>,
+    /// Decisions so far.
+    pub approvals: Vec<ApprovalOut>,
+    /// The grant concerned.
+    pub grant: Option<GrantOut>,
+    /// Why it ended as it did (denial reason, failure).
+    pub reason: Option<String>,
+    /// Created.
+    pub created_at: DateTime<Utc>,
+    /// Last change.
+    pub updated_at: DateTime<Utc>,
+}
+
+impl RequestOut {
+    /// Builds the view; `definition` gives the step list (absent if the version is unknown).
+    pub fn new(v: &RunView, definition: Option<&WorkflowDefinition>) -> Self {
+        let run = &v.run;
+        let steps = definition.map_or_else(Vec::new, |d| {
+            d.steps
+                .iter()
+                .enumerate()
+                .map(|(i, s)| {
+                    let i = u32::try_from(i).unwrap_or(u32::MAX);
+                    let current = i == run.step_index && !run.status.is_final()
+                        || (i == run.step_index
+                            && run.status == RunStatus::Failed
+                            && matches!(run.step, StepState::Action { .. }));
+                    let state = if current {
+                        "current"
+                    } else if i < run.step_index {
+                        "done"
+                    } else {
+                        "pending"
+                    };
+                    let (deadline, quorum) = match (s, &run.step) {
+                        (Step::Approval(a), StepState::Approval { deadline, .. }) if current => {
+                            (Some(*deadline), Some(a.quorum))
+                        }
+                        (Step::Approval(a), _) => (None, Some(a.quorum)),
+                        _ => (None, None),
+                    };
+                    StepOut {
+                        index: i,
+                        step_type: s.type_name().to_owned(),
+                        id: s.id().map(str::to_owned),
+                        state: state.to_owned(),
+                        deadline,
+                        quorum,
+                    }
+                })
+                .collect()
+        });
+        Self {
+            id: run.id.0,
+            kind: run.kind.as_str().to_owned(),
+            status: run.status.as_str().to_owned(),
+            requester: run.requester.clone(),
+            integration: run.integration.clone(),
+            scopes: run.scopes.clone(),
+            duration: humantime::format_duration(std::time::Duration::from_secs(run.duration_secs)).to_string(),
+            duration_secs: run.duration_secs,
+            justification: run.justification.clone(),
+            workflow: WorkflowRef { key: run.workflow_key.clone(), version: run.workflow_version },
+            steps,
+            approvals: v
+                .votes
+                .iter()
+                .map(|vote| ApprovalOut {
+                    step: vote.step_index,
+                    approver: vote.approver.clone(),
+                    decision: vote.decision.as_str().to_owned(),
+                    comment: vote.comment.clone(),
+                    channel: vote.channel.clone(),
+                    decided_at: vote.decided_at,
+                })
+                .collect(),
+            grant: v.grant.as_ref().map(GrantOut::from),
+            reason: run.reason.clone(),
+            created_at: run.created_at,
+            updated_at: run.updated_at,
+        }
+    }
+}
+
+/// A page of results.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct Page<T> {
+    /// Items.
+    pub items: Vec<T>,
+    /// Pass as `cursor` to get the next page; absent on the last page.
+    pub next_cursor: Option<String>,
+}
+
+/// A requestable scope.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct ScopeOut {
+    /// Name.
+    pub name: String,
+    /// `low`, `medium`, `high`.
+    pub risk: String,
+    /// Description.
+    pub description: String,
+}
+
+/// An integration (no connector settings, which may hold secrets).
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct IntegrationOut {
+    /// Name (also its id).
+    pub name: String,
+    /// SaaS application.
+    pub app: String,
+    /// Environment.
+    pub environment: String,
+    /// Owner.
+    pub owner: String,
+    /// Description.
+    pub description: String,
+    /// Connector type.
+    pub connector: String,
+    /// Requestable scopes.
+    pub scopes: Vec<ScopeOut>,
+}
+
+impl From<&Integration> for IntegrationOut {
+    fn from(i: &Integration) -> Self {
+        Self {
+            name: i.name.clone(),
+            app: i.app.clone(),
+            environment: i.environment.clone(),
+            owner: i.owner.clone(),
+            description: i.description.clone(),
+            connector: i.connector_type().to_owned(),
+            scopes: i
+                .scopes
+                .iter()
+                .map(|s| ScopeOut {
+                    name: s.name.clone(),
+                    risk: s.risk.as_str().to_owned(),
+                    description: s.description.clone(),
+                })
+                .collect(),
+        }
+    }
+}
+
+/// A principal.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct PrincipalOut {
+    /// Id.
+    pub id: String,
+    /// `person` or `service`.
+    pub kind: String,
+    /// Name.
+    pub name: String,
+    /// Email.
+    pub email: Option<String>,
+    /// Slack user id.
+    pub slack_user_id: Option<String>,
+    /// Global roles.
+    pub roles: Vec<String>,
+    /// Accountable person (services).
+    pub owner: Option<String>,
+    /// Groups it belongs to.
+    pub groups: Vec<String>,
+    /// Disabled.
+    pub disabled: bool,
+}
+
+impl PrincipalOut {
+    /// Builds the view.
+    pub fn new(p: &Principal, groups: Vec<String>) -> Self {
+        Self {
+            id: p.id.clone(),
+            kind: serde_json::to_value(p.kind).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default(),
+            name: p.name.clone(),
+            email: p.email.clone(),
+            slack_user_id: p.slack_user_id.clone(),
+            roles: p
+                .roles
+                .iter()
+                .filter_map(|r| serde_json::to_value(r).ok().and_then(|v| v.as_str().map(str::to_owned)))
+                .collect(),
+            owner: p.owner.clone(),
+            groups,
+            disabled: p.disabled,
+        }
+    }
+}
+
+/// A workflow definition.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct WorkflowOut {
+    /// Key.
+    pub key: String,
+    /// Version.
+    pub version: u32,
+    /// Kind.
+    pub kind: String,
+    /// Description.
+    pub description: String,
+    /// Whether this is the version new requests use.
+    pub latest: bool,
+    /// The full definition.
+    #[schema(value_type = Object)]
+    pub definition: serde_json::Value,
+}
+
+/// An audit record.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct AuditRecordOut {
+    /// Sequence.
+    pub seq: i64,
+    /// UTC time.
+    pub recorded_at: DateTime<Utc>,
+    /// Event type.
+    pub event_type: String,
+    /// Channel.
+    pub channel: String,
+    /// Outcome.
+    pub outcome: String,
+    /// Actor.
+    pub actor: String,
+    /// Subject.
+    pub subject: String,
+    /// Request id.
+    pub run_id: Option<Uuid>,
+    /// Justification.
+    pub justification: Option<String>,
+    /// Workflow key.
+    pub workflow_key: Option<String>,
+    /// Workflow version.
+    pub workflow_version: Option<i32>,
+    /// Details.
+    #[schema(value_type = Object)]
+    pub details: serde_json::Value,
+    /// Previous record's hash.
+    pub prev_hash: String,
+    /// This record's hash.
+    pub hash: String,
+}
+
+impl From<AuditRecord> for AuditRecordOut {
+    fn from(r: AuditRecord) -> Self {
+        Self {
+            seq: r.seq,
+            recorded_at: r.recorded_at,
+            event_type: r.event.event_type,
+            channel: r.event.channel,
+            outcome: r.event.outcome,
+            actor: r.event.actor,
+            subject: r.event.subject,
+            run_id: r.event.run_id,
+            justification: r.event.justification,
+            workflow_key: r.event.workflow_key,
+            workflow_version: r.event.workflow_version,
+            details: r.event.details,
+            prev_hash: r.prev_hash,
+            hash: r.hash,
+        }
+    }
+}
+
+/// The result of verifying the audit chain.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct VerifyOut {
+    /// Whether every link verified.
+    pub ok: bool,
+    /// Records checked.
+    pub records: u64,
+    /// Last sequence checked.
+    pub head_seq: Option<i64>,
+    /// Its hash.
+    pub head_hash: Option<String>,
+    /// The first broken sequence.
+    pub broken_at: Option<i64>,
+    /// What is wrong there.
+    pub detail: Option<String>,
+}
+
+/// A manual task.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct TaskOut {
+    /// Id.
+    pub id: Uuid,
+    /// The request.
+    pub request: Uuid,
+    /// Who must confirm.
+    pub operator: String,
+    /// What to do.
+    pub instructions: String,
+    /// `open`, `done`, `failed`.
+    pub status: String,
+    /// Who resolved it.
+    pub resolved_by: Option<String>,
+    /// Comment.
+    pub comment: Option<String>,
+    /// When resolved.
+    pub resolved_at: Option<DateTime<Utc>>,
+    /// Created.
+    pub created_at: DateTime<Utc>,
+}
+
+impl From<Task> for TaskOut {
+    fn from(t: Task) -> Self {
+        Self {
+            id: t.id.0,
+            request: t.run_id.0,
+            operator: t.operator,
+            instructions: t.instructions,
+            status: t.status,
+            resolved_by: t.resolved_by,
+            comment: t.comment,
+            resolved_at: t.resolved_at,
+            created_at: t.created_at,
+        }
+    }
+}
+
+/// Health.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct HealthOut {
+    /// `ok`.
+    pub status: String,
+}

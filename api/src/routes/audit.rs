@@ -1,0 +1,73 @@
+//! `/v1/audit`: the hash-chained audit log, for admins and auditors.
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use serde::Deserialize;
+use tollgate_engine::ids::RunId;
+use tollgate_engine::store::query;
+use utoipa::IntoParams;
+
+use crate::app::AppState;
+use crate::dto::{AuditRecordOut, Page, VerifyOut};
+use crate::error::{ApiError, ApiResult, ErrorBody};
+use crate::extract::{Caller, Query};
+
+fn require_auditor(caller: &Caller) -> ApiResult<()> {
+    if caller.can_read_all() { Ok(()) } else { Err(ApiError::forbidden("the audit log is for admins and auditors")) }
+}
+
+/// Audit listing parameters.
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct AuditParams {
+    /// Return records with a sequence greater than this (the previous page's `next_cursor`).
+    cursor: Option<i64>,
+    /// Only records of this request.
+    request: Option<uuid::Uuid>,
+    /// Page size (1–1000, default 100).
+    limit: Option<u64>,
+}
+
+/// Audit records in sequence order.
+#[utoipa::path(get, path = "/v1/audit", tag = "audit", params(AuditParams),
+    responses((status = 200, body = Page<AuditRecordOut>), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)), security(("bearer" = [])))]
+pub(crate) async fn list(
+    State(state): State<AppState>,
+    caller: Caller,
+    Query(p): Query<AuditParams>,
+) -> ApiResult<axum::Json<Page<AuditRecordOut>>> {
+    require_auditor(&caller)?;
+    let limit = p.limit.unwrap_or(100);
+    if !(1..=1000).contains(&limit) {
+        return Err(ApiError::new(StatusCode::BAD_REQUEST, "invalid_query", "limit must be between 1 and 1000"));
+    }
+    let records =
+        query::audit_page(&state.engine.db().read, p.cursor.unwrap_or(0), limit, p.request.map(RunId)).await?;
+    let next_cursor = (records.len() as u64 == limit).then(|| records.last().map(|r| r.seq.to_string())).flatten();
+    Ok(axum::Json(Page { items: records.into_iter().map(AuditRecordOut::from).collect(), next_cursor }))
+}
+
+/// Verifies every link of the chain; reports the first broken sequence.
+#[utoipa::path(get, path = "/v1/audit/verify", tag = "audit",
+    responses((status = 200, description = "Verification result (ok false with broken_at when the chain is broken)", body = VerifyOut), (status = 403, body = ErrorBody)), security(("bearer" = [])))]
+pub(crate) async fn verify(State(state): State<AppState>, caller: Caller) -> ApiResult<axum::Json<VerifyOut>> {
+    require_auditor(&caller)?;
+    Ok(axum::Json(match query::verify_audit(&state.engine.db().read).await? {
+        Ok(r) => VerifyOut {
+            ok: true,
+            records: r.records,
+            head_seq: r.head_seq,
+            head_hash: r.head_hash,
+            broken_at: None,
+            detail: None,
+        },
+        Err(b) => VerifyOut {
+            ok: false,
+            records: 0,
+            head_seq: None,
+            head_hash: None,
+            broken_at: Some(b.seq),
+            detail: Some(b.to_string()),
+        },
+    }))
+}

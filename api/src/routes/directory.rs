@@ -1,0 +1,80 @@
+//! The registry and directory, read-only over the API: integrations, workflows, principals.
+
+use axum::extract::{Path, State};
+
+use crate::app::AppState;
+use crate::dto::{IntegrationOut, Page, PrincipalOut, WorkflowOut};
+use crate::error::{ApiError, ApiResult, ErrorBody};
+use crate::extract::Caller;
+
+/// Every integration (connector settings are never shown).
+#[utoipa::path(get, path = "/v1/integrations", tag = "directory",
+    responses((status = 200, body = Page<IntegrationOut>), (status = 401, body = ErrorBody)), security(("bearer" = [])))]
+pub(crate) async fn integrations(State(state): State<AppState>, _caller: Caller) -> axum::Json<Page<IntegrationOut>> {
+    let items = state.engine.shared().directory.integrations.values().map(IntegrationOut::from).collect();
+    axum::Json(Page { items, next_cursor: None })
+}
+
+/// One integration, by name.
+#[utoipa::path(get, path = "/v1/integrations/{id}", tag = "directory",
+    params(("id" = String, Path, description = "Integration name")),
+    responses((status = 200, body = IntegrationOut), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)), security(("bearer" = [])))]
+pub(crate) async fn integration(
+    State(state): State<AppState>,
+    _caller: Caller,
+    Path(id): Path<String>,
+) -> ApiResult<axum::Json<IntegrationOut>> {
+    let i = state.engine.shared().directory.integrations.get(&id).ok_or_else(|| ApiError::not_found("integration"))?;
+    Ok(axum::Json(IntegrationOut::from(i)))
+}
+
+/// Every loaded workflow version (older versions stay while runs may use them).
+#[utoipa::path(get, path = "/v1/workflows", tag = "directory",
+    responses((status = 200, body = Page<WorkflowOut>), (status = 401, body = ErrorBody)), security(("bearer" = [])))]
+pub(crate) async fn workflows(State(state): State<AppState>, _caller: Caller) -> axum::Json<Page<WorkflowOut>> {
+    let catalog = &state.engine.shared().catalog;
+    let latest: Vec<(String, u32)> = catalog.latest().iter().map(|d| (d.key.clone(), d.version)).collect();
+    let items = catalog
+        .all()
+        .iter()
+        .map(|d| WorkflowOut {
+            key: d.key.clone(),
+            version: d.version,
+            kind: d.kind.as_str().to_owned(),
+            description: d.description.clone(),
+            latest: latest.contains(&(d.key.clone(), d.version)),
+            definition: serde_json::to_value(&**d).unwrap_or_default(),
+        })
+        .collect();
+    axum::Json(Page { items, next_cursor: None })
+}
+
+/// Every principal with its groups.
+#[utoipa::path(get, path = "/v1/principals", tag = "directory",
+    responses((status = 200, body = Page<PrincipalOut>), (status = 401, body = ErrorBody)), security(("bearer" = [])))]
+pub(crate) async fn principals(State(state): State<AppState>, _caller: Caller) -> axum::Json<Page<PrincipalOut>> {
+    let dir = &state.engine.shared().directory;
+    let items = dir.principals.values().map(|p| PrincipalOut::new(p, groups_of(&state, &p.id))).collect();
+    let _ = dir;
+    axum::Json(Page { items, next_cursor: None })
+}
+
+/// The caller.
+#[utoipa::path(get, path = "/v1/me", tag = "directory",
+    responses((status = 200, body = PrincipalOut), (status = 401, body = ErrorBody)), security(("bearer" = [])))]
+pub(crate) async fn me(State(state): State<AppState>, caller: Caller) -> ApiResult<axum::Json<PrincipalOut>> {
+    let p = state.engine.shared().directory.active_principal(&caller.id).ok_or_else(ApiError::unauthenticated)?;
+    Ok(axum::Json(PrincipalOut::new(p, groups_of(&state, &caller.id))))
+}
+
+fn groups_of(state: &AppState, id: &str) -> Vec<String> {
+    state
+        .engine
+        .shared()
+        .directory
+        .groups
+        .iter()
+        .filter(|(_, g)| g.members.iter().any(|m| m == id))
+        .map(|(n, _)| n.clone())
+        .collect()
+}

@@ -1,0 +1,129 @@
+//! `/v1/grants`: who holds what access until when; revoke early.
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use serde::Deserialize;
+use tollgate_engine::ids::GrantId;
+use tollgate_engine::run::{Grant, GrantStatus};
+use tollgate_engine::store::query::{self, GrantFilter};
+use utoipa::IntoParams;
+
+use crate::app::AppState;
+use crate::dto::{GrantOut, Page};
+use crate::error::{ApiError, ApiResult, ErrorBody};
+use crate::extract::{Caller, Channel, IdPath, Query};
+
+/// Holder, the integration's owner, admins and auditors may see a grant.
+fn can_view(state: &AppState, caller: &Caller, g: &Grant) -> bool {
+    caller.can_read_all() || caller.id == g.principal || is_owner(state, caller, g)
+}
+
+fn is_owner(state: &AppState, caller: &Caller, g: &Grant) -> bool {
+    state.engine.shared().directory.integrations.get(&g.integration).is_some_and(|i| i.owner == caller.id)
+}
+
+/// Grant listing filters.
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct ListParams {
+    /// `provisioning`, `active`, `revoking`, `revoked`, `revoke_failed`, `failed`.
+    status: Option<String>,
+    /// Holder.
+    principal: Option<String>,
+    /// Integration.
+    integration: Option<String>,
+    /// Cursor from a previous page.
+    cursor: Option<String>,
+    /// Page size (1–200, default 50).
+    limit: Option<u64>,
+}
+
+/// List grants, newest first (admins and auditors: all; others: their own and those on
+/// integrations they own).
+#[utoipa::path(
+    get, path = "/v1/grants", tag = "grants", params(ListParams),
+    responses((status = 200, body = Page<GrantOut>), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody)),
+    security(("bearer" = []))
+)]
+pub(crate) async fn list(
+    State(state): State<AppState>,
+    caller: Caller,
+    Query(p): Query<ListParams>,
+) -> ApiResult<axum::Json<Page<GrantOut>>> {
+    let bad = |d: String| ApiError::new(StatusCode::BAD_REQUEST, "invalid_query", d);
+    let limit = p.limit.unwrap_or(50);
+    if !(1..=200).contains(&limit) {
+        return Err(bad("limit must be between 1 and 200".to_owned()));
+    }
+    let status = p
+        .status
+        .as_deref()
+        .map(|s| GrantStatus::parse(s).ok_or_else(|| bad(format!("unknown status {s:?}"))))
+        .transpose()?;
+    let mut cursor =
+        p.cursor.as_deref().map(|c| c.parse::<GrantId>().map_err(|_| bad("invalid cursor".to_owned()))).transpose()?;
+    let filter = GrantFilter { status, principal: p.principal, integration: p.integration };
+    let mut items = Vec::new();
+    let mut exhausted = false;
+    for _ in 0..20 {
+        let batch = query::list_grants(&state.engine.db().read, &filter, cursor, limit).await?;
+        exhausted = (batch.len() as u64) < limit;
+        for g in batch {
+            cursor = Some(g.id);
+            if can_view(&state, &caller, &g) && (items.len() as u64) < limit {
+                items.push(GrantOut::from(&g));
+            }
+        }
+        if exhausted || items.len() as u64 >= limit {
+            break;
+        }
+    }
+    let next_cursor = if exhausted { None } else { items.last().map(|g| g.id.to_string()) };
+    Ok(axum::Json(Page { items, next_cursor }))
+}
+
+/// One grant.
+#[utoipa::path(
+    get, path = "/v1/grants/{id}", tag = "grants",
+    params(("id" = uuid::Uuid, Path, description = "Grant id")),
+    responses((status = 200, body = GrantOut), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)),
+    security(("bearer" = []))
+)]
+pub(crate) async fn show(
+    State(state): State<AppState>,
+    caller: Caller,
+    IdPath(id): IdPath,
+) -> ApiResult<axum::Json<GrantOut>> {
+    let g = query::grant(&state.engine.db().read, GrantId(id))
+        .await?
+        .filter(|g| can_view(&state, &caller, g))
+        .ok_or_else(|| ApiError::not_found("grant"))?;
+    Ok(axum::Json(GrantOut::from(&g)))
+}
+
+/// Revoke an active grant now (holder, the integration's owner, or an admin). The revoke call
+/// happens asynchronously; the grant shows `revoking`, then `revoked` (or `revoke_failed`).
+#[utoipa::path(
+    post, path = "/v1/grants/{id}/revoke", tag = "grants",
+    params(("id" = uuid::Uuid, Path, description = "Grant id")),
+    responses((status = 202, body = GrantOut), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, description = "grant_not_active", body = ErrorBody)),
+    security(("bearer" = []))
+)]
+pub(crate) async fn revoke(
+    State(state): State<AppState>,
+    caller: Caller,
+    Channel(channel): Channel,
+    IdPath(id): IdPath,
+) -> ApiResult<(StatusCode, axum::Json<GrantOut>)> {
+    let db = &state.engine.db().read;
+    let g = query::grant(db, GrantId(id))
+        .await?
+        .filter(|g| can_view(&state, &caller, g))
+        .ok_or_else(|| ApiError::not_found("grant"))?;
+    if !(caller.is_admin() || caller.id == g.principal || is_owner(&state, &caller, &g)) {
+        return Err(ApiError::forbidden("only the grant's holder, the integration's owner or an admin may revoke it"));
+    }
+    state.engine.revoke_grant(GrantId(id), &caller.id, channel).await?;
+    let g = query::grant(db, GrantId(id)).await?.ok_or_else(|| ApiError::not_found("grant"))?;
+    Ok((StatusCode::ACCEPTED, axum::Json(GrantOut::from(&g))))
+}

@@ -1,0 +1,8 @@
+//! HTTP handlers, one module per resource.
+
+pub(crate) mod audit;
+pub(crate) mod directory;
+pub(crate) mod grants;
+pub(crate) mod health;
+pub(crate) mod requests;
+pub(crate) mod tasks;

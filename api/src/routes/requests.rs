@@ -1,0 +1,295 @@
+//! `/v1/requests`: ask for access, follow a request, decide, cancel.
+
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+use sha2::{Digest, Sha256};
+use tollgate_engine::Created;
+use tollgate_engine::Engine;
+use tollgate_engine::ids::{GrantId, RunId};
+use tollgate_engine::run::{Decision, Run, RunStatus};
+use tollgate_engine::store::query::{self, RunFilter, RunView};
+use tollgate_engine::transition::NewRequest;
+use tollgate_workflows::{Duration, Step, WorkflowKind};
+use utoipa::IntoParams;
+
+use crate::app::AppState;
+use crate::dto::{DecisionIn, Page, RequestIn, RequestOut};
+use crate::error::{ApiError, ApiResult, ErrorBody};
+use crate::extract::{Caller, Channel, IdPath, Json, Query};
+
+const MAX_JUSTIFICATION: usize = 2000;
+
+/// Renders a request as the API shows it.
+pub(crate) fn render(engine: &Engine, view: &RunView) -> RequestOut {
+    let def = engine.shared().catalog.get(&view.run.workflow_key, view.run.workflow_version);
+    RequestOut::new(view, def.as_deref())
+}
+
+/// Whether `caller` may see `run`: its requester, an admin or auditor, or an eligible approver.
+pub(crate) fn can_view(engine: &Engine, caller: &Caller, run: &Run) -> bool {
+    if caller.can_read_all() || caller.id == run.requester {
+        return true;
+    }
+    let shared = engine.shared();
+    let (Some(def), Some(integration)) = (
+        shared.catalog.get(&run.workflow_key, run.workflow_version),
+        shared.directory.integrations.get(&run.integration),
+    ) else {
+        return false;
+    };
+    def.steps.iter().any(|s| matches!(s, Step::Approval(a) if shared.directory.is_eligible_approver(&caller.id, &a.approvers, integration, &run.requester)))
+}
+
+async fn load_visible(state: &AppState, caller: &Caller, id: RunId) -> ApiResult<RunView> {
+    let view = query::run_view(&state.engine.db().read, id).await?.ok_or_else(|| ApiError::not_found("request"))?;
+    if !can_view(&state.engine, caller, &view.run) {
+        // Indistinguishable from a missing request: ids are not an oracle.
+        return Err(ApiError::not_found("request"));
+    }
+    Ok(view)
+}
+
+/// Create a request for access.
+#[utoipa::path(
+    post, path = "/v1/requests", tag = "requests",
+    request_body = RequestIn,
+    params(("Idempotency-Key" = Option<String>, Header, description = "Same key and body returns the same response; same key with another body is a 422")),
+    responses(
+        (status = 201, description = "Created", body = RequestOut),
+        (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
+        (status = 413, body = ErrorBody), (status = 422, body = ErrorBody)
+    ),
+    security(("bearer" = []))
+)]
+pub(crate) async fn create(
+    State(state): State<AppState>,
+    caller: Caller,
+    Channel(channel): Channel,
+    headers: HeaderMap,
+    Json(body): Json<RequestIn>,
+) -> ApiResult<Response> {
+    let kind = match body.kind.as_deref() {
+        None => WorkflowKind::Grant,
+        Some(k) => WorkflowKind::parse(k)
+            .ok_or_else(|| ApiError::validation("kind: must be one of grant, renew, rotate, revoke"))?,
+    };
+    let duration =
+        body.duration.as_deref().map(Duration::parse).transpose().map_err(|e| {
+            ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_duration", format!("duration: {e}"))
+        })?;
+    if body.justification.chars().count() > MAX_JUSTIFICATION {
+        return Err(ApiError::validation(format!("justification: at most {MAX_JUSTIFICATION} characters")));
+    }
+    if body.integration.is_empty()
+        || body.integration.len() > 200
+        || body.scopes.len() > 100
+        || body.scopes.iter().any(|s| s.len() > 200)
+    {
+        return Err(ApiError::validation(
+            "integration and scopes must be non-empty names of at most 200 characters (at most 100 scopes)",
+        ));
+    }
+    let idempotency = match headers.get("idempotency-key") {
+        None => None,
+        Some(v) => {
+            let key =
+                v.to_str().ok().filter(|k| !k.is_empty() && k.len() <= 255).ok_or_else(|| {
+                    ApiError::bad_request("Idempotency-Key must be 1 to 255 visible ASCII characters")
+                })?;
+            let canonical = serde_json::to_vec(&body).map_err(|e| ApiError::internal(&e))?;
+            Some((caller.id.clone(), key.to_owned(), hex::encode(Sha256::digest(canonical))))
+        }
+    };
+    let grant = match body.grant {
+        Some(id) => Some(
+            query::grant(&state.engine.db().read, GrantId(id))
+                .await?
+                .ok_or_else(|| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_grant", "no such grant"))?,
+        ),
+        None => None,
+    };
+    let request = NewRequest {
+        id: RunId::new(),
+        requester: caller.id.clone(),
+        kind,
+        integration: body.integration,
+        scopes: body.scopes,
+        duration,
+        justification: body.justification.trim().to_owned(),
+        grant,
+        channel: channel.to_owned(),
+    };
+    let engine: Arc<Engine> = state.engine.clone();
+    let render_with = engine.clone();
+    let renderer =
+        Box::new(move |view: &RunView| serde_json::to_string(&render(&render_with, view)).unwrap_or_default());
+    let (body, replayed) = match engine.create_request(request, caller.is_admin(), idempotency, renderer).await? {
+        Created::New { id, body } => {
+            tracing::info!(run.id = %id, requester = %caller.id, "request created");
+            (body, false)
+        }
+        Created::Replayed { body } => (body, true),
+    };
+    let id = serde_json::from_str::<serde_json::Value>(&body)
+        .ok()
+        .and_then(|v| v["id"].as_str().map(str::to_owned))
+        .unwrap_or_default();
+    let mut resp = (StatusCode::CREATED, [(header::CONTENT_TYPE, "application/json")], body).into_response();
+    if let Ok(loc) = HeaderValue::from_str(&format!("/v1/requests/{id}")) {
+        resp.headers_mut().insert(header::LOCATION, loc);
+    }
+    if replayed {
+        resp.headers_mut().insert("idempotent-replayed", HeaderValue::from_static("true"));
+    }
+    Ok(resp)
+}
+
+/// Request listing filters.
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct ListParams {
+    /// Status filter.
+    status: Option<String>,
+    /// Requester filter.
+    requester: Option<String>,
+    /// Integration filter.
+    integration: Option<String>,
+    /// Cursor from a previous page.
+    cursor: Option<String>,
+    /// Page size (1–200, default 50).
+    limit: Option<u64>,
+}
+
+/// List requests, newest first. Admins and auditors see all; others see their own and those
+/// they may approve.
+#[utoipa::path(
+    get, path = "/v1/requests", tag = "requests", params(ListParams),
+    responses((status = 200, body = Page<RequestOut>), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody)),
+    security(("bearer" = []))
+)]
+pub(crate) async fn list(
+    State(state): State<AppState>,
+    caller: Caller,
+    Query(p): Query<ListParams>,
+) -> ApiResult<axum::Json<Page<RequestOut>>> {
+    let limit = p.limit.unwrap_or(50);
+    if !(1..=200).contains(&limit) {
+        return Err(ApiError::new(StatusCode::BAD_REQUEST, "invalid_query", "limit must be between 1 and 200"));
+    }
+    let status = p
+        .status
+        .as_deref()
+        .map(|s| {
+            RunStatus::parse(s)
+                .ok_or_else(|| ApiError::new(StatusCode::BAD_REQUEST, "invalid_query", format!("unknown status {s:?}")))
+        })
+        .transpose()?;
+    let mut cursor = p
+        .cursor
+        .as_deref()
+        .map(|c| {
+            c.parse::<RunId>().map_err(|_| ApiError::new(StatusCode::BAD_REQUEST, "invalid_query", "invalid cursor"))
+        })
+        .transpose()?;
+    let filter = RunFilter { status, requester: p.requester, integration: p.integration };
+    let mut items = Vec::new();
+    let mut exhausted = false;
+    // Non-privileged callers' pages are filtered after the query; scan a bounded number of pages.
+    for _ in 0..20 {
+        let batch = query::list_runs(&state.engine.db().read, &filter, cursor, limit).await?;
+        exhausted = (batch.len() as u64) < limit;
+        for run in batch {
+            cursor = Some(run.id);
+            if can_view(&state.engine, &caller, &run) && (items.len() as u64) < limit {
+                let view = RunView { run, votes: Vec::new(), grant: None };
+                items.push(view);
+            }
+        }
+        if exhausted || items.len() as u64 >= limit {
+            break;
+        }
+    }
+    let mut out = Vec::with_capacity(items.len());
+    for v in items {
+        let full = query::run_view(&state.engine.db().read, v.run.id).await?.unwrap_or(v);
+        out.push(render(&state.engine, &full));
+    }
+    let next_cursor = if exhausted { None } else { out.last().map(|r| r.id.to_string()) };
+    Ok(axum::Json(Page { items: out, next_cursor }))
+}
+
+/// One request: status, pinned workflow, steps, decisions, grant.
+#[utoipa::path(
+    get, path = "/v1/requests/{id}", tag = "requests",
+    params(("id" = uuid::Uuid, Path, description = "Request id")),
+    responses((status = 200, body = RequestOut), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)),
+    security(("bearer" = []))
+)]
+pub(crate) async fn show(
+    State(state): State<AppState>,
+    caller: Caller,
+    IdPath(id): IdPath,
+) -> ApiResult<axum::Json<RequestOut>> {
+    let view = load_visible(&state, &caller, RunId(id)).await?;
+    Ok(axum::Json(render(&state.engine, &view)))
+}
+
+/// Approve or deny.
+#[utoipa::path(
+    post, path = "/v1/requests/{id}/decisions", tag = "requests",
+    params(("id" = uuid::Uuid, Path, description = "Request id")),
+    request_body = DecisionIn,
+    responses(
+        (status = 200, description = "Decision recorded", body = RequestOut),
+        (status = 403, description = "self_approval or not_an_approver", body = ErrorBody),
+        (status = 404, body = ErrorBody),
+        (status = 409, description = "already_decided, already_voted, expired or cancelled", body = ErrorBody),
+        (status = 422, body = ErrorBody)
+    ),
+    security(("bearer" = []))
+)]
+pub(crate) async fn decide(
+    State(state): State<AppState>,
+    caller: Caller,
+    Channel(channel): Channel,
+    IdPath(id): IdPath,
+    Json(body): Json<DecisionIn>,
+) -> ApiResult<axum::Json<RequestOut>> {
+    let decision = match body.decision.as_str() {
+        "approve" => Decision::Approve,
+        "deny" => Decision::Deny,
+        _ => return Err(ApiError::validation("decision: must be approve or deny")),
+    };
+    if body.comment.as_ref().is_some_and(|c| c.chars().count() > MAX_JUSTIFICATION) {
+        return Err(ApiError::validation(format!("comment: at most {MAX_JUSTIFICATION} characters")));
+    }
+    state.engine.decide(RunId(id), &caller.id, decision, body.comment, channel).await?;
+    tracing::info!(run.id = %id, approver = %caller.id, decision = decision.as_str(), "decision recorded");
+    let view =
+        query::run_view(&state.engine.db().read, RunId(id)).await?.ok_or_else(|| ApiError::not_found("request"))?;
+    Ok(axum::Json(render(&state.engine, &view)))
+}
+
+/// Cancel a pending request (requester or admin).
+#[utoipa::path(
+    post, path = "/v1/requests/{id}/cancel", tag = "requests",
+    params(("id" = uuid::Uuid, Path, description = "Request id")),
+    responses((status = 200, body = RequestOut), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)),
+    security(("bearer" = []))
+)]
+pub(crate) async fn cancel(
+    State(state): State<AppState>,
+    caller: Caller,
+    Channel(channel): Channel,
+    IdPath(id): IdPath,
+) -> ApiResult<axum::Json<RequestOut>> {
+    load_visible(&state, &caller, RunId(id)).await?;
+    state.engine.cancel(RunId(id), &caller.id, caller.is_admin(), channel).await?;
+    let view =
+        query::run_view(&state.engine.db().read, RunId(id)).await?.ok_or_else(|| ApiError::not_found("request"))?;
+    Ok(axum::Json(render(&state.engine, &view)))
+}

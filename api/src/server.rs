@@ -1,0 +1,187 @@
+//! Start-up: connect, migrate, load workflows and the directory, start the engine, serve.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use secrecy::ExposeSecret;
+use tollgate_engine::clock::{Clock, SystemClock};
+use tollgate_engine::config_sync::{self, WorkflowSource};
+use tollgate_engine::notify::{LogChannel, NotificationChannel};
+use tollgate_engine::store::{self, Db};
+use tollgate_engine::{Engine, EngineSettings, Shared};
+use tollgate_workflows::parse_definition;
+
+use crate::config::Config;
+
+/// Reads every workflow definition the configuration names: the bundled set, then `*.yaml` /
+/// `*.yml` files of `workflows.dir` in name order.
+///
+/// # Errors
+/// The first unreadable or invalid file, with its line, column and field.
+pub fn workflow_sources(config: &Config) -> anyhow::Result<Vec<WorkflowSource>> {
+    let mut out = Vec::new();
+    if config.workflows.bundled {
+        for (name, text) in tollgate_workflows::BUNDLED {
+            let definition = parse_definition(&format!("bundled/{name}"), text)?;
+            out.push(WorkflowSource { name: format!("bundled/{name}"), text: (*text).to_owned(), definition });
+        }
+    }
+    if let Some(dir) = &config.workflows.dir {
+        out.extend(read_dir(dir)?);
+    }
+    Ok(out)
+}
+
+/// Reads and validates the definitions in a file or directory.
+///
+/// # Errors
+/// The first unreadable or invalid file.
+pub fn read_dir(path: &Path) -> anyhow::Result<Vec<WorkflowSource>> {
+    let mut files = Vec::new();
+    if path.is_dir() {
+        for entry in
+            std::fs::read_dir(path).with_context(|| format!("workflows.dir: cannot read {}", path.display()))?
+        {
+            let p = entry?.path();
+            if p.extension().is_some_and(|e| e == "yaml" || e == "yml") {
+                files.push(p);
+            }
+        }
+        files.sort();
+    } else {
+        files.push(path.to_owned());
+    }
+    let mut out = Vec::new();
+    for f in files {
+        let name = f.display().to_string();
+        let meta = std::fs::metadata(&f).with_context(|| format!("cannot read {name}"))?;
+        anyhow::ensure!(meta.len() <= 256 * 1024, "{name}: file too large (limit 256 KiB)");
+        let text = std::fs::read_to_string(&f).with_context(|| format!("cannot read {name}"))?;
+        let definition = parse_definition(&name, &text)?;
+        out.push(WorkflowSource { name, text, definition });
+    }
+    Ok(out)
+}
+
+/// Connects and migrates.
+///
+/// # Errors
+/// When the database cannot be reached or migrated.
+pub async fn open_db(config: &Config) -> anyhow::Result<Db> {
+    let db = store::connect(&config.database.url, config.database.max_connections)
+        .await
+        .context("cannot open the database (database.url)")?;
+    store::migrate(&db).await.context("database migration failed")?;
+    Ok(db)
+}
+
+/// Builds an engine from the configuration. With `workers` false only the writer runs (for CLI
+/// commands that write, such as `token create`, so they never perform side effects).
+///
+/// # Errors
+/// Invalid configuration or database failures.
+pub async fn build_engine(config: &Config, clock: Arc<dyn Clock>, workers: bool) -> anyhow::Result<Arc<Engine>> {
+    let db = open_db(config).await?;
+    let directory = config.directory()?;
+    let sources = workflow_sources(config)?;
+    let (catalog, plan) = config_sync::plan(&db.read, &sources, &directory).await?;
+    let http = tollgate_engine::http::client(Duration::from_secs(30)).context("cannot build the HTTP client")?;
+    let connectors = tollgate_engine::runtime::build_connectors(&directory, &http)
+        .map_err(|e| anyhow::anyhow!("invalid configuration: {e}"))?;
+    let channel: Arc<dyn NotificationChannel> = match &config.notifications.webhook {
+        Some(w) => {
+            Arc::new(tollgate_engine::notify::webhook::WebhookChannel::new(w, &http).context("notifications.webhook")?)
+        }
+        None => Arc::new(LogChannel),
+    };
+    let settings = EngineSettings {
+        node_id: config.node_id(),
+        lease: Duration::from_secs(config.engine.lease_secs),
+        dispatch_concurrency: config.engine.dispatch_concurrency,
+        revoke_retry_interval: Duration::from_secs(config.engine.revoke_retry_secs),
+        ..EngineSettings::default()
+    };
+    let shared = Shared {
+        catalog,
+        directory,
+        clock,
+        node_id: settings.node_id.clone(),
+        lease: chrono::Duration::from_std(settings.lease).unwrap_or_default(),
+    };
+    let engine = if workers {
+        Engine::start(db, shared, connectors, channel, settings).await?
+    } else {
+        Engine::start_writer_only(db, shared).await?
+    };
+    engine.apply_sync(plan).await?;
+    if workers {
+        bootstrap(config, &engine).await?;
+    }
+    Ok(Arc::new(engine))
+}
+
+/// Registers the configured bootstrap admin token on first start (when no token exists).
+async fn bootstrap(config: &Config, engine: &Engine) -> anyhow::Result<()> {
+    let (Some(principal), Some(token)) = (&config.bootstrap.admin_principal, &config.bootstrap.admin_token) else {
+        return Ok(());
+    };
+    if store::query::any_token(&engine.db().read).await? {
+        return Ok(());
+    }
+    let token = token.expose_secret();
+    anyhow::ensure!(token.len() >= 32, "bootstrap.admin_token: must be at least 32 characters");
+    engine.register_token(principal, "bootstrap", token, "system", "config").await?;
+    tracing::info!(principal = %principal, "bootstrap admin token registered");
+    Ok(())
+}
+
+/// Runs the server until SIGINT/SIGTERM.
+///
+/// # Errors
+/// Start-up failures.
+pub async fn serve(config: Config) -> anyhow::Result<()> {
+    let engine = build_engine(&config, Arc::new(SystemClock), true).await?;
+    let listener = tokio::net::TcpListener::bind(&config.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", config.listen))?;
+    let addr = listener.local_addr()?;
+    tracing::info!(%addr, database = %redact_url(&config.database.url), "tollgate listening");
+    let app = crate::app::router(engine.clone(), config.http.max_body_bytes);
+    axum::serve(listener, app).with_graceful_shutdown(shutdown_signal()).await?;
+    engine.shutdown().await;
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        () = ctrl_c => {}
+        () = term => {}
+    }
+    tracing::info!("shutting down");
+}
+
+/// A database URL without its password, for logs.
+#[must_use]
+pub fn redact_url(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            let creds = &url[scheme + 3..at];
+            let user = creds.split(':').next().unwrap_or_default();
+            format!("{}{user}:***{}", &url[..scheme + 3], &url[at..])
+        }
+        _ => url.to_owned(),
+    }
+}

@@ -1,0 +1,239 @@
+//! Start-up synchronisation of configuration into the database: workflow versions are pinned
+//! (a changed definition under an existing version is refused), and the directory is mirrored
+//! with an audit event for every addition, change and removal.
+
+use std::collections::BTreeMap;
+
+use sea_orm::{ConnectionTrait, EntityTrait};
+use sha2::{Digest, Sha256};
+use tollgate_workflows::{Catalog, WorkflowDefinition, parse_definition};
+
+use crate::audit::AuditEvent;
+use crate::directory::Directory;
+use crate::store::StoreError;
+use crate::store::entity::{directory_entry, workflow_definition};
+
+/// A workflow definition read from a file (or the bundled set).
+#[derive(Debug, Clone)]
+pub struct WorkflowSource {
+    /// File name, for messages.
+    pub name: String,
+    /// YAML text.
+    pub text: String,
+    /// Parsed definition.
+    pub definition: WorkflowDefinition,
+}
+
+/// A new pinned workflow version to store.
+#[derive(Debug, Clone)]
+pub struct NewWorkflowRow {
+    /// Key.
+    pub key: String,
+    /// Version.
+    pub version: u32,
+    /// Kind.
+    pub kind: String,
+    /// YAML text.
+    pub source: String,
+    /// Fingerprint of the parsed definition.
+    pub sha256: String,
+}
+
+/// A directory entry to insert, update or deactivate.
+#[derive(Debug, Clone)]
+pub struct DirectoryRow {
+    /// `principal`, `group` or `integration`.
+    pub kind: &'static str,
+    /// Name.
+    pub name: String,
+    /// JSON document (no secrets).
+    pub document: String,
+    /// False when the entry was removed from configuration.
+    pub active: bool,
+    /// Whether a row exists already.
+    pub exists: bool,
+}
+
+/// What start-up must write, with its audit events.
+#[derive(Debug, Clone, Default)]
+pub struct SyncPlan {
+    /// Workflow versions seen for the first time.
+    pub workflows: Vec<NewWorkflowRow>,
+    /// Directory changes.
+    pub directory: Vec<DirectoryRow>,
+    /// Audit events for all of the above.
+    pub events: Vec<AuditEvent>,
+}
+
+/// A configuration that cannot be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum SyncError {
+    /// A workflow definition changed under an existing version.
+    #[error(
+        "{name}: workflow {key} version {version} differs from the definition pinned when it was first loaded; bump `version` to change behaviour"
+    )]
+    VersionChanged {
+        /// File.
+        name: String,
+        /// Key.
+        key: String,
+        /// Version.
+        version: u32,
+    },
+    /// Two files define the same key and version differently.
+    #[error("{0}")]
+    Catalog(String),
+    /// A stored definition no longer parses.
+    #[error("stored workflow {key} v{version} no longer parses: {message}")]
+    Stored {
+        /// Key.
+        key: String,
+        /// Version.
+        version: i32,
+        /// Parser message.
+        message: String,
+    },
+    /// Database failure.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+fn fingerprint(def: &WorkflowDefinition) -> String {
+    hex::encode(Sha256::digest(serde_json::to_vec(def).unwrap_or_default()))
+}
+
+fn event(event_type: &str, subject: String, details: serde_json::Value) -> AuditEvent {
+    AuditEvent {
+        event_type: event_type.to_owned(),
+        channel: "config".to_owned(),
+        outcome: "success".to_owned(),
+        actor: "system".to_owned(),
+        subject,
+        run_id: None,
+        justification: None,
+        workflow_key: None,
+        workflow_version: None,
+        details,
+    }
+}
+
+/// Builds the catalog (stored versions plus the given sources) and the plan of what to store.
+///
+/// # Errors
+/// [`SyncError`] naming the definition at fault.
+pub async fn plan<C: ConnectionTrait>(
+    c: &C,
+    sources: &[WorkflowSource],
+    directory: &Directory,
+) -> Result<(Catalog, SyncPlan), SyncError> {
+    let mut plan = SyncPlan::default();
+    let mut catalog = Catalog::new();
+    let stored: BTreeMap<(String, i32), workflow_definition::Model> = workflow_definition::Entity::find()
+        .all(c)
+        .await
+        .map_err(StoreError::from)?
+        .into_iter()
+        .map(|m| ((m.key.clone(), m.version), m))
+        .collect();
+    for src in sources {
+        let def = &src.definition;
+        let sha = fingerprint(def);
+        let version = i32::try_from(def.version).unwrap_or(i32::MAX);
+        match stored.get(&(def.key.clone(), version)) {
+            Some(row) if row.sha256 != sha => {
+                return Err(SyncError::VersionChanged {
+                    name: src.name.clone(),
+                    key: def.key.clone(),
+                    version: def.version,
+                });
+            }
+            Some(_) => {}
+            None if plan.workflows.iter().any(|w| w.key == def.key && w.version == def.version) => {}
+            None => {
+                plan.workflows.push(NewWorkflowRow {
+                    key: def.key.clone(),
+                    version: def.version,
+                    kind: def.kind.as_str().to_owned(),
+                    source: src.text.clone(),
+                    sha256: sha.clone(),
+                });
+                let mut ev = event(
+                    "workflow_loaded",
+                    format!("workflow:{}", def.key),
+                    serde_json::json!({ "file": src.name, "sha256": sha, "kind": def.kind.as_str() }),
+                );
+                ev.workflow_key = Some(def.key.clone());
+                ev.workflow_version = Some(version);
+                plan.events.push(ev);
+            }
+        }
+        catalog.insert(def.clone()).map_err(|e| SyncError::Catalog(format!("{}: {e}", src.name)))?;
+    }
+    for ((key, version), row) in &stored {
+        if catalog.get(key, u32::try_from(*version).unwrap_or(0)).is_some() {
+            continue;
+        }
+        let def = parse_definition(&format!("stored:{key}@{version}"), &row.source).map_err(|e| SyncError::Stored {
+            key: key.clone(),
+            version: *version,
+            message: e.to_string(),
+        })?;
+        catalog.insert(def).map_err(|e| SyncError::Catalog(e.to_string()))?;
+    }
+
+    let existing: BTreeMap<(String, String), directory_entry::Model> = directory_entry::Entity::find()
+        .all(c)
+        .await
+        .map_err(StoreError::from)?
+        .into_iter()
+        .map(|m| ((m.kind.clone(), m.name.clone()), m))
+        .collect();
+    let mut wanted: Vec<(&'static str, String, String)> = Vec::new();
+    for (id, p) in &directory.principals {
+        wanted.push(("principal", id.clone(), serde_json::to_string(p).unwrap_or_default()));
+    }
+    for (name, g) in &directory.groups {
+        wanted.push(("group", name.clone(), serde_json::to_string(g).unwrap_or_default()));
+    }
+    for (name, i) in &directory.integrations {
+        let mut doc = serde_json::to_value(i).unwrap_or_default();
+        doc["connector"] = serde_json::json!(i.connector_type());
+        wanted.push(("integration", name.clone(), doc.to_string()));
+    }
+    for (kind, name, document) in &wanted {
+        let before = existing.get(&((*kind).to_owned(), name.clone()));
+        let change = match before {
+            None => "added",
+            Some(b) if !b.active => "added",
+            Some(b) if &b.document != document => "changed",
+            Some(_) => continue,
+        };
+        plan.directory.push(DirectoryRow {
+            kind,
+            name: name.clone(),
+            document: document.clone(),
+            active: true,
+            exists: before.is_some(),
+        });
+        let details = serde_json::json!({ "before": before.and_then(|b| serde_json::from_str::<serde_json::Value>(&b.document).ok()), "after": serde_json::from_str::<serde_json::Value>(document).ok() });
+        plan.events.push(event(&format!("{kind}_{change}"), format!("{kind}:{name}"), details));
+    }
+    for ((kind, name), row) in &existing {
+        if row.active && !wanted.iter().any(|(k, n, _)| k == kind && n == name) {
+            let kind: &'static str = match kind.as_str() {
+                "principal" => "principal",
+                "group" => "group",
+                _ => "integration",
+            };
+            plan.directory.push(DirectoryRow {
+                kind,
+                name: name.clone(),
+                document: row.document.clone(),
+                active: false,
+                exists: true,
+            });
+            plan.events.push(event(&format!("{kind}_removed"), format!("{kind}:{name}"), serde_json::json!({})));
+        }
+    }
+    Ok((catalog, plan))
+}

@@ -1,0 +1,282 @@
+//! The directory: principals (people and services), groups, and the registry of integrations.
+//!
+//! Loaded from configuration at start-up and mirrored into the database (every change audited);
+//! decisions consult the in-memory copy, so eligibility is always checked against the directory
+//! as it is at decision time, not as it was when a notification went out.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde::{Deserialize, Serialize};
+use tollgate_workflows::{Approvers, Principals, Risk};
+
+use crate::connector::ConnectorConfig;
+
+/// A person or a non-human identity that can authenticate with its own token.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Principal {
+    /// Unique id (set from the map key in configuration).
+    #[serde(default)]
+    pub id: String,
+    /// Person or service.
+    #[serde(default)]
+    pub kind: PrincipalKind,
+    /// Display name.
+    #[serde(default)]
+    pub name: String,
+    /// Email address (used by the email channel).
+    #[serde(default)]
+    pub email: Option<String>,
+    /// Slack user id (used by the Slack channel).
+    #[serde(default)]
+    pub slack_user_id: Option<String>,
+    /// Global roles.
+    #[serde(default)]
+    pub roles: Vec<Role>,
+    /// For services: the accountable person. A person can never approve a request made by a
+    /// service they own (no self-approval through a second identity).
+    #[serde(default)]
+    pub owner: Option<String>,
+    /// Disabled principals cannot authenticate, request or approve.
+    #[serde(default)]
+    pub disabled: bool,
+}
+
+impl Principal {
+    /// The person ultimately behind this principal.
+    #[must_use]
+    pub fn accountable_person(&self) -> &str {
+        self.owner.as_deref().unwrap_or(&self.id)
+    }
+
+    /// Whether the principal holds `role`.
+    #[must_use]
+    pub fn has_role(&self, role: Role) -> bool {
+        self.roles.contains(&role)
+    }
+}
+
+/// What kind of identity a principal is.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PrincipalKind {
+    /// A human.
+    #[default]
+    Person,
+    /// A CI job, AI agent or other non-human requester.
+    Service,
+}
+
+/// Global roles. Requesting and approving are granted per workflow, not here.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    /// Everything, including revoking any grant and reading the audit log.
+    Admin,
+    /// Read everything, export and verify the audit log.
+    Auditor,
+}
+
+/// A named set of principals.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Group {
+    /// Member principal ids.
+    #[serde(default)]
+    pub members: Vec<String>,
+    /// Free text.
+    #[serde(default)]
+    pub description: String,
+}
+
+/// A scope that may be requested on an integration.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScopeDef {
+    /// Scope name as the SaaS knows it.
+    pub name: String,
+    /// Risk level used by workflow conditions.
+    #[serde(default = "medium")]
+    pub risk: Risk,
+    /// Free text.
+    #[serde(default)]
+    pub description: String,
+}
+
+fn medium() -> Risk {
+    Risk::Medium
+}
+
+/// An integration: one SaaS tenant/app connection whose access Tollgate governs.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Integration {
+    /// Unique name (set from the map key in configuration).
+    #[serde(default)]
+    pub name: String,
+    /// SaaS application, e.g. `salesforce`.
+    pub app: String,
+    /// Environment, e.g. `production`.
+    pub environment: String,
+    /// Owning principal id (accountable person).
+    pub owner: String,
+    /// Free text.
+    #[serde(default)]
+    pub description: String,
+    /// Requestable scopes.
+    pub scopes: Vec<ScopeDef>,
+    /// How to act on it. Holds secrets: never serialized to the API, the database or the log.
+    #[serde(skip_serializing)]
+    pub connector: ConnectorConfig,
+}
+
+impl Integration {
+    /// The definition of a scope, if it may be requested.
+    #[must_use]
+    pub fn scope(&self, name: &str) -> Option<&ScopeDef> {
+        self.scopes.iter().find(|s| s.name == name)
+    }
+
+    /// The connector type name (`webhook`, `manual`).
+    #[must_use]
+    pub fn connector_type(&self) -> &'static str {
+        self.connector.type_name()
+    }
+}
+
+/// The whole directory.
+#[derive(Debug, Clone, Default)]
+pub struct Directory {
+    /// Principals by id.
+    pub principals: BTreeMap<String, Principal>,
+    /// Groups by name.
+    pub groups: BTreeMap<String, Group>,
+    /// Integrations by name.
+    pub integrations: BTreeMap<String, Integration>,
+}
+
+/// A directory that refers to something it does not define.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{key}: {message}")]
+pub struct DirectoryError {
+    /// The configuration key at fault, e.g. `groups.security.members`.
+    pub key: String,
+    /// What is wrong.
+    pub message: String,
+}
+
+impl Directory {
+    /// Builds a directory, filling ids from map keys and checking every reference.
+    ///
+    /// # Errors
+    /// The first dangling reference or invalid entry, naming its configuration key.
+    pub fn new(
+        mut principals: BTreeMap<String, Principal>,
+        groups: BTreeMap<String, Group>,
+        mut integrations: BTreeMap<String, Integration>,
+    ) -> Result<Self, DirectoryError> {
+        let err = |key: String, message: String| DirectoryError { key, message };
+        for (id, p) in &mut principals {
+            p.id.clone_from(id);
+            if p.name.is_empty() {
+                p.name.clone_from(id);
+            }
+        }
+        for (id, p) in &principals {
+            if let Some(owner) = &p.owner {
+                match principals.get(owner) {
+                    Some(o) if o.kind == PrincipalKind::Person => {}
+                    Some(_) => {
+                        return Err(err(format!("principals.{id}.owner"), format!("owner {owner:?} must be a person")));
+                    }
+                    None => return Err(err(format!("principals.{id}.owner"), format!("unknown principal {owner:?}"))),
+                }
+            }
+        }
+        for (name, g) in &groups {
+            for m in &g.members {
+                if !principals.contains_key(m) {
+                    return Err(err(format!("groups.{name}.members"), format!("unknown principal {m:?}")));
+                }
+            }
+        }
+        for (name, i) in &mut integrations {
+            i.name.clone_from(name);
+            if !principals.contains_key(&i.owner) {
+                return Err(err(format!("integrations.{name}.owner"), format!("unknown principal {:?}", i.owner)));
+            }
+            if i.scopes.is_empty() {
+                return Err(err(format!("integrations.{name}.scopes"), "at least one scope is required".to_owned()));
+            }
+            let mut seen = BTreeSet::new();
+            for s in &i.scopes {
+                if !seen.insert(&s.name) {
+                    return Err(err(format!("integrations.{name}.scopes"), format!("duplicate scope {:?}", s.name)));
+                }
+            }
+        }
+        Ok(Self { principals, groups, integrations })
+    }
+
+    /// A principal that exists and is enabled.
+    #[must_use]
+    pub fn active_principal(&self, id: &str) -> Option<&Principal> {
+        self.principals.get(id).filter(|p| !p.disabled)
+    }
+
+    /// Whether `principal` is in any of `groups`.
+    #[must_use]
+    pub fn in_any_group(&self, principal: &str, groups: &[String]) -> bool {
+        groups.iter().any(|g| self.groups.get(g).is_some_and(|g| g.members.iter().any(|m| m == principal)))
+    }
+
+    /// Whether `principal` may ask under a workflow's requester rule (empty rule: anyone).
+    #[must_use]
+    pub fn may_request(&self, principal: &str, rule: &Principals) -> bool {
+        rule.is_empty() || rule.users.iter().any(|u| u == principal) || self.in_any_group(principal, &rule.groups)
+    }
+
+    /// Every enabled person named by `approvers` for `integration`, minus anyone who is (or is
+    /// accountable for) `requester`. Sorted, deduplicated.
+    #[must_use]
+    pub fn eligible_approvers(&self, approvers: &Approvers, integration: &Integration, requester: &str) -> Vec<String> {
+        let mut ids: BTreeSet<&str> = approvers.users.iter().map(String::as_str).collect();
+        for g in &approvers.groups {
+            if let Some(g) = self.groups.get(g) {
+                ids.extend(g.members.iter().map(String::as_str));
+            }
+        }
+        if approvers.owner {
+            ids.insert(&integration.owner);
+        }
+        ids.into_iter()
+            .filter(|id| self.is_eligible_approver(id, approvers, integration, requester))
+            .map(str::to_owned)
+            .collect()
+    }
+
+    /// Whether `approver` may decide, right now, on a request by `requester`.
+    #[must_use]
+    pub fn is_eligible_approver(
+        &self,
+        approver: &str,
+        approvers: &Approvers,
+        integration: &Integration,
+        requester: &str,
+    ) -> bool {
+        let Some(p) = self.active_principal(approver) else { return false };
+        if p.kind != PrincipalKind::Person || self.is_same_person(approver, requester) {
+            return false;
+        }
+        approvers.users.iter().any(|u| u == approver)
+            || self.in_any_group(approver, &approvers.groups)
+            || (approvers.owner && integration.owner == approver)
+    }
+
+    /// Whether two principals are the same person (directly, or one is a service the other owns).
+    #[must_use]
+    pub fn is_same_person(&self, a: &str, b: &str) -> bool {
+        let person = |id: &str| self.principals.get(id).map_or(id.to_owned(), |p| p.accountable_person().to_owned());
+        a == b || person(a) == person(b)
+    }
+}

@@ -1,0 +1,97 @@
+//! Notification channels: how approval requests, reminders and outcomes reach people.
+
+pub mod webhook;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::connector::ConnectorError;
+
+/// A notification, rendered by a channel. Contains no secrets by construction: only request
+/// metadata that approvers are entitled to see.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Notification {
+    /// Stable per (run, step, event, occurrence): receivers deduplicate on it.
+    pub idempotency_key: String,
+    /// Event name: `approval_requested`, `approval_reminder`, `approved`, `denied`, `expired`,
+    /// `cancelled`, `granted`, `revoked`, `revoke_failed`, `failed`, `message`.
+    pub event: String,
+    /// The request (run) concerned.
+    pub request_id: Uuid,
+    /// Who should receive it.
+    pub recipients: Vec<RecipientInfo>,
+    /// Request summary.
+    pub request: RequestSummary,
+    /// Human-readable text (already filled in from templates).
+    pub text: String,
+}
+
+/// A person to notify.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RecipientInfo {
+    /// Principal id.
+    pub principal: String,
+    /// Display name.
+    pub name: String,
+    /// Email address, if known.
+    pub email: Option<String>,
+    /// Slack user id, if known.
+    pub slack_user_id: Option<String>,
+}
+
+/// What a notification says about the request.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RequestSummary {
+    /// Request kind.
+    pub kind: String,
+    /// Requester principal id.
+    pub requester: String,
+    /// Integration name.
+    pub integration: String,
+    /// Integration environment.
+    pub environment: String,
+    /// Requested scopes.
+    pub scopes: Vec<String>,
+    /// Requested duration in seconds.
+    pub duration_secs: u64,
+    /// The requester's justification, verbatim (channels must escape it).
+    pub justification: String,
+    /// Current status.
+    pub status: String,
+    /// Approvals still needed at the current step, if any.
+    pub approvals_needed: Option<u32>,
+    /// Approval deadline, if any.
+    pub deadline: Option<DateTime<Utc>>,
+    /// Grant expiry, if any.
+    pub expires_at: Option<DateTime<Utc>>,
+}
+
+/// A delivery channel.
+#[async_trait::async_trait]
+pub trait NotificationChannel: Send + Sync + std::fmt::Debug {
+    /// Channel name used in the audit log (`webhook`, `log`, later `slack`, `email`).
+    fn name(&self) -> &'static str;
+
+    /// Delivers `notification`.
+    ///
+    /// # Errors
+    /// [`ConnectorError::Retryable`] for transient failures, [`ConnectorError::Permanent`] otherwise.
+    async fn send(&self, notification: &Notification) -> Result<(), ConnectorError>;
+}
+
+/// A channel that only logs that a notification was produced (used when none is configured).
+#[derive(Debug, Default)]
+pub struct LogChannel;
+
+#[async_trait::async_trait]
+impl NotificationChannel for LogChannel {
+    fn name(&self) -> &'static str {
+        "log"
+    }
+
+    async fn send(&self, n: &Notification) -> Result<(), ConnectorError> {
+        tracing::info!(request.id = %n.request_id, event = %n.event, recipients = n.recipients.len(), "notification (no channel configured)");
+        Ok(())
+    }
+}

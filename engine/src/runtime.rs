@@ -1,0 +1,705 @@
+//! The runtime: starts the writer, the timer service and the outbox dispatcher, recovers after a
+//! restart, and offers the operations the API and CLI call.
+
+use std::collections::{BTreeMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use rand::Rng;
+use sha2::{Digest, Sha256};
+use tokio::sync::{Semaphore, mpsc, watch};
+use tokio::task::JoinHandle;
+use tollgate_workflows::{Catalog, IntegrationFacts, Operation, RetryPolicy, WorkflowDefinition};
+
+use crate::audit::AuditEvent;
+use crate::clock::Clock;
+use crate::connector::{ActionOutcome, Connector, ConnectorError};
+use crate::directory::{Directory, Integration};
+use crate::effect::OutboxPayload;
+use crate::ids::{GrantId, RunId, TaskId};
+use crate::notify::NotificationChannel;
+use crate::run::{Decision, Run};
+use crate::store::query;
+use crate::store::writer::{
+    self, IdempotencyClaim, Job, JobError, JobOutput, OutboxWork, Renderer, Sinks, WriterHandle,
+};
+use crate::store::{Db, StoreError};
+use crate::transition::{Command, NewRequest};
+
+/// State every component reads and nobody mutates while running.
+#[derive(Debug)]
+pub struct Shared {
+    /// Workflow definitions, every version ever loaded.
+    pub catalog: Catalog,
+    /// Principals, groups, integrations.
+    pub directory: Directory,
+    /// Time.
+    pub clock: Arc<dyn Clock>,
+    /// This replica's name, owner of the outbox leases it creates.
+    pub node_id: String,
+    /// How long an outbox lease lasts before another replica may take the item over.
+    pub lease: chrono::Duration,
+}
+
+impl Shared {
+    /// The pinned definition of `run`.
+    pub(crate) fn definition(&self, run: &Run) -> Result<Arc<WorkflowDefinition>, JobError> {
+        self.catalog.get(&run.workflow_key, run.workflow_version).ok_or(JobError::NotFound("workflow version"))
+    }
+
+    /// The workflow and integration governing a new request.
+    pub(crate) fn resolve_for_request(
+        &self,
+        req: &NewRequest,
+    ) -> Result<(Arc<WorkflowDefinition>, &Integration), JobError> {
+        let integration = self.directory.integrations.get(&req.integration).ok_or(JobError::NotFound("integration"))?;
+        let facts =
+            IntegrationFacts { name: &integration.name, app: &integration.app, environment: &integration.environment };
+        let def = self.catalog.select(req.kind, &facts).ok_or(JobError::NotFound("workflow"))?;
+        Ok((def, integration))
+    }
+}
+
+/// Runtime settings.
+#[derive(Debug, Clone)]
+pub struct EngineSettings {
+    /// This replica's name (stable across restarts so it resumes its own leases at once).
+    pub node_id: String,
+    /// Outbox lease length.
+    pub lease: Duration,
+    /// Connector/notification calls in flight at once.
+    pub dispatch_concurrency: usize,
+    /// How often a revocation that exhausted its retries is tried again.
+    pub revoke_retry_interval: Duration,
+    /// Safety-net scan interval for timers and the outbox (the normal path is event driven).
+    pub scan_interval: Duration,
+}
+
+impl Default for EngineSettings {
+    fn default() -> Self {
+        Self {
+            node_id: "tollgate".to_owned(),
+            lease: Duration::from_secs(300),
+            dispatch_concurrency: 256,
+            revoke_retry_interval: Duration::from_secs(3600),
+            scan_interval: Duration::from_secs(5),
+        }
+    }
+}
+
+/// Result of creating a request.
+#[derive(Debug, Clone)]
+pub enum Created {
+    /// A new request; the rendered response body.
+    New {
+        /// Id.
+        id: RunId,
+        /// Response body.
+        body: String,
+    },
+    /// A replay of an earlier request with the same `Idempotency-Key` and body.
+    Replayed {
+        /// The stored response body.
+        body: String,
+    },
+}
+
+/// The running engine.
+#[derive(Debug)]
+pub struct Engine {
+    shared: Arc<Shared>,
+    db: Db,
+    writer: WriterHandle,
+    shutdown: watch::Sender<bool>,
+    tasks: Mutex<Vec<JoinHandle<()>>>,
+}
+
+impl Engine {
+    /// Starts the engine on a migrated database: recovers pending timers and outbox items and
+    /// begins serving.
+    ///
+    /// # Errors
+    /// Database failures during recovery.
+    pub async fn start(
+        db: Db,
+        shared: Shared,
+        connectors: BTreeMap<String, Arc<dyn Connector>>,
+        channel: Arc<dyn NotificationChannel>,
+        settings: EngineSettings,
+    ) -> Result<Self, StoreError> {
+        let shared = Arc::new(shared);
+        let (outbox_tx, outbox_rx) = mpsc::unbounded_channel();
+        let (timer_tx, timer_rx) = mpsc::unbounded_channel();
+        let (writer, writer_task) =
+            writer::spawn(db.clone(), shared.clone(), Sinks { outbox: outbox_tx, timers: timer_tx });
+        let (shutdown, shutdown_rx) = watch::channel(false);
+        let dispatcher = Arc::new(Dispatcher {
+            db: db.clone(),
+            writer: writer.clone(),
+            shared: shared.clone(),
+            connectors,
+            channel,
+            in_flight: Mutex::new(HashSet::new()),
+            permits: Semaphore::new(settings.dispatch_concurrency.max(1)),
+            settings: settings.clone(),
+        });
+        let timer_service = TimerService {
+            db: db.clone(),
+            writer: writer.clone(),
+            shared: shared.clone(),
+            scan: settings.scan_interval,
+        };
+        let t1 = tokio::spawn(dispatcher.run(outbox_rx, shutdown_rx.clone()));
+        let t2 = tokio::spawn(timer_service.run(timer_rx, shutdown_rx));
+        Ok(Self { shared, db, writer, shutdown, tasks: Mutex::new(vec![writer_task, t1, t2]) })
+    }
+
+    /// Starts only the writer: for CLI commands that record something (a token, an audit event)
+    /// without ever performing side effects or firing timers from a second process.
+    ///
+    /// # Errors
+    /// None today; kept fallible like [`Engine::start`].
+    pub async fn start_writer_only(db: Db, shared: Shared) -> Result<Self, StoreError> {
+        let shared = Arc::new(shared);
+        let (outbox_tx, _) = mpsc::unbounded_channel();
+        let (timer_tx, _) = mpsc::unbounded_channel();
+        let (writer, writer_task) =
+            writer::spawn(db.clone(), shared.clone(), Sinks { outbox: outbox_tx, timers: timer_tx });
+        let (shutdown, _) = watch::channel(false);
+        Ok(Self { shared, db, writer, shutdown, tasks: Mutex::new(vec![writer_task]) })
+    }
+
+    /// Shared state.
+    #[must_use]
+    pub fn shared(&self) -> &Shared {
+        &self.shared
+    }
+
+    /// Database connections (reads).
+    #[must_use]
+    pub fn db(&self) -> &Db {
+        &self.db
+    }
+
+    /// The current time.
+    #[must_use]
+    pub fn now(&self) -> DateTime<Utc> {
+        self.shared.clock.now()
+    }
+
+    /// Creates a request. `render` produces the response body stored for idempotent replays.
+    ///
+    /// # Errors
+    /// [`JobError`] when the request is refused or the database fails.
+    pub async fn create_request(
+        &self,
+        request: NewRequest,
+        is_admin: bool,
+        idempotency: Option<(String, String, String)>,
+        render: Renderer,
+    ) -> Result<Created, JobError> {
+        let idempotency =
+            idempotency.map(|(principal, key, request_hash)| IdempotencyClaim { principal, key, request_hash });
+        match self.writer.submit(Job::Create { request, is_admin, idempotency, render }).await? {
+            JobOutput::Created { run_id, body } => Ok(Created::New { id: run_id, body }),
+            JobOutput::Replayed { body } => Ok(Created::Replayed { body }),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// Records a decision.
+    ///
+    /// # Errors
+    /// [`JobError::Transition`] with the reason when refused.
+    pub async fn decide(
+        &self,
+        run_id: RunId,
+        actor: &str,
+        decision: Decision,
+        comment: Option<String>,
+        channel: &str,
+    ) -> Result<(), JobError> {
+        let command = Command::Decide { actor: actor.to_owned(), decision, comment, channel: channel.to_owned() };
+        self.apply(run_id, command).await
+    }
+
+    /// Cancels a pending request.
+    ///
+    /// # Errors
+    /// [`JobError::Transition`] with the reason when refused.
+    pub async fn cancel(&self, run_id: RunId, actor: &str, is_admin: bool, channel: &str) -> Result<(), JobError> {
+        self.apply(run_id, Command::Cancel { actor: actor.to_owned(), is_admin, channel: channel.to_owned() }).await
+    }
+
+    async fn apply(&self, run_id: RunId, command: Command) -> Result<(), JobError> {
+        match self.writer.submit(Job::Apply { run_id, command }).await? {
+            JobOutput::Applied => Ok(()),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// Revokes an active grant now (its run moves on to its revoke step).
+    ///
+    /// # Errors
+    /// [`JobError`] when the grant is unknown or not active.
+    pub async fn revoke_grant(&self, grant_id: GrantId, actor: &str, channel: &str) -> Result<(), JobError> {
+        self.writer
+            .submit(Job::RevokeGrant { grant_id, actor: actor.to_owned(), channel: channel.to_owned() })
+            .await
+            .map(|_| ())
+    }
+
+    /// Confirms (or reports failure of) a manual task.
+    ///
+    /// # Errors
+    /// [`JobError`] when the task is unknown, resolved, or the actor is not its operator.
+    pub async fn resolve_task(
+        &self,
+        task_id: TaskId,
+        actor: &str,
+        is_admin: bool,
+        done: bool,
+        comment: Option<String>,
+    ) -> Result<RunId, JobError> {
+        match self.writer.submit(Job::ResolveTask { task_id, actor: actor.to_owned(), is_admin, done, comment }).await?
+        {
+            JobOutput::TaskResolved(id) => Ok(id),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// Creates an API token for `principal`; returns `(token id, token)`. Only the hash is stored.
+    ///
+    /// # Errors
+    /// Database failures.
+    pub async fn create_token(
+        &self,
+        principal: &str,
+        name: &str,
+        actor: &str,
+        channel: &str,
+    ) -> Result<(uuid::Uuid, String), JobError> {
+        let token = new_token();
+        let id = self.register_token(principal, name, &token, actor, channel).await?;
+        Ok((id, token))
+    }
+
+    /// Registers a token chosen elsewhere (the bootstrap token). Only its hash is stored.
+    ///
+    /// # Errors
+    /// Database failures.
+    pub async fn register_token(
+        &self,
+        principal: &str,
+        name: &str,
+        token: &str,
+        actor: &str,
+        channel: &str,
+    ) -> Result<uuid::Uuid, JobError> {
+        let job = Job::CreateToken {
+            principal: principal.to_owned(),
+            name: name.to_owned(),
+            token_hash: hash_token(token),
+            actor: actor.to_owned(),
+            channel: channel.to_owned(),
+        };
+        match self.writer.submit(job).await? {
+            JobOutput::TokenCreated(id) => Ok(id),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// Appends audit events that accompany no state change (configuration changes, …).
+    ///
+    /// # Errors
+    /// Database failures.
+    pub async fn audit(&self, events: Vec<AuditEvent>) -> Result<(), JobError> {
+        if events.is_empty() {
+            return Ok(());
+        }
+        self.writer.submit(Job::Audit(events)).await.map(|_| ())
+    }
+
+    /// Stores newly seen workflow versions and directory changes, with their audit events.
+    ///
+    /// # Errors
+    /// Database failures.
+    pub async fn apply_sync(&self, plan: crate::config_sync::SyncPlan) -> Result<(), JobError> {
+        if plan.events.is_empty() && plan.workflows.is_empty() && plan.directory.is_empty() {
+            return Ok(());
+        }
+        self.writer.submit(Job::Sync(plan)).await.map(|_| ())
+    }
+
+    /// Stops background tasks (in-flight calls are abandoned and resumed at next start).
+    pub async fn shutdown(&self) {
+        let _ = self.shutdown.send(true);
+        let tasks = std::mem::take(&mut *self.tasks.lock().unwrap_or_else(std::sync::PoisonError::into_inner));
+        for t in tasks {
+            t.abort();
+            let _ = t.await;
+        }
+    }
+}
+
+fn unexpected(output: &JobOutput) -> JobError {
+    JobError::Store(StoreError::Corrupt { table: "writer", detail: format!("unexpected job output {output:?}") })
+}
+
+/// A new random API token: `tg_` + 256 bits, URL-safe.
+#[must_use]
+pub fn new_token() -> String {
+    let bytes: [u8; 32] = rand::rng().random();
+    format!("tg_{}", hex::encode(bytes))
+}
+
+/// How tokens are stored: SHA-256, hex. Tokens carry 256 random bits, so a fast hash is enough.
+#[must_use]
+pub fn hash_token(token: &str) -> String {
+    hex::encode(Sha256::digest(token.as_bytes()))
+}
+
+/// Exponential backoff with equal jitter: half the step fixed, half random, capped.
+#[must_use]
+pub fn backoff(policy: &RetryPolicy, attempt: u32, retry_after: Option<Duration>) -> Duration {
+    let base = policy.backoff.as_std().as_secs_f64()
+        * 2f64.powi(i32::try_from(attempt.saturating_sub(1)).unwrap_or(30).min(30));
+    let capped = base.min(policy.max_backoff.as_std().as_secs_f64());
+    let jittered = capped / 2.0 + rand::rng().random_range(0.0..=capped / 2.0);
+    let d = Duration::from_secs_f64(jittered);
+    match retry_after {
+        Some(ra) => d.max(ra + Duration::from_millis(rand::rng().random_range(0..=250))),
+        None => d,
+    }
+}
+
+struct TimerService {
+    db: Db,
+    writer: WriterHandle,
+    shared: Arc<Shared>,
+    scan: Duration,
+}
+
+impl TimerService {
+    /// Sleeps until the earliest due timer — woken early when a nearer one is committed — and
+    /// fires every due timer through the writer. A slow periodic scan is only a safety net (for
+    /// timers inserted by other replicas).
+    async fn run(self, mut wake: mpsc::UnboundedReceiver<DateTime<Utc>>, mut stop: watch::Receiver<bool>) {
+        let mut next = self.next_due().await;
+        loop {
+            let now = self.shared.clock.now();
+            let wait = next.map_or(self.scan, |t| (t - now).to_std().unwrap_or(Duration::ZERO).min(self.scan));
+            tokio::select! {
+                _ = stop.changed() => return,
+                Some(t) = wake.recv() => {
+                    next = Some(next.map_or(t, |n| n.min(t)));
+                    continue;
+                }
+                () = tokio::time::sleep(wait) => {}
+            }
+            self.fire_due().await;
+            next = self.next_due().await;
+        }
+    }
+
+    async fn next_due(&self) -> Option<DateTime<Utc>> {
+        match query::next_timer_due(&self.db.read).await {
+            Ok(t) => t,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot read timers");
+                None
+            }
+        }
+    }
+
+    async fn fire_due(&self) {
+        loop {
+            let now = self.shared.clock.now();
+            let due = match query::due_timers(&self.db.read, now, 1000).await {
+                Ok(d) => d,
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot read due timers");
+                    return;
+                }
+            };
+            let n = due.len();
+            let jobs = due.into_iter().map(|t| {
+                let writer = self.writer.clone();
+                async move {
+                    let job = Job::FireTimer { timer_id: t.id, run_id: t.run_id, kind: t.kind, step_index: t.step_index };
+                    if let Err(e) = writer.submit(job).await {
+                        tracing::warn!(run.id = %t.run_id, timer.kind = t.kind.as_str(), error = %e, "timer not applied");
+                    }
+                }
+            });
+            futures_join_all(jobs).await;
+            if n < 1000 {
+                return;
+            }
+        }
+    }
+}
+
+async fn futures_join_all<F: std::future::Future<Output = ()> + Send + 'static>(futs: impl Iterator<Item = F>) {
+    let mut set = tokio::task::JoinSet::new();
+    for f in futs {
+        set.spawn(f);
+    }
+    while set.join_next().await.is_some() {}
+}
+
+struct Dispatcher {
+    db: Db,
+    writer: WriterHandle,
+    shared: Arc<Shared>,
+    connectors: BTreeMap<String, Arc<dyn Connector>>,
+    channel: Arc<dyn NotificationChannel>,
+    in_flight: Mutex<HashSet<crate::ids::OutboxId>>,
+    permits: Semaphore,
+    settings: EngineSettings,
+}
+
+impl Dispatcher {
+    /// Performs outbox items handed over by the writer after each commit, and — at start-up and
+    /// then periodically — the pending items found in the database (recovery after a crash, or
+    /// items of a replica whose lease expired).
+    async fn run(self: Arc<Self>, mut rx: mpsc::UnboundedReceiver<OutboxWork>, mut stop: watch::Receiver<bool>) {
+        self.scan().await;
+        let mut tick = tokio::time::interval(self.settings.scan_interval);
+        tick.tick().await;
+        loop {
+            tokio::select! {
+                _ = stop.changed() => return,
+                Some(work) = rx.recv() => {
+                    let now = self.shared.clock.now();
+                    self.clone().launch(work, now);
+                }
+                _ = tick.tick() => self.scan().await,
+            }
+        }
+    }
+
+    async fn scan(self: &Arc<Self>) {
+        let now = self.shared.clock.now();
+        let horizon = now + chrono::Duration::from_std(self.settings.scan_interval).unwrap_or_default();
+        let pending = match query::pending_outbox(&self.db.read, &self.shared.node_id, horizon, 5000).await {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot scan the outbox");
+                return;
+            }
+        };
+        for p in pending {
+            if p.next_attempt_at > horizon || self.is_in_flight(p.id) {
+                continue;
+            }
+            let until = now + self.shared.lease;
+            match query::claim_outbox(&self.db.write, p.id, &self.shared.node_id, now, until).await {
+                Ok(true) => {}
+                Ok(false) => continue,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot claim outbox item");
+                    continue;
+                }
+            }
+            let work = OutboxWork { id: p.id, run_id: p.run_id, attempts: p.attempts, item: p.item };
+            self.clone().launch(work, p.next_attempt_at);
+        }
+    }
+
+    fn is_in_flight(&self, id: crate::ids::OutboxId) -> bool {
+        self.in_flight.lock().unwrap_or_else(std::sync::PoisonError::into_inner).contains(&id)
+    }
+
+    fn launch(self: Arc<Self>, work: OutboxWork, not_before: DateTime<Utc>) {
+        if !self.in_flight.lock().unwrap_or_else(std::sync::PoisonError::into_inner).insert(work.id) {
+            return;
+        }
+        tokio::spawn(async move {
+            let id = work.id;
+            self.perform(work, not_before).await;
+            self.in_flight.lock().unwrap_or_else(std::sync::PoisonError::into_inner).remove(&id);
+        });
+    }
+
+    async fn sleep_until(&self, t: DateTime<Utc>) {
+        if let Ok(d) = (t - self.shared.clock.now()).to_std() {
+            tokio::time::sleep(d).await;
+        }
+    }
+
+    async fn perform(&self, mut work: OutboxWork, not_before: DateTime<Utc>) {
+        self.sleep_until(not_before).await;
+        let retry = work.item.retry;
+        let max = i32::try_from(retry.max_attempts).unwrap_or(i32::MAX);
+        loop {
+            let attempt = work.attempts + 1;
+            let result = {
+                let _permit = self.permits.acquire().await;
+                self.call(&work.item.payload, attempt).await
+            };
+            let now = self.shared.clock.now();
+            let job = match (&work.item.payload, result) {
+                (OutboxPayload::Action { action }, Ok(Called::Action(ActionOutcome::Done { reference }))) => {
+                    tracing::debug!(run.id = %work.run_id, operation = %action.operation, "connector call succeeded");
+                    Job::ActionResult {
+                        outbox_id: work.id,
+                        run_id: work.run_id,
+                        result: Ok(reference),
+                        keep_retrying_at: None,
+                        attempts: attempt,
+                    }
+                }
+                (
+                    OutboxPayload::Action { .. },
+                    Ok(Called::Action(ActionOutcome::AwaitingOperator { operator, instructions })),
+                ) => Job::OpenTask { outbox_id: work.id, run_id: work.run_id, operator, instructions },
+                (OutboxPayload::Action { .. }, Ok(Called::Notified)) => return, // a connector never answers "notified"
+                (OutboxPayload::Notify { notification }, Ok(_)) => Job::NotificationResult {
+                    outbox_id: work.id,
+                    event: notification_event(work.run_id, self.channel.name(), notification, true, None),
+                    delivered: true,
+                    attempts: attempt,
+                },
+                (payload, Err(err)) => {
+                    let revoke = payload.operation() == Some(Operation::Revoke);
+                    let (message, retry_after, permanent) = match &err {
+                        ConnectorError::Retryable { message, retry_after } => (message.clone(), *retry_after, false),
+                        ConnectorError::Permanent { message } => (message.clone(), None, true),
+                    };
+                    tracing::warn!(run.id = %work.run_id, attempt, kind = payload.kind(), error = %message, "side effect failed");
+                    let exhausted = permanent || attempt >= max;
+                    if !exhausted || (revoke && attempt > max) {
+                        let delay = if exhausted {
+                            self.settings.revoke_retry_interval
+                        } else {
+                            backoff(&retry, u32::try_from(attempt).unwrap_or(u32::MAX), retry_after)
+                        };
+                        let next = now + chrono::Duration::from_std(delay).unwrap_or_default();
+                        let job = Job::AttemptFailed {
+                            outbox_id: work.id,
+                            attempts: attempt,
+                            next_attempt_at: next,
+                            error: message,
+                        };
+                        if self.writer.submit(job).await.is_err() {
+                            return;
+                        }
+                        work.attempts = attempt;
+                        self.sleep_until(next).await;
+                        continue;
+                    }
+                    match payload {
+                        OutboxPayload::Action { .. } => {
+                            // A revocation is never abandoned: access may still be in place.
+                            let keep = revoke.then(|| {
+                                now + chrono::Duration::from_std(self.settings.revoke_retry_interval)
+                                    .unwrap_or_default()
+                            });
+                            let attempts = if revoke { max.max(attempt) + 1 } else { attempt };
+                            Job::ActionResult {
+                                outbox_id: work.id,
+                                run_id: work.run_id,
+                                result: Err(message),
+                                keep_retrying_at: keep,
+                                attempts,
+                            }
+                        }
+                        OutboxPayload::Notify { notification } => Job::NotificationResult {
+                            outbox_id: work.id,
+                            event: notification_event(
+                                work.run_id,
+                                self.channel.name(),
+                                notification,
+                                false,
+                                Some(&message),
+                            ),
+                            delivered: false,
+                            attempts: attempt,
+                        },
+                    }
+                }
+            };
+            let keep_retrying = matches!(&job, Job::ActionResult { keep_retrying_at: Some(_), .. });
+            let next = match &job {
+                Job::ActionResult { keep_retrying_at: Some(t), attempts, .. } => Some((*t, *attempts)),
+                _ => None,
+            };
+            if let Err(e) = self.writer.submit(job).await {
+                tracing::warn!(run.id = %work.run_id, error = %e, "could not record side-effect result");
+                return;
+            }
+            match (keep_retrying, next) {
+                (true, Some((t, attempts))) => {
+                    work.attempts = attempts;
+                    self.sleep_until(t).await;
+                }
+                _ => return,
+            }
+        }
+    }
+
+    async fn call(&self, payload: &OutboxPayload, attempt: i32) -> Result<Called, ConnectorError> {
+        match payload {
+            OutboxPayload::Action { action } => {
+                let Some(connector) = self.connectors.get(&action.integration.name) else {
+                    return Err(ConnectorError::Permanent {
+                        message: format!("no connector for integration {}", action.integration.name),
+                    });
+                };
+                let mut action = action.clone();
+                action.attempt = u32::try_from(attempt).unwrap_or(u32::MAX);
+                connector.execute(&action).await.map(Called::Action)
+            }
+            OutboxPayload::Notify { notification } => self.channel.send(notification).await.map(|()| Called::Notified),
+        }
+    }
+}
+
+enum Called {
+    Action(ActionOutcome),
+    Notified,
+}
+
+fn notification_event(
+    run_id: RunId,
+    channel: &str,
+    n: &crate::notify::Notification,
+    delivered: bool,
+    error: Option<&str>,
+) -> AuditEvent {
+    AuditEvent {
+        event_type: if delivered { "notification_sent" } else { "notification_failed" }.to_owned(),
+        channel: channel.to_owned(),
+        outcome: if delivered { "success" } else { "failure" }.to_owned(),
+        actor: "system".to_owned(),
+        subject: format!("request:{run_id}"),
+        run_id: Some(run_id.0),
+        justification: None,
+        workflow_key: None,
+        workflow_version: None,
+        details: serde_json::json!({
+            "event": n.event,
+            "recipients": n.recipients.iter().map(|r| r.principal.as_str()).collect::<Vec<_>>(),
+            "error": error,
+        }),
+    }
+}
+
+/// Builds one connector per integration.
+///
+/// # Errors
+/// The first integration whose connector settings are invalid.
+pub fn build_connectors(
+    directory: &Directory,
+    http: &reqwest::Client,
+) -> Result<BTreeMap<String, Arc<dyn Connector>>, String> {
+    let mut out = BTreeMap::new();
+    for (name, integration) in &directory.integrations {
+        let c = crate::connector::build(&integration.connector, http)
+            .map_err(|e| format!("integrations.{name}.connector: {e}"))?;
+        out.insert(name.clone(), c);
+    }
+    Ok(out)
+}

@@ -1,0 +1,268 @@
+//! sea-orm entities, one module per table. The migrations crate owns the schema; these mirror it.
+
+#![expect(missing_docs, reason = "entity fields mirror the documented schema one to one")]
+
+macro_rules! entity_boilerplate {
+    () => {
+        #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+        pub enum Relation {}
+
+        impl ActiveModelBehavior for ActiveModel {}
+    };
+}
+
+pub mod run {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "runs")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub id: Uuid,
+        pub kind: String,
+        pub workflow_key: String,
+        pub workflow_version: i32,
+        pub status: String,
+        pub requester: String,
+        pub integration: String,
+        #[sea_orm(column_type = "Text")]
+        pub scopes: String,
+        pub duration_secs: i64,
+        #[sea_orm(column_type = "Text")]
+        pub justification: String,
+        pub grant_id: Option<Uuid>,
+        pub step_index: i32,
+        #[sea_orm(column_type = "Text")]
+        pub step_state: String,
+        pub version: i64,
+        #[sea_orm(column_type = "Text", nullable)]
+        pub reason: Option<String>,
+        pub created_at: DateTimeUtc,
+        pub updated_at: DateTimeUtc,
+    }
+    entity_boilerplate!();
+}
+
+pub mod decision {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "decisions")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub id: Uuid,
+        pub run_id: Uuid,
+        pub step_index: i32,
+        pub approver: String,
+        pub decision: String,
+        #[sea_orm(column_type = "Text", nullable)]
+        pub comment: Option<String>,
+        pub channel: String,
+        pub decided_at: DateTimeUtc,
+    }
+    entity_boilerplate!();
+}
+
+pub mod grant {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "grants")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub id: Uuid,
+        pub run_id: Uuid,
+        pub integration: String,
+        pub principal: String,
+        #[sea_orm(column_type = "Text")]
+        pub scopes: String,
+        pub status: String,
+        pub granted_at: Option<DateTimeUtc>,
+        pub expires_at: Option<DateTimeUtc>,
+        pub revoked_at: Option<DateTimeUtc>,
+        pub reference: Option<String>,
+        pub created_at: DateTimeUtc,
+        pub updated_at: DateTimeUtc,
+    }
+    entity_boilerplate!();
+}
+
+pub mod timer {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "timers")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub id: Uuid,
+        pub run_id: Uuid,
+        pub kind: String,
+        pub step_index: i32,
+        pub due_at: DateTimeUtc,
+    }
+    entity_boilerplate!();
+}
+
+pub mod outbox {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "outbox")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub id: Uuid,
+        pub run_id: Uuid,
+        pub step_index: i32,
+        pub kind: String,
+        pub idempotency_key: String,
+        #[sea_orm(column_type = "Text")]
+        pub payload: String,
+        pub status: String,
+        pub attempts: i32,
+        pub next_attempt_at: DateTimeUtc,
+        pub lease_owner: Option<String>,
+        pub lease_until: Option<DateTimeUtc>,
+        #[sea_orm(column_type = "Text", nullable)]
+        pub last_error: Option<String>,
+        pub created_at: DateTimeUtc,
+        pub updated_at: DateTimeUtc,
+    }
+    entity_boilerplate!();
+}
+
+pub mod task {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "tasks")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub id: Uuid,
+        pub outbox_id: Uuid,
+        pub run_id: Uuid,
+        pub operator: String,
+        #[sea_orm(column_type = "Text")]
+        pub instructions: String,
+        pub status: String,
+        pub resolved_by: Option<String>,
+        #[sea_orm(column_type = "Text", nullable)]
+        pub comment: Option<String>,
+        pub resolved_at: Option<DateTimeUtc>,
+        pub created_at: DateTimeUtc,
+    }
+    entity_boilerplate!();
+}
+
+pub mod audit_log {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "audit_log")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub seq: i64,
+        pub recorded_at: DateTimeUtc,
+        pub event_type: String,
+        pub channel: String,
+        pub outcome: String,
+        pub actor: String,
+        pub subject: String,
+        pub run_id: Option<Uuid>,
+        #[sea_orm(column_type = "Text", nullable)]
+        pub justification: Option<String>,
+        pub workflow_key: Option<String>,
+        pub workflow_version: Option<i32>,
+        #[sea_orm(column_type = "Text")]
+        pub details: String,
+        pub prev_hash: String,
+        pub hash: String,
+    }
+    entity_boilerplate!();
+}
+
+pub mod audit_head {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "audit_head")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub id: i32,
+        pub seq: i64,
+        pub hash: String,
+    }
+    entity_boilerplate!();
+}
+
+pub mod api_token {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "api_tokens")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub id: Uuid,
+        pub principal: String,
+        pub name: String,
+        pub token_hash: String,
+        pub created_at: DateTimeUtc,
+        pub revoked_at: Option<DateTimeUtc>,
+    }
+    entity_boilerplate!();
+}
+
+pub mod idempotency_key {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "idempotency_keys")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub principal: String,
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub key: String,
+        pub request_hash: String,
+        pub status_code: i32,
+        #[sea_orm(column_type = "Text")]
+        pub response: String,
+        pub created_at: DateTimeUtc,
+    }
+    entity_boilerplate!();
+}
+
+pub mod workflow_definition {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "workflow_definitions")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub key: String,
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub version: i32,
+        pub kind: String,
+        #[sea_orm(column_type = "Text")]
+        pub source: String,
+        pub sha256: String,
+        pub loaded_at: DateTimeUtc,
+    }
+    entity_boilerplate!();
+}
+
+pub mod directory_entry {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "directory_entries")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub kind: String,
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub name: String,
+        #[sea_orm(column_type = "Text")]
+        pub document: String,
+        pub active: bool,
+        pub updated_at: DateTimeUtc,
+    }
+    entity_boilerplate!();
+}

@@ -1,0 +1,223 @@
+//! Persistence: connections (SQLite or PostgreSQL), row conversions, reads, and the single
+//! writer that commits transitions with their audit records and effects.
+
+pub mod entity;
+pub mod query;
+pub mod writer;
+
+use std::time::Duration;
+
+use sea_orm::{ConnectOptions, Database, DatabaseConnection, DbBackend, DbErr};
+use tollgate_migrations::{Migrator, MigratorTrait};
+use tollgate_workflows::WorkflowKind;
+
+use crate::ids::{GrantId, RunId};
+use crate::run::{Decision, Grant, GrantStatus, Run, RunStatus, StepState, Vote};
+
+/// An infrastructure failure. Never shown to API clients beyond a generic message.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The database refused or failed.
+    #[error("database error: {0}")]
+    Db(#[from] DbErr),
+    /// A stored value could not be decoded (corruption or a bug).
+    #[error("corrupt row in {table}: {detail}")]
+    Corrupt {
+        /// Table.
+        table: &'static str,
+        /// What.
+        detail: String,
+    },
+    /// Another replica changed the run first (compare-and-set on `version` failed).
+    #[error("concurrent update")]
+    Conflict,
+    /// The writer task is gone (shutting down).
+    #[error("the engine is shutting down")]
+    Closed,
+}
+
+/// Database connections: `read` for queries; `write` is used only by the writer task.
+#[derive(Debug, Clone)]
+pub struct Db {
+    /// Connection pool for reads (and for migrations).
+    pub read: DatabaseConnection,
+    /// The writer's connection (a single connection on SQLite).
+    pub write: DatabaseConnection,
+}
+
+impl Db {
+    /// The backend in use.
+    #[must_use]
+    pub fn backend(&self) -> DbBackend {
+        self.read.get_database_backend()
+    }
+}
+
+/// Connects to `url` (`sqlite://path?mode=rwc` or `postgres://…`).
+///
+/// SQLite gets WAL, `synchronous=FULL`, a busy timeout, foreign keys, one writer connection and
+/// a small reader pool; PostgreSQL a shared pool.
+///
+/// # Errors
+/// When the database cannot be reached or opened.
+pub async fn connect(url: &str, max_connections: u32) -> Result<Db, StoreError> {
+    let sqlite = url.starts_with("sqlite:");
+    let options = |max: u32| {
+        let mut o = ConnectOptions::new(url.to_owned());
+        o.max_connections(max)
+            .min_connections(1)
+            .connect_timeout(Duration::from_secs(10))
+            .acquire_timeout(Duration::from_secs(30))
+            .sqlx_logging(false);
+        if sqlite {
+            o.map_sqlx_sqlite_opts(|opts| {
+                opts.journal_mode(sea_orm::sqlx::sqlite::SqliteJournalMode::Wal)
+                    .synchronous(sea_orm::sqlx::sqlite::SqliteSynchronous::Full)
+                    .busy_timeout(Duration::from_secs(10))
+                    .foreign_keys(true)
+                    .create_if_missing(true)
+            });
+        }
+        o
+    };
+    if sqlite {
+        let write = Database::connect(options(1)).await?;
+        let read = Database::connect(options(max_connections.max(2))).await?;
+        Ok(Db { read, write })
+    } else {
+        let pool = Database::connect(options(max_connections.max(4))).await?;
+        Ok(Db { read: pool.clone(), write: pool })
+    }
+}
+
+/// Applies pending migrations.
+///
+/// # Errors
+/// When a migration fails.
+pub async fn migrate(db: &Db) -> Result<(), StoreError> {
+    Migrator::up(&db.write, None).await?;
+    Ok(())
+}
+
+fn corrupt(table: &'static str, detail: impl std::fmt::Display) -> StoreError {
+    StoreError::Corrupt { table, detail: detail.to_string() }
+}
+
+fn json_list(s: &str, table: &'static str) -> Result<Vec<String>, StoreError> {
+    serde_json::from_str(s).map_err(|e| corrupt(table, e))
+}
+
+fn to_json<T: serde::Serialize>(v: &T) -> String {
+    serde_json::to_string(v).unwrap_or_else(|_| "null".to_owned())
+}
+
+impl TryFrom<entity::run::Model> for Run {
+    type Error = StoreError;
+    fn try_from(m: entity::run::Model) -> Result<Self, StoreError> {
+        Ok(Self {
+            id: RunId(m.id),
+            kind: WorkflowKind::parse(&m.kind).ok_or_else(|| corrupt("runs", format!("kind {:?}", m.kind)))?,
+            workflow_key: m.workflow_key,
+            workflow_version: u32::try_from(m.workflow_version).map_err(|e| corrupt("runs", e))?,
+            status: RunStatus::parse(&m.status).ok_or_else(|| corrupt("runs", format!("status {:?}", m.status)))?,
+            requester: m.requester,
+            integration: m.integration,
+            scopes: json_list(&m.scopes, "runs")?,
+            duration_secs: u64::try_from(m.duration_secs).map_err(|e| corrupt("runs", e))?,
+            justification: m.justification,
+            grant_id: m.grant_id.map(GrantId),
+            step_index: u32::try_from(m.step_index).map_err(|e| corrupt("runs", e))?,
+            step: serde_json::from_str::<StepState>(&m.step_state).map_err(|e| corrupt("runs", e))?,
+            version: m.version,
+            created_at: m.created_at,
+            updated_at: m.updated_at,
+            reason: m.reason,
+        })
+    }
+}
+
+pub(crate) fn run_model(r: &Run) -> entity::run::Model {
+    entity::run::Model {
+        id: r.id.0,
+        kind: r.kind.as_str().to_owned(),
+        workflow_key: r.workflow_key.clone(),
+        workflow_version: i32::try_from(r.workflow_version).unwrap_or(i32::MAX),
+        status: r.status.as_str().to_owned(),
+        requester: r.requester.clone(),
+        integration: r.integration.clone(),
+        scopes: to_json(&r.scopes),
+        duration_secs: i64::try_from(r.duration_secs).unwrap_or(i64::MAX),
+        justification: r.justification.clone(),
+        grant_id: r.grant_id.map(|g| g.0),
+        step_index: i32::try_from(r.step_index).unwrap_or(i32::MAX),
+        step_state: to_json(&r.step),
+        version: r.version,
+        reason: r.reason.clone(),
+        created_at: r.created_at,
+        updated_at: r.updated_at,
+    }
+}
+
+impl TryFrom<entity::grant::Model> for Grant {
+    type Error = StoreError;
+    fn try_from(m: entity::grant::Model) -> Result<Self, StoreError> {
+        Ok(Self {
+            id: GrantId(m.id),
+            run_id: RunId(m.run_id),
+            integration: m.integration,
+            principal: m.principal,
+            scopes: json_list(&m.scopes, "grants")?,
+            status: GrantStatus::parse(&m.status).ok_or_else(|| corrupt("grants", format!("status {:?}", m.status)))?,
+            granted_at: m.granted_at,
+            expires_at: m.expires_at,
+            revoked_at: m.revoked_at,
+            reference: m.reference,
+            created_at: m.created_at,
+            updated_at: m.updated_at,
+        })
+    }
+}
+
+pub(crate) fn grant_model(g: &Grant) -> entity::grant::Model {
+    entity::grant::Model {
+        id: g.id.0,
+        run_id: g.run_id.0,
+        integration: g.integration.clone(),
+        principal: g.principal.clone(),
+        scopes: to_json(&g.scopes),
+        status: g.status.as_str().to_owned(),
+        granted_at: g.granted_at,
+        expires_at: g.expires_at,
+        revoked_at: g.revoked_at,
+        reference: g.reference.clone(),
+        created_at: g.created_at,
+        updated_at: g.updated_at,
+    }
+}
+
+impl TryFrom<entity::decision::Model> for Vote {
+    type Error = StoreError;
+    fn try_from(m: entity::decision::Model) -> Result<Self, StoreError> {
+        Ok(Self {
+            step_index: u32::try_from(m.step_index).map_err(|e| corrupt("decisions", e))?,
+            approver: m.approver,
+            decision: match m.decision.as_str() {
+                "approve" => Decision::Approve,
+                "deny" => Decision::Deny,
+                other => return Err(corrupt("decisions", format!("decision {other:?}"))),
+            },
+            comment: m.comment,
+            channel: m.channel,
+            decided_at: m.decided_at,
+        })
+    }
+}
+
+/// The default SQLite URL: `tollgate.db` in the working directory, created if missing.
+pub const DEFAULT_SQLITE_URL: &str = "sqlite://tollgate.db?mode=rwc";
+
+/// Whether `url` looks like a database URL Tollgate supports.
+#[must_use]
+pub fn is_supported_url(url: &str) -> bool {
+    url.starts_with("sqlite:") || url.starts_with("postgres://") || url.starts_with("postgresql://")
+}

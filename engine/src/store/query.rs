@@ -1,0 +1,381 @@
+//! Reads: requests, grants, tasks, tokens, the audit log, and the engine's own scans.
+
+use chrono::{DateTime, Utc};
+use sea_orm::sea_query::Expr;
+use sea_orm::{ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect};
+
+use super::entity::{api_token, audit_log, decision, grant, outbox, run, task, timer};
+use super::{StoreError, corrupt};
+use crate::audit::{self, AuditRecord, ChainBreak, ChainVerifier, VerifyReport};
+use crate::effect::{NewOutbox, TimerKind};
+use crate::ids::{GrantId, OutboxId, RunId, TaskId, TimerId};
+use crate::run::{Grant, GrantStatus, Run, RunStatus, Vote};
+
+/// A request with everything the API shows about it.
+#[derive(Debug, Clone)]
+pub struct RunView {
+    /// The run.
+    pub run: Run,
+    /// Every vote on every step, oldest first.
+    pub votes: Vec<Vote>,
+    /// The grant, if any.
+    pub grant: Option<Grant>,
+}
+
+/// Filters for listing requests.
+#[derive(Debug, Clone, Default)]
+pub struct RunFilter {
+    /// Status.
+    pub status: Option<RunStatus>,
+    /// Requester.
+    pub requester: Option<String>,
+    /// Integration.
+    pub integration: Option<String>,
+}
+
+/// Filters for listing grants.
+#[derive(Debug, Clone, Default)]
+pub struct GrantFilter {
+    /// Status.
+    pub status: Option<GrantStatus>,
+    /// Holder.
+    pub principal: Option<String>,
+    /// Integration.
+    pub integration: Option<String>,
+}
+
+/// A manual task.
+#[derive(Debug, Clone)]
+pub struct Task {
+    /// Id.
+    pub id: TaskId,
+    /// The request.
+    pub run_id: RunId,
+    /// Who must confirm.
+    pub operator: String,
+    /// What to do.
+    pub instructions: String,
+    /// `open`, `done` or `failed`.
+    pub status: String,
+    /// Who resolved it.
+    pub resolved_by: Option<String>,
+    /// Comment given when resolving.
+    pub comment: Option<String>,
+    /// When.
+    pub resolved_at: Option<DateTime<Utc>>,
+    /// Created.
+    pub created_at: DateTime<Utc>,
+}
+
+/// One request with its votes and grant.
+///
+/// # Errors
+/// Database failures.
+pub async fn run_view<C: ConnectionTrait>(c: &C, id: RunId) -> Result<Option<RunView>, StoreError> {
+    let Some(m) = run::Entity::find_by_id(id.0).one(c).await? else { return Ok(None) };
+    let run = Run::try_from(m)?;
+    let votes = decision::Entity::find()
+        .filter(decision::Column::RunId.eq(id.0))
+        .order_by_asc(decision::Column::DecidedAt)
+        .order_by_asc(decision::Column::Id)
+        .all(c)
+        .await?
+        .into_iter()
+        .map(Vote::try_from)
+        .collect::<Result<_, _>>()?;
+    let grant = match run.grant_id {
+        Some(g) => grant::Entity::find_by_id(g.0).one(c).await?.map(Grant::try_from).transpose()?,
+        None => None,
+    };
+    Ok(Some(RunView { run, votes, grant }))
+}
+
+/// A page of requests, newest first, strictly older than `before` (the cursor).
+///
+/// # Errors
+/// Database failures.
+pub async fn list_runs<C: ConnectionTrait>(
+    c: &C,
+    filter: &RunFilter,
+    before: Option<RunId>,
+    limit: u64,
+) -> Result<Vec<Run>, StoreError> {
+    let mut q = run::Entity::find();
+    if let Some(s) = filter.status {
+        q = q.filter(run::Column::Status.eq(s.as_str()));
+    }
+    if let Some(r) = &filter.requester {
+        q = q.filter(run::Column::Requester.eq(r.as_str()));
+    }
+    if let Some(i) = &filter.integration {
+        q = q.filter(run::Column::Integration.eq(i.as_str()));
+    }
+    if let Some(b) = before {
+        q = q.filter(run::Column::Id.lt(b.0));
+    }
+    q.order_by_desc(run::Column::Id).limit(limit).all(c).await?.into_iter().map(Run::try_from).collect()
+}
+
+/// One grant.
+///
+/// # Errors
+/// Database failures.
+pub async fn grant<C: ConnectionTrait>(c: &C, id: GrantId) -> Result<Option<Grant>, StoreError> {
+    grant::Entity::find_by_id(id.0).one(c).await?.map(Grant::try_from).transpose()
+}
+
+/// A page of grants, newest first.
+///
+/// # Errors
+/// Database failures.
+pub async fn list_grants<C: ConnectionTrait>(
+    c: &C,
+    filter: &GrantFilter,
+    before: Option<GrantId>,
+    limit: u64,
+) -> Result<Vec<Grant>, StoreError> {
+    let mut q = grant::Entity::find();
+    if let Some(s) = filter.status {
+        q = q.filter(grant::Column::Status.eq(s.as_str()));
+    }
+    if let Some(p) = &filter.principal {
+        q = q.filter(grant::Column::Principal.eq(p.as_str()));
+    }
+    if let Some(i) = &filter.integration {
+        q = q.filter(grant::Column::Integration.eq(i.as_str()));
+    }
+    if let Some(b) = before {
+        q = q.filter(grant::Column::Id.lt(b.0));
+    }
+    q.order_by_desc(grant::Column::Id).limit(limit).all(c).await?.into_iter().map(Grant::try_from).collect()
+}
+
+/// Manual tasks, newest first; only open ones when `open_only`.
+///
+/// # Errors
+/// Database failures.
+pub async fn list_tasks<C: ConnectionTrait>(
+    c: &C,
+    operator: Option<&str>,
+    open_only: bool,
+) -> Result<Vec<Task>, StoreError> {
+    let mut q = task::Entity::find();
+    if let Some(o) = operator {
+        q = q.filter(task::Column::Operator.eq(o));
+    }
+    if open_only {
+        q = q.filter(task::Column::Status.eq("open"));
+    }
+    Ok(q.order_by_desc(task::Column::Id)
+        .limit(500)
+        .all(c)
+        .await?
+        .into_iter()
+        .map(|t| Task {
+            id: TaskId(t.id),
+            run_id: RunId(t.run_id),
+            operator: t.operator,
+            instructions: t.instructions,
+            status: t.status,
+            resolved_by: t.resolved_by,
+            comment: t.comment,
+            resolved_at: t.resolved_at,
+            created_at: t.created_at,
+        })
+        .collect())
+}
+
+/// The principal bound to an unrevoked token with this SHA-256 hash.
+///
+/// # Errors
+/// Database failures.
+pub async fn token_principal<C: ConnectionTrait>(c: &C, token_hash: &str) -> Result<Option<String>, StoreError> {
+    Ok(api_token::Entity::find()
+        .filter(api_token::Column::TokenHash.eq(token_hash))
+        .filter(api_token::Column::RevokedAt.is_null())
+        .one(c)
+        .await?
+        .map(|t| t.principal))
+}
+
+/// Whether any token exists (first-start bootstrap).
+///
+/// # Errors
+/// Database failures.
+pub async fn any_token<C: ConnectionTrait>(c: &C) -> Result<bool, StoreError> {
+    Ok(api_token::Entity::find().one(c).await?.is_some())
+}
+
+fn record(m: audit_log::Model) -> Result<AuditRecord, StoreError> {
+    Ok(AuditRecord {
+        seq: m.seq,
+        recorded_at: m.recorded_at,
+        event: audit::AuditEvent {
+            event_type: m.event_type,
+            channel: m.channel,
+            outcome: m.outcome,
+            actor: m.actor,
+            subject: m.subject,
+            run_id: m.run_id,
+            justification: m.justification,
+            workflow_key: m.workflow_key,
+            workflow_version: m.workflow_version,
+            details: audit::details_from_text(&m.details).map_err(|e| corrupt("audit_log", e))?,
+        },
+        prev_hash: m.prev_hash,
+        hash: m.hash,
+    })
+}
+
+/// Audit records with `seq > after`, oldest first.
+///
+/// # Errors
+/// Database failures, or a record whose details are not JSON.
+pub async fn audit_page<C: ConnectionTrait>(
+    c: &C,
+    after: i64,
+    limit: u64,
+    run_id: Option<RunId>,
+) -> Result<Vec<AuditRecord>, StoreError> {
+    let mut q = audit_log::Entity::find().filter(audit_log::Column::Seq.gt(after));
+    if let Some(r) = run_id {
+        q = q.filter(audit_log::Column::RunId.eq(r.0));
+    }
+    q.order_by_asc(audit_log::Column::Seq).limit(limit).all(c).await?.into_iter().map(record).collect()
+}
+
+/// Verifies the whole chain, page by page, checking every link.
+///
+/// # Errors
+/// `Ok(Err(break))` for a broken chain (a record whose details are not JSON counts as altered);
+/// `Err` for database failures.
+pub async fn verify_audit<C: ConnectionTrait>(c: &C) -> Result<Result<VerifyReport, ChainBreak>, StoreError> {
+    let mut verifier = ChainVerifier::new();
+    let mut after = i64::MIN;
+    loop {
+        let page = audit_log::Entity::find()
+            .filter(audit_log::Column::Seq.gt(after))
+            .order_by_asc(audit_log::Column::Seq)
+            .limit(2000)
+            .all(c)
+            .await?;
+        let Some(last) = page.last() else { break };
+        after = last.seq;
+        for m in page {
+            let seq = m.seq;
+            let rec = match record(m) {
+                Ok(r) => r,
+                Err(e) => {
+                    return Ok(Err(ChainBreak { seq, kind: audit::BreakKind::HashMismatch, detail: e.to_string() }));
+                }
+            };
+            if let Err(b) = verifier.push(&rec) {
+                return Ok(Err(b));
+            }
+        }
+    }
+    Ok(Ok(verifier.finish()))
+}
+
+/// A stored outbox item that is due and may be taken by `node`.
+#[derive(Debug, Clone)]
+pub(crate) struct PendingOutbox {
+    pub(crate) id: OutboxId,
+    pub(crate) run_id: RunId,
+    pub(crate) attempts: i32,
+    pub(crate) next_attempt_at: DateTime<Utc>,
+    pub(crate) item: NewOutbox,
+}
+
+/// Pending outbox items owned by `node` or whose lease expired.
+pub(crate) async fn pending_outbox<C: ConnectionTrait>(
+    c: &C,
+    node: &str,
+    now: DateTime<Utc>,
+    limit: u64,
+) -> Result<Vec<PendingOutbox>, StoreError> {
+    let rows = outbox::Entity::find()
+        .filter(outbox::Column::Status.eq("pending"))
+        .filter(
+            sea_orm::Condition::any()
+                .add(outbox::Column::LeaseOwner.eq(node))
+                .add(outbox::Column::LeaseUntil.lt(now))
+                .add(outbox::Column::LeaseUntil.is_null()),
+        )
+        .order_by_asc(outbox::Column::NextAttemptAt)
+        .limit(limit)
+        .all(c)
+        .await?;
+    rows.into_iter()
+        .map(|m| {
+            Ok(PendingOutbox {
+                id: OutboxId(m.id),
+                run_id: RunId(m.run_id),
+                attempts: m.attempts,
+                next_attempt_at: m.next_attempt_at,
+                item: serde_json::from_str(&m.payload).map_err(|e| corrupt("outbox", e))?,
+            })
+        })
+        .collect()
+}
+
+/// Takes over an outbox item whose lease expired (another replica died). True if taken.
+pub(crate) async fn claim_outbox<C: ConnectionTrait>(
+    c: &C,
+    id: OutboxId,
+    node: &str,
+    now: DateTime<Utc>,
+    until: DateTime<Utc>,
+) -> Result<bool, StoreError> {
+    let res = outbox::Entity::update_many()
+        .col_expr(outbox::Column::LeaseOwner, Expr::value(node))
+        .col_expr(outbox::Column::LeaseUntil, Expr::value(until))
+        .filter(outbox::Column::Id.eq(id.0))
+        .filter(
+            sea_orm::Condition::any()
+                .add(outbox::Column::LeaseOwner.eq(node))
+                .add(outbox::Column::LeaseUntil.lt(now))
+                .add(outbox::Column::LeaseUntil.is_null()),
+        )
+        .exec(c)
+        .await?;
+    Ok(res.rows_affected == 1)
+}
+
+/// A timer that came due.
+#[derive(Debug, Clone)]
+pub(crate) struct DueTimer {
+    pub(crate) id: TimerId,
+    pub(crate) run_id: RunId,
+    pub(crate) kind: TimerKind,
+    pub(crate) step_index: u32,
+}
+
+/// The earliest pending timer.
+pub(crate) async fn next_timer_due<C: ConnectionTrait>(c: &C) -> Result<Option<DateTime<Utc>>, StoreError> {
+    Ok(timer::Entity::find().order_by_asc(timer::Column::DueAt).limit(1).one(c).await?.map(|t| t.due_at))
+}
+
+/// Timers due at `now`, earliest first.
+pub(crate) async fn due_timers<C: ConnectionTrait>(
+    c: &C,
+    now: DateTime<Utc>,
+    limit: u64,
+) -> Result<Vec<DueTimer>, StoreError> {
+    timer::Entity::find()
+        .filter(timer::Column::DueAt.lte(now))
+        .order_by_asc(timer::Column::DueAt)
+        .limit(limit)
+        .all(c)
+        .await?
+        .into_iter()
+        .map(|t| {
+            Ok(DueTimer {
+                id: TimerId(t.id),
+                run_id: RunId(t.run_id),
+                kind: TimerKind::parse(&t.kind).ok_or_else(|| corrupt("timers", format!("kind {:?}", t.kind)))?,
+                step_index: u32::try_from(t.step_index).map_err(|e| corrupt("timers", e))?,
+            })
+        })
+        .collect()
+}

@@ -1,0 +1,351 @@
+//! Moving a run forward: entering steps until one waits (approval, action, wait) or none is left.
+
+use chrono::{DateTime, Utc};
+use tollgate_workflows::{ActionStep, ApprovalStep, Operation, Recipient, RequestFacts, RetryPolicy, Step, WaitUntil};
+
+use super::{Context, Outcome};
+use crate::audit::AuditEvent;
+use crate::connector::{ConnectorAction, IntegrationRef};
+use crate::effect::{Effect, NewOutbox, OutboxPayload, TimerKind};
+use crate::ids::OutboxId;
+use crate::notify::{Notification, RecipientInfo, RequestSummary};
+use crate::run::{Grant, GrantStatus, Run, RunStatus, StepState};
+
+/// Retry policy for notifications: they must not hang a run, but must not be dropped lightly.
+pub(crate) const NOTIFY_RETRY: RetryPolicy = RetryPolicy {
+    max_attempts: 8,
+    backoff: tollgate_workflows::Duration::from_secs(1),
+    max_backoff: tollgate_workflows::Duration::from_secs(300),
+};
+
+/// An audit event about `run`, attributed to `actor`.
+pub(crate) fn event(
+    run: &Run,
+    event_type: &str,
+    actor: &str,
+    channel: &str,
+    outcome: &str,
+    details: serde_json::Value,
+) -> AuditEvent {
+    AuditEvent {
+        event_type: event_type.to_owned(),
+        channel: channel.to_owned(),
+        outcome: outcome.to_owned(),
+        actor: actor.to_owned(),
+        subject: format!("request:{}", run.id),
+        run_id: Some(run.id.0),
+        justification: Some(run.justification.clone()),
+        workflow_key: Some(run.workflow_key.clone()),
+        workflow_version: i32::try_from(run.workflow_version).ok(),
+        details,
+    }
+}
+
+/// The current step of the run, if any is left.
+pub(crate) fn current_step<'a>(run: &Run, ctx: &Context<'a>) -> Option<&'a Step> {
+    ctx.definition.steps.get(run.step_index as usize)
+}
+
+/// Leaves the current step (clearing its timers) and enters the following ones.
+pub(crate) fn complete_step(out: &mut Outcome, ctx: &Context<'_>) {
+    out.effects.push(Effect::ClearTimers);
+    out.run.step_index += 1;
+    out.run.step = StepState::Idle;
+    enter_step(out, ctx);
+}
+
+/// Ends the run in `status`.
+pub(crate) fn finish(out: &mut Outcome, status: RunStatus, reason: Option<String>) {
+    out.effects.push(Effect::ClearTimers);
+    out.run.status = status;
+    out.run.step = StepState::Idle;
+    out.run.reason = reason;
+}
+
+/// Enters the step at `run.step_index`, skipping steps whose guard does not admit the request
+/// and running notify steps inline, until a step waits or the workflow ends.
+pub(crate) fn enter_step(out: &mut Outcome, ctx: &Context<'_>) {
+    let risks = ctx.scope_risks(&out.run.scopes);
+    let facts = RequestFacts { environment: &ctx.integration.environment, scope_risks: &risks };
+    loop {
+        let Some(step) = current_step(&out.run, ctx) else {
+            out.run.status = RunStatus::Completed;
+            out.run.step = StepState::Idle;
+            let ev = event(&out.run, "request_completed", "system", "engine", "success", serde_json::json!({}));
+            out.audit.push(ev);
+            return;
+        };
+        let index = out.run.step_index;
+        if !step.guard().admits(&facts) {
+            let ev = event(
+                &out.run,
+                "step_skipped",
+                "system",
+                "engine",
+                "success",
+                serde_json::json!({ "step": index, "type": step.type_name(), "id": step.id() }),
+            );
+            out.audit.push(ev);
+            out.run.step_index += 1;
+            continue;
+        }
+        match step {
+            Step::Approval(a) => return enter_approval(out, a, ctx),
+            Step::Action(a) => {
+                if enter_action(out, a, ctx) {
+                    return;
+                }
+                out.run.step_index += 1;
+            }
+            Step::Wait(w) => {
+                let (until, expiry) = match (w.duration, w.until) {
+                    (Some(d), _) => (ctx.now + chrono_duration(d), false),
+                    (None, Some(WaitUntil::Expiry)) => {
+                        let expires = out.grant.as_ref().and_then(|g| g.expires_at).unwrap_or(ctx.now);
+                        (expires, true)
+                    }
+                    (None, None) => (ctx.now, false),
+                };
+                if out.grant.as_ref().is_some_and(|g| g.status == GrantStatus::Active) {
+                    out.run.status = RunStatus::Active;
+                }
+                out.run.step = StepState::Wait { until, expiry };
+                out.effects.push(Effect::ScheduleTimer { kind: TimerKind::Wait, due_at: until });
+                return;
+            }
+            Step::Notify(n) => {
+                let recipients = recipients(&out.run, &n.to, ctx);
+                let text = fill(&n.message, &out.run, out.grant.as_ref());
+                let key = format!("{}:{}:notify", out.run.id, index);
+                enqueue_notification(out, ctx, "message", recipients, text, key);
+                out.run.step_index += 1;
+            }
+        }
+    }
+}
+
+fn enter_approval(out: &mut Outcome, a: &ApprovalStep, ctx: &Context<'_>) {
+    let deadline = ctx.now + chrono_duration(a.timeout);
+    out.run.status = RunStatus::AwaitingApproval;
+    out.run.step = StepState::Approval { reached_at: ctx.now, deadline, reminders: 0 };
+    out.effects.push(Effect::ScheduleTimer { kind: TimerKind::ApprovalDeadline, due_at: deadline });
+    if let Some(every) = a.reminder {
+        let due = ctx.now + chrono_duration(every);
+        if due < deadline {
+            out.effects.push(Effect::ScheduleTimer { kind: TimerKind::Reminder, due_at: due });
+        }
+    }
+    let approvers = ctx.directory.eligible_approvers(&a.approvers, ctx.integration, &out.run.requester);
+    let ev = event(
+        &out.run,
+        "approval_requested",
+        "system",
+        "engine",
+        "success",
+        serde_json::json!({
+            "step": out.run.step_index, "quorum": a.quorum, "deadline": deadline, "approvers": approvers,
+        }),
+    );
+    out.audit.push(ev);
+    let text = format!(
+        "{} asks for {} access to {} ({}) for {}: {}",
+        out.run.requester,
+        out.run.scopes.join(", "),
+        out.run.integration,
+        ctx.integration.environment,
+        humantime::format_duration(std::time::Duration::from_secs(out.run.duration_secs)),
+        out.run.justification
+    );
+    let recipients = people(&approvers, ctx);
+    let key = format!("{}:{}:approval_requested", out.run.id, out.run.step_index);
+    enqueue_notification(out, ctx, "approval_requested", recipients, text, key);
+}
+
+/// Enters an action step. Returns false when the step has nothing to do and was skipped.
+fn enter_action(out: &mut Outcome, a: &ActionStep, ctx: &Context<'_>) -> bool {
+    let Some(grant_id) = out.run.grant_id else { return false };
+    let index = out.run.step_index;
+    let (key, expires_at) = match a.operation {
+        Operation::Grant => {
+            let expires =
+                ctx.now + chrono::Duration::seconds(i64::try_from(out.run.duration_secs).unwrap_or(i64::MAX / 2));
+            out.grant = Some(Grant {
+                id: grant_id,
+                run_id: out.run.id,
+                integration: out.run.integration.clone(),
+                principal: out.run.requester.clone(),
+                scopes: out.run.scopes.clone(),
+                status: GrantStatus::Provisioning,
+                granted_at: None,
+                expires_at: Some(expires),
+                revoked_at: None,
+                reference: None,
+                created_at: ctx.now,
+                updated_at: ctx.now,
+            });
+            out.run.status = RunStatus::Provisioning;
+            (format!("{}:{index}", out.run.id), Some(expires))
+        }
+        Operation::Revoke => {
+            let Some(grant) = out.grant.as_mut() else { return false };
+            if !grant.status.may_hold_access() {
+                let ev = event(
+                    &out.run,
+                    "step_skipped",
+                    "system",
+                    "engine",
+                    "success",
+                    serde_json::json!({ "step": index, "type": "action", "reason": format!("grant is {}", grant.status.as_str()) }),
+                );
+                out.audit.push(ev);
+                return false;
+            }
+            grant.status = GrantStatus::Revoking;
+            grant.updated_at = ctx.now;
+            out.run.status = RunStatus::Revoking;
+            // One revocation per grant, whichever run performs it: the key is the grant's.
+            (format!("{grant_id}:revoke"), None)
+        }
+        Operation::Renew => {
+            let current = out.grant.as_ref().and_then(|g| g.expires_at).unwrap_or(ctx.now);
+            let wanted =
+                ctx.now + chrono::Duration::seconds(i64::try_from(out.run.duration_secs).unwrap_or(i64::MAX / 2));
+            out.run.status = RunStatus::Provisioning;
+            (format!("{}:{index}", out.run.id), Some(wanted.max(current)))
+        }
+        Operation::Rotate | Operation::Verify => {
+            out.run.status = RunStatus::Provisioning;
+            (format!("{}:{index}", out.run.id), out.grant.as_ref().and_then(|g| g.expires_at))
+        }
+    };
+    let principal = out.grant.as_ref().map_or_else(|| out.run.requester.clone(), |g| g.principal.clone());
+    let id = OutboxId::new();
+    let action = ConnectorAction {
+        operation: a.operation,
+        idempotency_key: key.clone(),
+        run_id: out.run.id.0,
+        grant_id: grant_id.0,
+        integration: IntegrationRef {
+            name: ctx.integration.name.clone(),
+            app: ctx.integration.app.clone(),
+            environment: ctx.integration.environment.clone(),
+        },
+        principal,
+        scopes: out.run.scopes.clone(),
+        expires_at,
+        attempt: 0,
+    };
+    out.run.step = StepState::Action { outbox_id: id, operation: a.operation };
+    out.effects.push(Effect::Enqueue(Box::new(NewOutbox {
+        id,
+        idempotency_key: key,
+        step_index: index,
+        retry: a.retry,
+        payload: OutboxPayload::Action { action },
+    })));
+    true
+}
+
+/// Queues a notification (no-op without recipients).
+pub(crate) fn enqueue_notification(
+    out: &mut Outcome,
+    ctx: &Context<'_>,
+    event_name: &str,
+    recipients: Vec<RecipientInfo>,
+    text: String,
+    key: String,
+) {
+    if recipients.is_empty() {
+        return;
+    }
+    let notification = Notification {
+        idempotency_key: key.clone(),
+        event: event_name.to_owned(),
+        request_id: out.run.id.0,
+        recipients,
+        request: summary(out, ctx),
+        text,
+    };
+    out.effects.push(Effect::Enqueue(Box::new(NewOutbox {
+        id: OutboxId::new(),
+        idempotency_key: key,
+        step_index: out.run.step_index,
+        retry: NOTIFY_RETRY,
+        payload: OutboxPayload::Notify { notification },
+    })));
+}
+
+fn summary(out: &Outcome, ctx: &Context<'_>) -> RequestSummary {
+    let (needed, deadline) = match (&out.run.step, current_step(&out.run, ctx)) {
+        (StepState::Approval { deadline, .. }, Some(Step::Approval(a))) => {
+            let have = out.votes.iter().filter(|v| v.decision == crate::run::Decision::Approve).count();
+            (Some(a.quorum.saturating_sub(u32::try_from(have).unwrap_or(u32::MAX))), Some(*deadline))
+        }
+        _ => (None, None),
+    };
+    RequestSummary {
+        kind: out.run.kind.as_str().to_owned(),
+        requester: out.run.requester.clone(),
+        integration: out.run.integration.clone(),
+        environment: ctx.integration.environment.clone(),
+        scopes: out.run.scopes.clone(),
+        duration_secs: out.run.duration_secs,
+        justification: out.run.justification.clone(),
+        status: out.run.status.as_str().to_owned(),
+        approvals_needed: needed,
+        deadline,
+        expires_at: out.grant.as_ref().and_then(|g| g.expires_at),
+    }
+}
+
+/// Resolves recipient roles to people.
+pub(crate) fn recipients(run: &Run, to: &[Recipient], ctx: &Context<'_>) -> Vec<RecipientInfo> {
+    let mut ids: Vec<String> = Vec::new();
+    for r in to {
+        match r {
+            Recipient::Requester => ids.push(run.requester.clone()),
+            Recipient::Owner => ids.push(ctx.integration.owner.clone()),
+            Recipient::Approvers => {
+                for step in &ctx.definition.steps {
+                    if let Step::Approval(a) = step {
+                        ids.extend(ctx.directory.eligible_approvers(&a.approvers, ctx.integration, &run.requester));
+                    }
+                }
+            }
+        }
+    }
+    ids.sort();
+    ids.dedup();
+    people(&ids, ctx)
+}
+
+/// Contact details of principals.
+pub(crate) fn people(ids: &[String], ctx: &Context<'_>) -> Vec<RecipientInfo> {
+    ids.iter()
+        .filter_map(|id| ctx.directory.active_principal(id))
+        .map(|p| RecipientInfo {
+            principal: p.id.clone(),
+            name: p.name.clone(),
+            email: p.email.clone(),
+            slack_user_id: p.slack_user_id.clone(),
+        })
+        .collect()
+}
+
+/// Fills `{placeholders}` in a notify step's message.
+pub(crate) fn fill(template: &str, run: &Run, grant: Option<&Grant>) -> String {
+    let expires = grant
+        .and_then(|g| g.expires_at)
+        .map_or_else(|| "-".to_owned(), |t: DateTime<Utc>| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true));
+    template
+        .replace("{requester}", &run.requester)
+        .replace("{integration}", &run.integration)
+        .replace("{scopes}", &run.scopes.join(", "))
+        .replace("{expires_at}", &expires)
+        .replace("{request}", &run.id.to_string())
+}
+
+/// Converts a workflow duration.
+pub(crate) fn chrono_duration(d: tollgate_workflows::Duration) -> chrono::Duration {
+    chrono::Duration::from_std(d.as_std()).unwrap_or(chrono::Duration::MAX)
+}

@@ -1,0 +1,437 @@
+//! Commands on an existing run: decisions, cancellation, timers, connector results, early revoke.
+
+use tollgate_workflows::{Operation, Step, TimeoutOutcome};
+
+use super::advance::{chrono_duration, complete_step, current_step, enqueue_notification, event, finish, people};
+use super::{Context, Outcome, TransitionError};
+use crate::effect::{Effect, TimerKind};
+use crate::ids::OutboxId;
+use crate::run::{Decision, GrantStatus, RunState, RunStatus, StepState, Vote};
+
+/// Something that happens to a run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Command {
+    /// An approver decides.
+    Decide {
+        /// Authenticated approver.
+        actor: String,
+        /// Approve or deny.
+        decision: Decision,
+        /// Comment (a reason, for denials).
+        comment: Option<String>,
+        /// `api`, `cli`, `slack`, `email`.
+        channel: String,
+    },
+    /// The requester or an admin withdraws a pending request.
+    Cancel {
+        /// Who.
+        actor: String,
+        /// Whether `actor` is an admin.
+        is_admin: bool,
+        /// Where.
+        channel: String,
+    },
+    /// A timer of the run came due.
+    TimerFired {
+        /// Purpose.
+        kind: TimerKind,
+        /// The step it was set for.
+        step_index: u32,
+    },
+    /// A connector call succeeded.
+    ActionSucceeded {
+        /// The outbox item.
+        outbox_id: OutboxId,
+        /// External reference.
+        reference: Option<String>,
+        /// `system`, or the operator who confirmed a manual task.
+        actor: String,
+        /// `engine`, or `api` for manual tasks.
+        channel: String,
+    },
+    /// A connector call failed for good (permanent error or retries exhausted).
+    ActionFailed {
+        /// The outbox item.
+        outbox_id: OutboxId,
+        /// Why (safe to show: no secrets).
+        error: String,
+        /// `system`, or the operator who reported failure.
+        actor: String,
+        /// Where.
+        channel: String,
+    },
+    /// Revoke the run's grant now instead of at expiry.
+    RevokeNow {
+        /// Who asked (`system` when another run revoked it).
+        actor: String,
+        /// Where.
+        channel: String,
+    },
+}
+
+/// Applies `command` to `state`. `Ok(None)` means the command is stale (a timer or result for a
+/// step the run already left) and nothing is to be written.
+///
+/// # Errors
+/// [`TransitionError`] when the command is refused; nothing changed.
+pub fn apply(state: RunState, command: Command, ctx: &Context<'_>) -> Result<Option<Outcome>, TransitionError> {
+    let RunState { mut run, votes, grant } = state;
+    run.updated_at = ctx.now;
+    let mut out = Outcome { run, grant, votes: Vec::new(), audit: Vec::new(), effects: Vec::new() };
+    match command {
+        Command::Decide { actor, decision, comment, channel } => {
+            decide(&mut out, &votes, actor, decision, comment, channel, ctx)?;
+        }
+        Command::Cancel { actor, is_admin, channel } => {
+            if out.run.status != RunStatus::AwaitingApproval {
+                return Err(TransitionError::for_final(out.run.status));
+            }
+            if actor != out.run.requester && !is_admin {
+                return Err(TransitionError::NotAllowed);
+            }
+            let ev = event(&out.run, "request_cancelled", &actor, &channel, "cancelled", serde_json::json!({}));
+            out.audit.push(ev);
+            finish(&mut out, RunStatus::Cancelled, None);
+            if let Some(g) = out.grant.as_mut().filter(|_| out.run.kind == tollgate_workflows::WorkflowKind::Grant) {
+                g.status = GrantStatus::Failed;
+            }
+        }
+        Command::TimerFired { kind, step_index } => {
+            if step_index != out.run.step_index || out.run.status.is_final() {
+                return Ok(None);
+            }
+            timer_fired(&mut out, &votes, kind, ctx);
+        }
+        Command::ActionSucceeded { outbox_id, reference, actor, channel } => {
+            let Some(op) = pending_action(&out, outbox_id) else { return Ok(None) };
+            action_succeeded(&mut out, op, reference, &actor, &channel, ctx);
+        }
+        Command::ActionFailed { outbox_id, error, actor, channel } => {
+            let Some(op) = pending_action(&out, outbox_id) else { return Ok(None) };
+            action_failed(&mut out, op, error, &actor, &channel, ctx);
+        }
+        Command::RevokeNow { actor, channel } => {
+            let status = out.grant.as_ref().map_or("none", |g| g.status.as_str());
+            if !matches!(out.run.step, StepState::Wait { expiry: true, .. })
+                || out.grant.as_ref().is_none_or(|g| g.status != GrantStatus::Active)
+            {
+                return Err(TransitionError::GrantNotActive(status.to_owned()));
+            }
+            let grant_id = out.run.grant_id.map(|g| g.to_string());
+            let mut ev = event(
+                &out.run,
+                "revoke_requested",
+                &actor,
+                &channel,
+                "success",
+                serde_json::json!({ "grant_id": grant_id }),
+            );
+            ev.subject = format!("grant:{}", grant_id.unwrap_or_default());
+            out.audit.push(ev);
+            complete_step(&mut out, ctx);
+        }
+    }
+    Ok(Some(out))
+}
+
+fn decide(
+    out: &mut Outcome,
+    votes: &[Vote],
+    actor: String,
+    decision: Decision,
+    comment: Option<String>,
+    channel: String,
+    ctx: &Context<'_>,
+) -> Result<(), TransitionError> {
+    if out.run.status != RunStatus::AwaitingApproval {
+        return Err(TransitionError::for_final(out.run.status));
+    }
+    let (Some(Step::Approval(step)), StepState::Approval { deadline, .. }) =
+        (current_step(&out.run, ctx), &out.run.step)
+    else {
+        return Err(TransitionError::AlreadyDecided(out.run.status));
+    };
+    if ctx.now >= *deadline {
+        return Err(TransitionError::Expired);
+    }
+    if ctx.directory.is_same_person(&actor, &out.run.requester) {
+        return Err(TransitionError::SelfApproval);
+    }
+    if !ctx.directory.is_eligible_approver(&actor, &step.approvers, ctx.integration, &out.run.requester) {
+        return Err(TransitionError::NotAnApprover(actor));
+    }
+    if votes.iter().any(|v| ctx.directory.is_same_person(&v.approver, &actor)) {
+        return Err(TransitionError::AlreadyVoted(actor));
+    }
+    let vote = Vote {
+        step_index: out.run.step_index,
+        approver: actor.clone(),
+        decision,
+        comment: comment.clone(),
+        channel: channel.clone(),
+        decided_at: ctx.now,
+    };
+    let count = |d: Decision| {
+        let n = votes.iter().filter(|v| v.decision == d).count() + usize::from(decision == d);
+        u32::try_from(n).unwrap_or(u32::MAX)
+    };
+    let (approvals, denials) = (count(Decision::Approve), count(Decision::Deny));
+    let (event_type, outcome) = match decision {
+        Decision::Approve => ("approval_recorded", "approved"),
+        Decision::Deny => ("denial_recorded", "denied"),
+    };
+    out.audit.push(event(
+        &out.run,
+        event_type,
+        &actor,
+        &channel,
+        outcome,
+        serde_json::json!({
+            "step": out.run.step_index, "comment": comment, "approvals": approvals, "quorum": step.quorum,
+        }),
+    ));
+    out.votes.push(vote);
+    let requester = people(std::slice::from_ref(&out.run.requester), ctx);
+    if approvals >= step.quorum {
+        out.audit.push(event(
+            &out.run,
+            "request_approved",
+            &actor,
+            &channel,
+            "approved",
+            serde_json::json!({ "step": out.run.step_index, "approvals": approvals }),
+        ));
+        let key = format!("{}:{}:approved", out.run.id, out.run.step_index);
+        let text = format!("Your request for {} on {} was approved.", out.run.scopes.join(", "), out.run.integration);
+        enqueue_notification(out, ctx, "approved", requester, text, key);
+        complete_step(out, ctx);
+    } else if denials >= step.deny_quorum {
+        out.audit.push(event(
+            &out.run,
+            "request_denied",
+            &actor,
+            &channel,
+            "denied",
+            serde_json::json!({ "step": out.run.step_index, "comment": comment }),
+        ));
+        let key = format!("{}:{}:denied", out.run.id, out.run.step_index);
+        let text =
+            format!("Your request for {} on {} was denied by {actor}.", out.run.scopes.join(", "), out.run.integration);
+        enqueue_notification(out, ctx, "denied", requester, text, key);
+        finish(out, RunStatus::Denied, comment);
+        fail_unstarted_grant(out);
+    }
+    Ok(())
+}
+
+fn timer_fired(out: &mut Outcome, votes: &[Vote], kind: TimerKind, ctx: &Context<'_>) {
+    match (kind, current_step(&out.run, ctx), out.run.step.clone()) {
+        (TimerKind::ApprovalDeadline, Some(Step::Approval(step)), StepState::Approval { .. }) => {
+            let requester = people(std::slice::from_ref(&out.run.requester), ctx);
+            match step.on_timeout {
+                TimeoutOutcome::Deny => {
+                    out.audit.push(event(
+                        &out.run,
+                        "approval_expired",
+                        "system",
+                        "engine",
+                        "expired",
+                        serde_json::json!({ "step": out.run.step_index }),
+                    ));
+                    let key = format!("{}:{}:expired", out.run.id, out.run.step_index);
+                    let text = format!(
+                        "Your request for {} on {} expired without approval.",
+                        out.run.scopes.join(", "),
+                        out.run.integration
+                    );
+                    enqueue_notification(out, ctx, "expired", requester, text, key);
+                    finish(out, RunStatus::Expired, Some("approval deadline passed".to_owned()));
+                    fail_unstarted_grant(out);
+                }
+                TimeoutOutcome::Approve => {
+                    out.audit.push(event(
+                        &out.run,
+                        "request_approved",
+                        "system",
+                        "engine",
+                        "approved_on_timeout",
+                        serde_json::json!({ "step": out.run.step_index }),
+                    ));
+                    complete_step(out, ctx);
+                }
+            }
+        }
+        (TimerKind::Reminder, Some(Step::Approval(step)), StepState::Approval { deadline, reached_at, reminders }) => {
+            let pending: Vec<String> = ctx
+                .directory
+                .eligible_approvers(&step.approvers, ctx.integration, &out.run.requester)
+                .into_iter()
+                .filter(|a| !votes.iter().any(|v| &v.approver == a))
+                .collect();
+            let n = reminders + 1;
+            out.audit.push(event(
+                &out.run,
+                "approval_reminded",
+                "system",
+                "engine",
+                "success",
+                serde_json::json!({ "step": out.run.step_index, "reminder": n, "approvers": pending }),
+            ));
+            let key = format!("{}:{}:reminder:{n}", out.run.id, out.run.step_index);
+            let text =
+                format!("Reminder: {} is waiting for your approval on {}.", out.run.requester, out.run.integration);
+            let recipients = people(&pending, ctx);
+            enqueue_notification(out, ctx, "approval_reminder", recipients, text, key);
+            out.run.step = StepState::Approval { reached_at, deadline, reminders: n };
+            if let Some(every) = step.reminder {
+                let due = ctx.now + chrono_duration(every);
+                if due < deadline {
+                    out.effects.push(Effect::ScheduleTimer { kind: TimerKind::Reminder, due_at: due });
+                }
+            }
+        }
+        (TimerKind::Wait, Some(Step::Wait(_)), StepState::Wait { expiry, .. }) => {
+            if expiry {
+                let grant_id = out.run.grant_id.map(|g| g.to_string());
+                let mut ev = event(
+                    &out.run,
+                    "access_expired",
+                    "system",
+                    "engine",
+                    "success",
+                    serde_json::json!({ "grant_id": grant_id }),
+                );
+                ev.subject = format!("grant:{}", grant_id.unwrap_or_default());
+                out.audit.push(ev);
+            }
+            complete_step(out, ctx);
+        }
+        _ => {}
+    }
+}
+
+fn pending_action(out: &Outcome, outbox_id: OutboxId) -> Option<Operation> {
+    match out.run.step {
+        StepState::Action { outbox_id: id, operation } if id == outbox_id => Some(operation),
+        _ => None,
+    }
+}
+
+fn action_succeeded(
+    out: &mut Outcome,
+    op: Operation,
+    reference: Option<String>,
+    actor: &str,
+    channel: &str,
+    ctx: &Context<'_>,
+) {
+    let grant_id = out.run.grant_id.map(|g| g.to_string()).unwrap_or_default();
+    let event_type = match op {
+        Operation::Grant => "grant_succeeded",
+        Operation::Renew => "renew_succeeded",
+        Operation::Revoke => "revoke_succeeded",
+        Operation::Rotate => "rotate_succeeded",
+        Operation::Verify => "verify_succeeded",
+    };
+    let mut ev = event(
+        &out.run,
+        event_type,
+        actor,
+        channel,
+        "success",
+        serde_json::json!({ "grant_id": grant_id, "reference": reference }),
+    );
+    ev.subject = format!("grant:{grant_id}");
+    if let Some(g) = out.grant.as_mut() {
+        g.updated_at = ctx.now;
+        match op {
+            Operation::Grant => {
+                g.status = GrantStatus::Active;
+                g.granted_at = Some(ctx.now);
+                g.expires_at = Some(
+                    ctx.now + chrono::Duration::seconds(i64::try_from(out.run.duration_secs).unwrap_or(i64::MAX / 2)),
+                );
+                g.reference = reference;
+            }
+            Operation::Revoke => {
+                g.status = GrantStatus::Revoked;
+                g.revoked_at = Some(ctx.now);
+                if g.run_id != out.run.id {
+                    out.effects.push(Effect::WakeGrantRun { grant_id: g.id });
+                }
+            }
+            Operation::Renew => {
+                let wanted =
+                    ctx.now + chrono::Duration::seconds(i64::try_from(out.run.duration_secs).unwrap_or(i64::MAX / 2));
+                let new_expiry = g.expires_at.map_or(wanted, |e| e.max(wanted));
+                g.expires_at = Some(new_expiry);
+                out.effects.push(Effect::ExtendGrant { grant_id: g.id, expires_at: new_expiry });
+            }
+            Operation::Rotate | Operation::Verify => {}
+        }
+        if let Some(e) = g.expires_at {
+            ev.details["expires_at"] = serde_json::json!(e);
+        }
+    }
+    out.audit.push(ev);
+    if out.run.status == RunStatus::Failed {
+        // A revocation that had exhausted its budget and kept retrying finally succeeded.
+        out.run.status = RunStatus::Revoking;
+        out.run.reason = None;
+    }
+    complete_step(out, ctx);
+}
+
+fn action_failed(out: &mut Outcome, op: Operation, error: String, actor: &str, channel: &str, ctx: &Context<'_>) {
+    let grant_id = out.run.grant_id.map(|g| g.to_string()).unwrap_or_default();
+    let event_type = match op {
+        Operation::Grant => "grant_failed",
+        Operation::Renew => "renew_failed",
+        Operation::Revoke => "revoke_failed",
+        Operation::Rotate => "rotate_failed",
+        Operation::Verify => "verify_failed",
+    };
+    let mut ev = event(
+        &out.run,
+        event_type,
+        actor,
+        channel,
+        "failure",
+        serde_json::json!({ "grant_id": grant_id, "error": error }),
+    );
+    ev.subject = format!("grant:{grant_id}");
+    out.audit.push(ev);
+    let mut notify = vec![out.run.requester.clone(), ctx.integration.owner.clone()];
+    notify.dedup();
+    let recipients = people(&notify, ctx);
+    let key = format!("{}:{}:{event_type}", out.run.id, out.run.step_index);
+    let text = format!("{} of {} on {} failed: {error}", op.as_str(), out.run.scopes.join(", "), out.run.integration);
+    enqueue_notification(out, ctx, event_type, recipients, text, key);
+    if op == Operation::Revoke {
+        // Access may still be in place: never pretend otherwise. The step stays pending and the
+        // outbox keeps retrying at a slow pace; a later success completes the run.
+        if let Some(g) = out.grant.as_mut() {
+            g.status = GrantStatus::RevokeFailed;
+            g.updated_at = ctx.now;
+        }
+        out.run.status = RunStatus::Failed;
+        out.run.reason = Some(error);
+        return;
+    }
+    if op == Operation::Grant {
+        if let Some(g) = out.grant.as_mut() {
+            g.status = GrantStatus::Failed;
+            g.updated_at = ctx.now;
+        }
+    }
+    finish(out, RunStatus::Failed, Some(error));
+}
+
+/// A grant run that ends before its grant call leaves its grant marked failed (never granted).
+fn fail_unstarted_grant(out: &mut Outcome) {
+    if out.run.kind == tollgate_workflows::WorkflowKind::Grant {
+        if let Some(g) = out.grant.as_mut().filter(|g| g.status == GrantStatus::Provisioning) {
+            g.status = GrantStatus::Failed;
+        }
+    }
+}

@@ -1,0 +1,193 @@
+//! Creating a run from a request: every check a request must pass before anything is written.
+
+use tollgate_workflows::{Duration, WorkflowKind};
+
+use super::{Context, Outcome, TransitionError, advance};
+use crate::audit::AuditEvent;
+use crate::ids::{GrantId, RunId};
+use crate::run::{Grant, GrantStatus, Run, RunStatus, StepState};
+
+/// A request as submitted (already authenticated).
+#[derive(Debug, Clone)]
+pub struct NewRequest {
+    /// Pre-allocated id.
+    pub id: RunId,
+    /// Authenticated requester.
+    pub requester: String,
+    /// Kind.
+    pub kind: WorkflowKind,
+    /// Integration name.
+    pub integration: String,
+    /// Scopes (for renew/rotate/revoke: empty means the grant's scopes).
+    pub scopes: Vec<String>,
+    /// Requested duration (default from the workflow when absent).
+    pub duration: Option<Duration>,
+    /// Why.
+    pub justification: String,
+    /// The existing grant, for renew/rotate/revoke.
+    pub grant: Option<Grant>,
+    /// Channel it came through (`api`, `cli`, `slack`).
+    pub channel: String,
+}
+
+/// Why a request is refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RequestError {
+    /// A scope the integration does not offer.
+    #[error("scope {0:?} cannot be requested on this integration")]
+    UnknownScope(String),
+    /// No scopes given.
+    #[error("at least one scope is required")]
+    NoScopes,
+    /// Longer than the workflow allows.
+    #[error("duration {asked} exceeds the maximum of {max}")]
+    DurationTooLong {
+        /// Asked.
+        asked: Duration,
+        /// Allowed.
+        max: Duration,
+    },
+    /// The workflow has no default and none was given.
+    #[error("a duration is required")]
+    DurationRequired,
+    /// Justification required but empty.
+    #[error("a justification is required")]
+    JustificationRequired,
+    /// The requester may not use this workflow.
+    #[error("{0} may not request access through this workflow")]
+    RequesterNotAllowed(String),
+    /// Renew/rotate/revoke without a grant.
+    #[error("a grant id is required for {0} requests")]
+    GrantRequired(WorkflowKind),
+    /// Grant requests must not name a grant.
+    #[error("grant requests must not name an existing grant")]
+    GrantNotExpected,
+    /// The grant belongs to another integration.
+    #[error("the grant belongs to integration {0:?}")]
+    GrantIntegrationMismatch(String),
+    /// The grant cannot be acted on.
+    #[error("grant is not active (status {0})")]
+    GrantNotActive(&'static str),
+    /// Someone else's grant (only its holder or an admin may renew/rotate/revoke it).
+    #[error("only the grant's holder or an admin may ask for this")]
+    NotGrantHolder,
+}
+
+impl RequestError {
+    /// A stable machine-readable code.
+    #[must_use]
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::UnknownScope(_) | Self::NoScopes => "invalid_scope",
+            Self::DurationTooLong { .. } => "duration_too_long",
+            Self::DurationRequired => "duration_required",
+            Self::JustificationRequired => "justification_required",
+            Self::RequesterNotAllowed(_) | Self::NotGrantHolder => "forbidden",
+            Self::GrantRequired(_) | Self::GrantNotExpected | Self::GrantIntegrationMismatch(_) => "invalid_grant",
+            Self::GrantNotActive(_) => "grant_not_active",
+        }
+    }
+}
+
+/// Validates a request and builds the new run, entering its first waiting step.
+///
+/// `requester_is_admin` lets admins act on grants they do not hold.
+///
+/// # Errors
+/// [`TransitionError::Invalid`] naming the first problem.
+pub fn start(req: NewRequest, requester_is_admin: bool, ctx: &Context<'_>) -> Result<Outcome, TransitionError> {
+    let def = ctx.definition;
+    let params = &def.parameters;
+    if !ctx.directory.may_request(&req.requester, &params.requesters) {
+        return Err(RequestError::RequesterNotAllowed(req.requester).into());
+    }
+    if params.require_justification && req.justification.trim().is_empty() {
+        return Err(RequestError::JustificationRequired.into());
+    }
+    let (grant_id, scopes, grant) = match (req.kind, req.grant) {
+        (WorkflowKind::Grant, Some(_)) => return Err(RequestError::GrantNotExpected.into()),
+        (WorkflowKind::Grant, None) => {
+            if req.scopes.is_empty() {
+                return Err(RequestError::NoScopes.into());
+            }
+            (GrantId::new(), req.scopes, None)
+        }
+        (kind, None) => return Err(RequestError::GrantRequired(kind).into()),
+        (_, Some(grant)) => {
+            if grant.integration != req.integration {
+                return Err(RequestError::GrantIntegrationMismatch(grant.integration).into());
+            }
+            if grant.principal != req.requester && !requester_is_admin {
+                return Err(RequestError::NotGrantHolder.into());
+            }
+            if grant.status != GrantStatus::Active {
+                return Err(RequestError::GrantNotActive(grant.status.as_str()).into());
+            }
+            let scopes = if req.scopes.is_empty() { grant.scopes.clone() } else { req.scopes };
+            (grant.id, scopes, Some(grant))
+        }
+    };
+    let mut seen = std::collections::BTreeSet::new();
+    for s in &scopes {
+        if ctx.integration.scope(s).is_none() {
+            return Err(RequestError::UnknownScope(s.clone()).into());
+        }
+        seen.insert(s.clone());
+    }
+    let scopes: Vec<String> = seen.into_iter().collect();
+    let duration = match (req.duration, params.default_duration, params.max_duration) {
+        (Some(d), _, Some(max)) if d > max => {
+            return Err(RequestError::DurationTooLong { asked: d, max }.into());
+        }
+        (Some(d), _, _) => Some(d),
+        (None, Some(d), _) => Some(d),
+        (None, None, Some(max)) => Some(max),
+        (None, None, None) => None,
+    };
+    let duration_secs = match (req.kind, duration) {
+        (WorkflowKind::Grant | WorkflowKind::Renew, None) => return Err(RequestError::DurationRequired.into()),
+        (_, d) => d.map_or(0, Duration::as_secs),
+    };
+
+    let run = Run {
+        id: req.id,
+        kind: req.kind,
+        workflow_key: def.key.clone(),
+        workflow_version: def.version,
+        status: RunStatus::Provisioning,
+        requester: req.requester,
+        integration: req.integration,
+        scopes,
+        duration_secs,
+        justification: req.justification,
+        grant_id: Some(grant_id),
+        step_index: 0,
+        step: StepState::Idle,
+        version: 0,
+        created_at: ctx.now,
+        updated_at: ctx.now,
+        reason: None,
+    };
+    let mut out = Outcome { run, grant, votes: Vec::new(), audit: Vec::new(), effects: Vec::new() };
+    let created = AuditEvent {
+        event_type: "request_created".to_owned(),
+        channel: req.channel,
+        outcome: "success".to_owned(),
+        actor: out.run.requester.clone(),
+        subject: format!("request:{}", out.run.id),
+        run_id: Some(out.run.id.0),
+        justification: Some(out.run.justification.clone()),
+        workflow_key: Some(def.key.clone()),
+        workflow_version: i32::try_from(def.version).ok(),
+        details: serde_json::json!({
+            "kind": out.run.kind.as_str(),
+            "integration": out.run.integration,
+            "scopes": out.run.scopes,
+            "duration_secs": out.run.duration_secs,
+            "grant_id": grant_id.to_string(),
+        }),
+    };
+    out.audit.push(created);
+    advance::enter_step(&mut out, ctx);
+    Ok(out)
+}

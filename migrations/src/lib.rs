@@ -1,0 +1,20 @@
+//! Database migrations for Tollgate, for SQLite and PostgreSQL alike.
+//!
+//! Migrations own their table and column names as plain strings and never import the engine's
+//! entities, so an entity can change without rewriting history. One migration per file: the
+//! file name is the migration's name.
+
+pub use sea_orm_migration::prelude::*;
+
+mod m20261123_000001_initial;
+
+/// The ordered list of migrations.
+#[derive(Debug)]
+pub struct Migrator;
+
+#[async_trait::async_trait]
+impl MigratorTrait for Migrator {
+    fn migrations() -> Vec<Box<dyn MigrationTrait>> {
+        vec![Box::new(m20261123_000001_initial::Migration)]
+    }
+}

@@ -1,0 +1,22 @@
+//! Tollgate's workflow language: the model of a declarative approval workflow, its YAML parser
+//! with precise errors, its validation rules, and the catalog that picks the workflow governing a
+//! request. No I/O: callers hand in text and get values or errors back.
+
+#![deny(missing_docs)]
+
+pub mod catalog;
+pub mod model;
+pub mod parse;
+mod validate;
+
+pub use catalog::{Catalog, CatalogError, IntegrationFacts};
+pub use model::*;
+pub use parse::{DefinitionError, parse_definition};
+
+/// The workflow definitions shipped with Tollgate, as `(file name, YAML text)`.
+pub const BUNDLED: &[(&str, &str)] = &[
+    ("grant.yaml", include_str!("../examples/grant.yaml")),
+    ("renew.yaml", include_str!("../examples/renew.yaml")),
+    ("rotate.yaml", include_str!("../examples/rotate.yaml")),
+    ("revoke.yaml", include_str!("../examples/revoke.yaml")),
+];
