@@ -294,18 +294,18 @@ impl Config {
         if !matches!(self.log.format.as_str(), "text" | "json") {
             return Err(ConfigError(format!("log.format: {:?} must be text or json", self.log.format)));
         }
-        if let Some(url) = &self.public_url {
-            if !(url.starts_with("http://") || url.starts_with("https://")) {
-                return Err(ConfigError("public_url: must start with http:// or https://".to_owned()));
-            }
+        if let Some(url) = &self.public_url
+            && !(url.starts_with("http://") || url.starts_with("https://"))
+        {
+            return Err(ConfigError("public_url: must start with http:// or https://".to_owned()));
         }
         if let Some(w) = &self.notifications.webhook {
             w.resolve_secret().map_err(|e| ConfigError(format!("notifications.webhook: {e}")))?;
         }
-        if let (Some(p), Some(_)) = (&self.bootstrap.admin_principal, &self.bootstrap.admin_token) {
-            if !self.principals.contains_key(p) {
-                return Err(ConfigError(format!("bootstrap.admin_principal: unknown principal {p:?}")));
-            }
+        if let (Some(p), Some(_)) = (&self.bootstrap.admin_principal, &self.bootstrap.admin_token)
+            && !self.principals.contains_key(p)
+        {
+            return Err(ConfigError(format!("bootstrap.admin_principal: unknown principal {p:?}")));
         }
         if self.bootstrap.admin_token.is_some() && self.bootstrap.admin_principal.is_none() {
             return Err(ConfigError(

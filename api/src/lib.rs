@@ -18,3 +18,26 @@ pub const USER_AGENT: &str = concat!("tollgate-cli/", env!("CARGO_PKG_VERSION"))
 pub fn install_crypto_provider() {
     let _ = rustls::crypto::ring::default_provider().install_default();
 }
+
+/// The whole `tollgate` program: parse the command line, run, exit. Shared by the `tollgate`
+/// binary and the test suite's copy of it.
+#[must_use]
+pub fn main_entry() -> std::process::ExitCode {
+    use clap::Parser as _;
+    install_crypto_provider();
+    let cli = cli::Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            cli::eprintln_err(&format!("error: cannot start the runtime: {e}"));
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(cli::run(cli)) {
+        Ok(code) => std::process::ExitCode::from(u8::try_from(code).unwrap_or(1)),
+        Err(e) => {
+            cli::eprintln_err(&format!("error: {e:#}"));
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

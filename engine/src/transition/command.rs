@@ -92,15 +92,15 @@ pub fn apply(state: RunState, command: Command, ctx: &Context<'_>) -> Result<Opt
             let ev = event(&out.run, "request_cancelled", &actor, &channel, "cancelled", serde_json::json!({}));
             out.audit.push(ev);
             finish(&mut out, RunStatus::Cancelled, None);
-            if let Some(g) = out.grant.as_mut().filter(|_| out.run.kind == tollgate_workflows::WorkflowKind::Grant) {
-                g.status = GrantStatus::Failed;
-            }
+            fail_unstarted_grant(&mut out);
         }
         Command::TimerFired { kind, step_index } => {
             if step_index != out.run.step_index || out.run.status.is_final() {
                 return Ok(None);
             }
-            timer_fired(&mut out, &votes, kind, ctx);
+            if !timer_fired(&mut out, &votes, kind, ctx) {
+                return Ok(None);
+            }
         }
         Command::ActionSucceeded { outbox_id, reference, actor, channel } => {
             let Some(op) = pending_action(&out, outbox_id) else { return Ok(None) };
@@ -224,7 +224,8 @@ fn decide(
     Ok(())
 }
 
-fn timer_fired(out: &mut Outcome, votes: &[Vote], kind: TimerKind, ctx: &Context<'_>) {
+/// Returns false when the timer does not belong to the current step (stale).
+fn timer_fired(out: &mut Outcome, votes: &[Vote], kind: TimerKind, ctx: &Context<'_>) -> bool {
     match (kind, current_step(&out.run, ctx), out.run.step.clone()) {
         (TimerKind::ApprovalDeadline, Some(Step::Approval(step)), StepState::Approval { .. }) => {
             let requester = people(std::slice::from_ref(&out.run.requester), ctx);
@@ -306,8 +307,9 @@ fn timer_fired(out: &mut Outcome, votes: &[Vote], kind: TimerKind, ctx: &Context
             }
             complete_step(out, ctx);
         }
-        _ => {}
+        _ => return false,
     }
+    true
 }
 
 fn pending_action(out: &Outcome, outbox_id: OutboxId) -> Option<Operation> {
@@ -418,20 +420,20 @@ fn action_failed(out: &mut Outcome, op: Operation, error: String, actor: &str, c
         out.run.reason = Some(error);
         return;
     }
-    if op == Operation::Grant {
-        if let Some(g) = out.grant.as_mut() {
-            g.status = GrantStatus::Failed;
-            g.updated_at = ctx.now;
-        }
+    if op == Operation::Grant
+        && let Some(g) = out.grant.as_mut()
+    {
+        g.status = GrantStatus::Failed;
+        g.updated_at = ctx.now;
     }
     finish(out, RunStatus::Failed, Some(error));
 }
 
 /// A grant run that ends before its grant call leaves its grant marked failed (never granted).
 fn fail_unstarted_grant(out: &mut Outcome) {
-    if out.run.kind == tollgate_workflows::WorkflowKind::Grant {
-        if let Some(g) = out.grant.as_mut().filter(|g| g.status == GrantStatus::Provisioning) {
-            g.status = GrantStatus::Failed;
-        }
+    if out.run.kind == tollgate_workflows::WorkflowKind::Grant
+        && let Some(g) = out.grant.as_mut().filter(|g| g.status == GrantStatus::Provisioning)
+    {
+        g.status = GrantStatus::Failed;
     }
 }

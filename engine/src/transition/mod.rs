@@ -111,3 +111,6 @@ impl TransitionError {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;

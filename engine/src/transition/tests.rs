@@ -1,0 +1,413 @@
+//! Unit and property tests of the pure transitions: no database, no clock, no network.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Duration, TimeZone, Utc};
+use proptest::prelude::*;
+use tollgate_workflows::{Operation, WorkflowDefinition, WorkflowKind, parse_definition};
+
+use super::{Command, Context, NewRequest, Outcome, TransitionError, apply, start};
+use crate::connector::ConnectorConfig;
+use crate::connector::manual::ManualSettings;
+use crate::directory::{Directory, Group, Integration, Principal, PrincipalKind, ScopeDef};
+use crate::effect::{Effect, OutboxPayload, TimerKind};
+use crate::ids::{OutboxId, RunId};
+use crate::run::{Decision, GrantStatus, RunState, RunStatus, StepState};
+
+const WORKFLOW: &str = r"
+key: test-grant
+version: 3
+kind: grant
+parameters:
+  default_duration: 1h
+  max_duration: 8h
+steps:
+  - approval:
+      approvers: { owner: true, groups: [security] }
+      quorum: 2
+      timeout: 1h
+      reminder: 20m
+  - action: { operation: grant }
+  - wait: { until: expiry }
+  - action: { operation: revoke }
+  - notify: { to: [requester], message: 'revoked {integration}' }
+";
+
+fn t0() -> DateTime<Utc> {
+    Utc.with_ymd_and_hms(2026, 1, 1, 9, 0, 0).single().unwrap_or_default()
+}
+
+fn person(kind: PrincipalKind, owner: Option<&str>) -> Principal {
+    Principal {
+        id: String::new(),
+        kind,
+        name: String::new(),
+        email: None,
+        slack_user_id: None,
+        roles: Vec::new(),
+        owner: owner.map(str::to_owned),
+        disabled: false,
+    }
+}
+
+fn directory() -> Directory {
+    let mut principals = BTreeMap::new();
+    for id in ["alice", "bob", "carol", "dave", "erin"] {
+        principals.insert(id.to_owned(), person(PrincipalKind::Person, None));
+    }
+    principals.insert("ci".to_owned(), person(PrincipalKind::Service, Some("carol")));
+    let mut groups = BTreeMap::new();
+    groups.insert(
+        "security".to_owned(),
+        Group { members: vec!["carol".to_owned(), "dave".to_owned(), "alice".to_owned()], description: String::new() },
+    );
+    let mut integrations = BTreeMap::new();
+    integrations.insert(
+        "crm".to_owned(),
+        Integration {
+            name: String::new(),
+            app: "crm".to_owned(),
+            environment: "production".to_owned(),
+            owner: "bob".to_owned(),
+            description: String::new(),
+            scopes: vec![ScopeDef {
+                name: "write".to_owned(),
+                risk: tollgate_workflows::Risk::High,
+                description: String::new(),
+            }],
+            connector: ConnectorConfig::Manual(ManualSettings { operator: "erin".to_owned(), instructions: None }),
+        },
+    );
+    Directory::new(principals, groups, integrations).expect("valid directory")
+}
+
+struct Fixture {
+    def: WorkflowDefinition,
+    dir: Directory,
+}
+
+impl Fixture {
+    fn new() -> Self {
+        Self { def: parse_definition("test.yaml", WORKFLOW).expect("valid workflow"), dir: directory() }
+    }
+
+    fn ctx(&self, now: DateTime<Utc>) -> Context<'_> {
+        Context { definition: &self.def, directory: &self.dir, integration: &self.dir.integrations["crm"], now }
+    }
+
+    fn start(&self, requester: &str) -> RunState {
+        let req = NewRequest {
+            id: RunId::new(),
+            requester: requester.to_owned(),
+            kind: WorkflowKind::Grant,
+            integration: "crm".to_owned(),
+            scopes: vec!["write".to_owned()],
+            duration: Some(tollgate_workflows::Duration::from_secs(7200)),
+            justification: "incident 42".to_owned(),
+            grant: None,
+            channel: "api".to_owned(),
+        };
+        let out = start(req, false, &self.ctx(t0())).expect("request accepted");
+        fold(None, out)
+    }
+}
+
+/// Applies an outcome to a state the way the store would.
+fn fold(prev: Option<RunState>, out: Outcome) -> RunState {
+    let mut votes = prev.map(|p| p.votes).unwrap_or_default();
+    let step = out.run.step_index;
+    votes.retain(|v| v.step_index == step);
+    votes.extend(out.votes.into_iter().filter(|v| v.step_index == step));
+    let mut run = out.run;
+    run.version += 1;
+    RunState { run, votes, grant: out.grant }
+}
+
+fn decide(f: &Fixture, state: &RunState, who: &str, d: Decision, at: DateTime<Utc>) -> Result<RunState, TransitionError> {
+    let cmd = Command::Decide { actor: who.to_owned(), decision: d, comment: None, channel: "api".to_owned() };
+    apply(state.clone(), cmd, &f.ctx(at)).map(|o| fold(Some(state.clone()), o.expect("not stale")))
+}
+
+fn pending_action(state: &RunState) -> Option<(OutboxId, Operation)> {
+    match state.run.step {
+        StepState::Action { outbox_id, operation } => Some((outbox_id, operation)),
+        _ => None,
+    }
+}
+
+fn grant_calls(out: &Outcome) -> usize {
+    out.effects
+        .iter()
+        .filter(|e| matches!(e, Effect::Enqueue(item) if matches!(&item.payload, OutboxPayload::Action { action } if action.operation == Operation::Grant)))
+        .count()
+}
+
+#[test]
+fn start_waits_for_approval_with_deadline_reminder_and_notification() {
+    let f = Fixture::new();
+    let req = NewRequest {
+        id: RunId::new(),
+        requester: "alice".to_owned(),
+        kind: WorkflowKind::Grant,
+        integration: "crm".to_owned(),
+        scopes: vec!["write".to_owned()],
+        duration: None,
+        justification: "x".to_owned(),
+        grant: None,
+        channel: "api".to_owned(),
+    };
+    let out = start(req, false, &f.ctx(t0())).expect("accepted");
+    assert_eq!(out.run.status, RunStatus::AwaitingApproval);
+    assert_eq!(out.run.duration_secs, 3600, "default duration applies");
+    assert_eq!(out.run.workflow_version, 3);
+    let timers: Vec<_> = out.effects.iter().filter_map(|e| match e { Effect::ScheduleTimer { kind, due_at } => Some((*kind, *due_at)), _ => None }).collect();
+    assert_eq!(timers, vec![(TimerKind::ApprovalDeadline, t0() + Duration::hours(1)), (TimerKind::Reminder, t0() + Duration::minutes(20))]);
+    let notified: Vec<String> = out
+        .effects
+        .iter()
+        .filter_map(|e| match e {
+            Effect::Enqueue(item) => match &item.payload {
+                OutboxPayload::Notify { notification } => Some(notification.recipients.iter().map(|r| r.principal.clone()).collect::<Vec<_>>()),
+                OutboxPayload::Action { .. } => None,
+            },
+            _ => None,
+        })
+        .flatten()
+        .collect();
+    assert_eq!(notified, ["bob", "carol", "dave"], "the requester (a security member) is not asked");
+    let events: Vec<&str> = out.audit.iter().map(|e| e.event_type.as_str()).collect();
+    assert_eq!(events, ["request_created", "approval_requested"]);
+}
+
+#[test]
+fn requests_are_validated_before_anything_happens() {
+    let f = Fixture::new();
+    let base = NewRequest {
+        id: RunId::new(),
+        requester: "alice".to_owned(),
+        kind: WorkflowKind::Grant,
+        integration: "crm".to_owned(),
+        scopes: vec!["write".to_owned()],
+        duration: None,
+        justification: "x".to_owned(),
+        grant: None,
+        channel: "api".to_owned(),
+    };
+    let code = |r: NewRequest| start(r, false, &f.ctx(t0())).map(|_| ()).map_err(|e| e.code());
+    assert_eq!(code(NewRequest { scopes: vec!["admin".to_owned()], ..base.clone() }), Err("invalid_scope"));
+    assert_eq!(code(NewRequest { scopes: vec![], ..base.clone() }), Err("invalid_scope"));
+    assert_eq!(code(NewRequest { duration: Some(tollgate_workflows::Duration::from_secs(9 * 3600)), ..base.clone() }), Err("duration_too_long"));
+    assert_eq!(code(NewRequest { justification: "  ".to_owned(), ..base.clone() }), Err("justification_required"));
+    assert_eq!(code(NewRequest { kind: WorkflowKind::Renew, ..base.clone() }), Err("invalid_grant"));
+    assert_eq!(code(base), Ok(()));
+}
+
+#[test]
+fn quorum_counts_distinct_eligible_people_and_excludes_the_requester() {
+    let f = Fixture::new();
+    let s = f.start("alice");
+    assert_eq!(decide(&f, &s, "alice", Decision::Approve, t0()).unwrap_err(), TransitionError::SelfApproval);
+    assert!(matches!(decide(&f, &s, "erin", Decision::Approve, t0()), Err(TransitionError::NotAnApprover(_))));
+    let s = decide(&f, &s, "bob", Decision::Approve, t0()).expect("owner approves");
+    assert_eq!(s.run.status, RunStatus::AwaitingApproval, "quorum is 2");
+    assert!(matches!(decide(&f, &s, "bob", Decision::Approve, t0()), Err(TransitionError::AlreadyVoted(_))));
+    assert!(matches!(decide(&f, &s, "bob", Decision::Deny, t0()), Err(TransitionError::AlreadyVoted(_))));
+    let cmd = Command::Decide { actor: "carol".to_owned(), decision: Decision::Approve, comment: None, channel: "api".to_owned() };
+    let out = apply(s.clone(), cmd, &f.ctx(t0())).expect("ok").expect("not stale");
+    assert_eq!(grant_calls(&out), 1);
+    let s = fold(Some(s), out);
+    assert_eq!(s.run.status, RunStatus::Provisioning);
+    assert_eq!(s.grant.as_ref().map(|g| g.status), Some(GrantStatus::Provisioning));
+    assert!(matches!(decide(&f, &s, "dave", Decision::Approve, t0()), Err(TransitionError::AlreadyDecided(RunStatus::Provisioning))));
+}
+
+#[test]
+fn a_service_cannot_be_approved_by_its_accountable_person() {
+    let f = Fixture::new();
+    let s = f.start("ci");
+    assert_eq!(decide(&f, &s, "carol", Decision::Approve, t0()).unwrap_err(), TransitionError::SelfApproval);
+    assert!(decide(&f, &s, "dave", Decision::Approve, t0()).is_ok());
+}
+
+#[test]
+fn a_deny_ends_the_run_and_later_decisions_say_why() {
+    let f = Fixture::new();
+    let s = f.start("alice");
+    let s = decide(&f, &s, "bob", Decision::Deny, t0()).expect("deny");
+    assert_eq!(s.run.status, RunStatus::Denied);
+    assert_eq!(decide(&f, &s, "carol", Decision::Approve, t0()).unwrap_err().code(), "already_decided");
+}
+
+#[test]
+fn the_deadline_expires_the_request_and_decisions_after_it_are_refused() {
+    let f = Fixture::new();
+    let s = f.start("alice");
+    let late = t0() + Duration::hours(1);
+    assert_eq!(decide(&f, &s, "bob", Decision::Approve, late).unwrap_err(), TransitionError::Expired);
+    let fired = Command::TimerFired { kind: TimerKind::ApprovalDeadline, step_index: 0 };
+    let out = apply(s.clone(), fired, &f.ctx(late)).expect("ok").expect("not stale");
+    assert_eq!(grant_calls(&out), 0);
+    assert!(out.effects.contains(&Effect::ClearTimers));
+    let s = fold(Some(s), out);
+    assert_eq!(s.run.status, RunStatus::Expired);
+    assert_eq!(decide(&f, &s, "bob", Decision::Approve, late).unwrap_err().code(), "expired");
+    let stale = Command::TimerFired { kind: TimerKind::Reminder, step_index: 0 };
+    assert!(apply(s, stale, &f.ctx(late)).expect("ok").is_none(), "timers of a finished run are stale");
+}
+
+#[test]
+fn cancel_is_for_the_requester_or_an_admin_while_pending() {
+    let f = Fixture::new();
+    let s = f.start("alice");
+    let cancel = |who: &str, admin: bool| Command::Cancel { actor: who.to_owned(), is_admin: admin, channel: "api".to_owned() };
+    assert_eq!(apply(s.clone(), cancel("bob", false), &f.ctx(t0())).unwrap_err(), TransitionError::NotAllowed);
+    let s2 = fold(Some(s.clone()), apply(s.clone(), cancel("erin", true), &f.ctx(t0())).expect("ok").expect("x"));
+    assert_eq!(s2.run.status, RunStatus::Cancelled);
+    let s = fold(Some(s.clone()), apply(s, cancel("alice", false), &f.ctx(t0())).expect("ok").expect("x"));
+    assert_eq!(s.run.status, RunStatus::Cancelled);
+    assert_eq!(decide(&f, &s, "bob", Decision::Approve, t0()).unwrap_err().code(), "cancelled");
+}
+
+#[test]
+fn full_lifecycle_grants_waits_for_expiry_and_revokes_once() {
+    let f = Fixture::new();
+    let s = f.start("alice");
+    let s = decide(&f, &s, "bob", Decision::Approve, t0()).expect("1");
+    let s = decide(&f, &s, "dave", Decision::Approve, t0()).expect("2");
+    let (outbox, op) = pending_action(&s).expect("grant pending");
+    assert_eq!(op, Operation::Grant);
+    let granted_at = t0() + Duration::seconds(1);
+    let ok = |id| Command::ActionSucceeded { outbox_id: id, reference: Some("ext-1".to_owned()), actor: "system".to_owned(), channel: "engine".to_owned() };
+    let out = apply(s.clone(), ok(outbox), &f.ctx(granted_at)).expect("ok").expect("x");
+    let s = fold(Some(s), out);
+    assert_eq!(s.run.status, RunStatus::Active);
+    let grant = s.grant.clone().expect("grant");
+    assert_eq!(grant.status, GrantStatus::Active);
+    assert_eq!(grant.expires_at, Some(granted_at + Duration::hours(2)));
+    assert_eq!(s.run.step, StepState::Wait { until: granted_at + Duration::hours(2), expiry: true });
+    // A duplicate result (the dispatcher retried after a crash) is stale, not a second grant.
+    assert!(apply(s.clone(), ok(outbox), &f.ctx(granted_at)).expect("ok").is_none());
+    let expiry = granted_at + Duration::hours(2);
+    let out = apply(s.clone(), Command::TimerFired { kind: TimerKind::Wait, step_index: 2 }, &f.ctx(expiry)).expect("ok").expect("x");
+    assert!(out.audit.iter().any(|e| e.event_type == "access_expired"));
+    let s = fold(Some(s), out);
+    assert_eq!(s.run.status, RunStatus::Revoking);
+    let (revoke, op) = pending_action(&s).expect("revoke pending");
+    assert_eq!(op, Operation::Revoke);
+    let out = apply(s.clone(), ok(revoke), &f.ctx(expiry)).expect("ok").expect("x");
+    let s = fold(Some(s), out);
+    assert_eq!(s.run.status, RunStatus::Completed);
+    assert_eq!(s.grant.map(|g| g.status), Some(GrantStatus::Revoked));
+}
+
+#[test]
+fn a_revocation_that_keeps_failing_is_never_shown_as_revoked() {
+    let f = Fixture::new();
+    let s = f.start("alice");
+    let s = decide(&f, &s, "bob", Decision::Approve, t0()).expect("1");
+    let s = decide(&f, &s, "dave", Decision::Approve, t0()).expect("2");
+    let (outbox, _) = pending_action(&s).expect("grant");
+    let ok = |id| Command::ActionSucceeded { outbox_id: id, reference: None, actor: "system".to_owned(), channel: "engine".to_owned() };
+    let s = fold(Some(s.clone()), apply(s, ok(outbox), &f.ctx(t0())).expect("ok").expect("x"));
+    let s = fold(Some(s.clone()), apply(s, Command::RevokeNow { actor: "alice".to_owned(), channel: "api".to_owned() }, &f.ctx(t0())).expect("ok").expect("x"));
+    let (revoke, _) = pending_action(&s).expect("revoke");
+    let failed = Command::ActionFailed { outbox_id: revoke, error: "503".to_owned(), actor: "system".to_owned(), channel: "engine".to_owned() };
+    let out = apply(s.clone(), failed, &f.ctx(t0())).expect("ok").expect("x");
+    assert!(out.audit.iter().any(|e| e.event_type == "revoke_failed"));
+    let s = fold(Some(s), out);
+    assert_eq!(s.run.status, RunStatus::Failed);
+    assert_eq!(s.grant.as_ref().map(|g| g.status), Some(GrantStatus::RevokeFailed));
+    assert_eq!(pending_action(&s).map(|p| p.0), Some(revoke), "the revoke step stays pending");
+    // The background retry finally succeeds.
+    let s = fold(Some(s.clone()), apply(s, ok(revoke), &f.ctx(t0())).expect("ok").expect("x"));
+    assert_eq!(s.grant.map(|g| g.status), Some(GrantStatus::Revoked));
+    assert_eq!(s.run.status, RunStatus::Completed);
+}
+
+#[derive(Debug, Clone)]
+enum Op {
+    Decide(usize, bool),
+    Cancel(usize),
+    Deadline,
+    Reminder,
+    ActionOk,
+    ActionFailed,
+    Expire,
+    Advance(i64),
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        4 => (0..6usize, any::<bool>()).prop_map(|(w, a)| Op::Decide(w, a)),
+        1 => (0..6usize).prop_map(Op::Cancel),
+        1 => Just(Op::Deadline),
+        1 => Just(Op::Reminder),
+        2 => Just(Op::ActionOk),
+        1 => Just(Op::ActionFailed),
+        1 => Just(Op::Expire),
+        1 => (0..7200i64).prop_map(Op::Advance),
+    ]
+}
+
+const WHO: [&str; 6] = ["alice", "bob", "carol", "dave", "erin", "ci"];
+
+proptest! {
+    /// Whatever happens, in whatever order: no grant call before two distinct eligible people
+    /// other than the requester approved; at most one grant call per run; a final run refuses
+    /// every decision; the audit log records every change.
+    #[test]
+    fn approval_invariants_hold_for_any_command_sequence(ops in proptest::collection::vec(op(), 1..40)) {
+        let f = Fixture::new();
+        let mut s = f.start("alice");
+        let mut now = t0();
+        let mut grants = 0;
+        let mut approvers: Vec<&str> = Vec::new();
+        for o in ops {
+            let cmd = match o {
+                Op::Decide(w, approve) => Command::Decide {
+                    actor: WHO[w].to_owned(),
+                    decision: if approve { Decision::Approve } else { Decision::Deny },
+                    comment: None,
+                    channel: "api".to_owned(),
+                },
+                Op::Cancel(w) => Command::Cancel { actor: WHO[w].to_owned(), is_admin: false, channel: "api".to_owned() },
+                Op::Deadline => Command::TimerFired { kind: TimerKind::ApprovalDeadline, step_index: s.run.step_index },
+                Op::Reminder => Command::TimerFired { kind: TimerKind::Reminder, step_index: s.run.step_index },
+                Op::Expire => Command::TimerFired { kind: TimerKind::Wait, step_index: s.run.step_index },
+                Op::ActionOk | Op::ActionFailed => match pending_action(&s) {
+                    Some((id, _)) if matches!(o, Op::ActionOk) => Command::ActionSucceeded { outbox_id: id, reference: None, actor: "system".to_owned(), channel: "engine".to_owned() },
+                    Some((id, _)) => Command::ActionFailed { outbox_id: id, error: "x".to_owned(), actor: "system".to_owned(), channel: "engine".to_owned() },
+                    None => continue,
+                },
+                Op::Advance(secs) => {
+                    now += Duration::seconds(secs);
+                    continue;
+                }
+            };
+            let was_final = s.run.status.is_final();
+            let is_decision = matches!(cmd, Command::Decide { .. });
+            let actor = match &cmd { Command::Decide { actor, decision: Decision::Approve, .. } => Some(actor.clone()), _ => None };
+            match apply(s.clone(), cmd, &f.ctx(now)) {
+                Ok(Some(out)) => {
+                    prop_assert!(!(was_final && is_decision), "a final run accepted a decision");
+                    prop_assert!(!out.audit.is_empty(), "a change without an audit record");
+                    if let Some(a) = actor {
+                        prop_assert!(a != "alice", "self-approval accepted");
+                        prop_assert!(["bob", "carol", "dave"].contains(&a.as_str()), "ineligible approver {a}");
+                        prop_assert!(!approvers.contains(&a.as_str()), "double vote by {a}");
+                        approvers.push(WHO.iter().find(|w| **w == a).copied().unwrap_or("?"));
+                    }
+                    let calls = grant_calls(&out);
+                    if calls > 0 {
+                        prop_assert!(approvers.len() >= 2, "grant before quorum: {approvers:?}");
+                    }
+                    grants += calls;
+                    s = fold(Some(s), out);
+                }
+                Ok(None) => {}
+                Err(_) => {}
+            }
+            prop_assert!(grants <= 1, "more than one grant call");
+        }
+    }
+}

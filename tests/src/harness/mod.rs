@@ -1,0 +1,7 @@
+//! The harness's parts, re-exported from the crate root.
+
+pub(crate) mod client;
+pub(crate) mod db;
+pub(crate) mod fixtures;
+pub(crate) mod receiver;
+pub(crate) mod server;
