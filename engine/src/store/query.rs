@@ -319,7 +319,8 @@ pub(crate) async fn pending_outbox<C: ConnectionTrait>(
         .collect()
 }
 
-/// Takes over an outbox item whose lease expired (another replica died). True if taken.
+/// Takes (or renews) the lease of a still-pending outbox item that is ours or whose lease
+/// expired (another replica died). True if taken.
 pub(crate) async fn claim_outbox<C: ConnectionTrait>(
     c: &C,
     id: OutboxId,
@@ -331,6 +332,7 @@ pub(crate) async fn claim_outbox<C: ConnectionTrait>(
         .col_expr(outbox::Column::LeaseOwner, Expr::value(node))
         .col_expr(outbox::Column::LeaseUntil, Expr::value(until))
         .filter(outbox::Column::Id.eq(id.0))
+        .filter(outbox::Column::Status.eq("pending"))
         .filter(
             sea_orm::Condition::any()
                 .add(outbox::Column::LeaseOwner.eq(node))

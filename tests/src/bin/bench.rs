@@ -1,1 +1,1037 @@
-fn main() {}
+//! `tollgate-bench`: drives full grant lifecycles through a real `tollgate` server over its HTTP
+//! API and reports throughput, latencies, timer accuracy and the server's peak memory.
+//!
+//! One lifecycle: the requester creates a request → the approval notification reaches the local
+//! receiver → the approver posts the decision → the grant call reaches the receiver → the grant
+//! expires after `--ttl` seconds → the revoke call reaches the receiver. The benchmark owns the
+//! whole set-up (config, workflow, database, server process, tokens, receiver) and tears it down,
+//! so it measures the shipped program, not a test double. All traffic stays on 127.0.0.1.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitCode, Stdio};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, bail, ensure};
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::routing::post;
+use clap::Parser;
+use hdrhistogram::Histogram;
+use sea_orm::{ConnectionTrait as _, Database, DatabaseConnection};
+use serde::Deserialize;
+use tokio::sync::Notify;
+use tollgate_engine::signing;
+use uuid::Uuid;
+
+/// Drive N full grant lifecycles (request → approval → grant → expiry → revoke) through a
+/// freshly started tollgate server and report throughput, latencies and peak memory.
+#[derive(Debug, Parser)]
+#[command(name = "tollgate-bench", version)]
+struct Args {
+    /// Lifecycles to drive.
+    #[arg(long, default_value_t = 5000, value_parser = clap::value_parser!(u64).range(1..=10_000_000))]
+    requests: u64,
+    /// Lifecycles in flight at once (concurrent API clients).
+    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u64).range(1..=10_000))]
+    concurrency: u64,
+    /// Grant duration in seconds: each grant is revoked this long after it was put in place.
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    ttl: u64,
+    /// Database. Default: a SQLite file in a temporary directory. With postgres://…/db, a fresh,
+    /// uniquely named database is created on that server and dropped afterwards.
+    #[arg(long)]
+    database_url: Option<String>,
+    /// The tollgate program to start. Default: tollgate-server next to this executable.
+    #[arg(long)]
+    server_bin: Option<PathBuf>,
+    /// Server database pool size (`[database] max_connections`).
+    #[arg(long, default_value_t = 8)]
+    max_connections: u32,
+    /// Server log level (`[log] level`); the log goes to server.log in the temporary directory.
+    #[arg(long, default_value = "info")]
+    server_log_level: String,
+    /// Seconds to wait for outstanding revocations after the last decision, beyond the TTL.
+    #[arg(long, default_value_t = 60)]
+    drain_timeout: u64,
+    /// Keep the temporary directory (config, workflow, SQLite database, server log) and print its
+    /// path. It is always kept when the run fails.
+    #[arg(long)]
+    keep: bool,
+}
+
+const INTEGRATION: &str = "bench-app";
+const SCOPE: &str = "read";
+/// How long a worker waits for a request's approval notification before giving up on it.
+const APPROVAL_WAIT: Duration = Duration::from_secs(60);
+/// How long the server gets to become ready.
+const STARTUP_WAIT: Duration = Duration::from_secs(60);
+/// After the last revoke, how long to keep listening for stray duplicate calls.
+const SETTLE: Duration = Duration::from_millis(500);
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            err(&format!("error: cannot start the runtime: {e}"));
+            return ExitCode::from(2);
+        }
+    };
+    match runtime.block_on(run(args)) {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::FAILURE,
+        Err(e) => {
+            err(&format!("error: {e:#}"));
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// Writes a line to standard output (the report).
+fn out(s: &str) {
+    let _ = writeln!(std::io::stdout().lock(), "{s}");
+}
+
+/// Writes a line to standard error (progress and diagnostics).
+fn err(s: &str) {
+    let _ = writeln!(std::io::stderr().lock(), "{s}");
+}
+
+/// Sets up, runs, tears down; returns whether every check passed.
+async fn run(args: Args) -> anyhow::Result<bool> {
+    let server_bin = match &args.server_bin {
+        Some(p) => p.clone(),
+        None => std::env::current_exe()?
+            .parent()
+            .context("the bench executable has no directory")?
+            .join("tollgate-server"),
+    };
+    ensure!(server_bin.is_file(), "server binary {} not found (build it, or pass --server-bin)", server_bin.display());
+    let dir = tempfile::Builder::new().prefix("tollgate-bench-").tempdir()?;
+
+    let database = BenchDb::create(args.database_url.as_deref(), dir.path()).await?;
+    let result = drive(&args, &server_bin, dir.path(), &database.url, database.backend).await;
+    database.drop_if_created().await;
+
+    let passed = match result {
+        Ok(passed) => passed,
+        Err(e) => {
+            err(&format!("temporary directory kept: {}", dir.keep().display()));
+            return Err(e);
+        }
+    };
+    if args.keep || !passed {
+        err(&format!("temporary directory kept: {}", dir.keep().display()));
+    }
+    Ok(passed)
+}
+
+/// The database the server uses, and whether the benchmark must drop it afterwards.
+struct BenchDb {
+    url: String,
+    backend: &'static str,
+    /// For PostgreSQL: a connection to the database named on the command line, and the
+    /// benchmark database created through it.
+    created: Option<(DatabaseConnection, String)>,
+}
+
+impl BenchDb {
+    async fn create(url: Option<&str>, dir: &Path) -> anyhow::Result<Self> {
+        let Some(url) = url else {
+            let path = dir.join("tollgate.db");
+            let url = format!("sqlite://{}?mode=rwc", path.display());
+            return Ok(Self { url, backend: "sqlite", created: None });
+        };
+        if url.starts_with("sqlite:") {
+            return Ok(Self { url: url.to_owned(), backend: "sqlite", created: None });
+        }
+        ensure!(
+            url.starts_with("postgres://") || url.starts_with("postgresql://"),
+            "--database-url must start with sqlite: or postgres://"
+        );
+        let admin = Database::connect(url).await.context("cannot connect to --database-url")?;
+        let name = format!("tollgate_bench_{}", Uuid::new_v4().simple());
+        admin.execute_unprepared(&format!("CREATE DATABASE \"{name}\"")).await.context("CREATE DATABASE")?;
+        let mut parsed = reqwest::Url::parse(url).context("--database-url is not a URL")?;
+        parsed.set_path(&format!("/{name}"));
+        err(&format!("created database {name}"));
+        Ok(Self { url: parsed.to_string(), backend: "postgres", created: Some((admin, name)) })
+    }
+
+    async fn drop_if_created(self) {
+        if let Some((admin, name)) = self.created {
+            // FORCE (PostgreSQL 13+): the killed server's connections may still be closing.
+            match admin.execute_unprepared(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)")).await {
+                Ok(_) => err(&format!("dropped database {name}")),
+                Err(e) => err(&format!("warning: cannot drop database {name}: {e}")),
+            }
+            let _ = admin.close().await;
+        }
+    }
+}
+
+/// Everything after the database exists: receiver, server, tokens, load, report.
+async fn drive(
+    args: &Args,
+    server_bin: &Path,
+    dir: &Path,
+    database_url: &str,
+    backend: &'static str,
+) -> anyhow::Result<bool> {
+    let connector_secret = format!("whsec_bench_{}{}", Uuid::new_v4().simple(), Uuid::new_v4().simple());
+    let notify_secret = format!("whsec_bench_{}{}", Uuid::new_v4().simple(), Uuid::new_v4().simple());
+
+    let receiver = Arc::new(Receiver::new(connector_secret.as_bytes(), notify_secret.as_bytes()));
+    let rx_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let rx_port = rx_listener.local_addr()?.port();
+    let app = Router::new()
+        .route("/connector", post(connector_call))
+        .route("/notify", post(notification))
+        .with_state(receiver.clone());
+    let rx_task = tokio::spawn(async move {
+        let _ = axum::serve(rx_listener, app).await;
+    });
+
+    let api_port = free_port()?;
+    let config = write_config(dir, args, api_port, rx_port, database_url, &connector_secret, &notify_secret)?;
+    let log_path = dir.join("server.log");
+    let mut server = Server::start(server_bin, &config, &log_path)?;
+    let base = format!("http://127.0.0.1:{api_port}");
+    let http = tollgate_engine::http::client(Duration::from_secs(60)).context("HTTP client")?;
+
+    let outcome = async {
+        server.wait_ready(&http, &base).await?;
+        let requester = create_token(server_bin, &config, "requester")?;
+        let approver = create_token(server_bin, &config, "approver")?;
+        err(&format!(
+            "driving {} lifecycles, concurrency {}, ttl {} s, backend {backend}",
+            args.requests, args.concurrency, args.ttl
+        ));
+        let load = Arc::new(Load { http: http.clone(), base: base.clone(), requester, approver, ttl: args.ttl });
+        let report = drive_load(args, load, &receiver).await;
+        let usage = server.usage();
+        Ok::<_, anyhow::Error>((report, usage))
+    }
+    .await;
+    server.stop();
+    rx_task.abort();
+    let (report, usage) = match outcome {
+        Ok(v) => v,
+        Err(e) => {
+            err(&log_tail(&log_path, 30));
+            return Err(e);
+        }
+    };
+
+    let summary = Summary::compute(args, backend, &report, &receiver, &usage);
+    summary.print();
+    if !summary.passed {
+        err(&log_tail(&log_path, 30));
+    }
+    Ok(summary.passed)
+}
+
+/// A port that was free a moment ago (the server binds it itself).
+fn free_port() -> anyhow::Result<u16> {
+    let l = std::net::TcpListener::bind("127.0.0.1:0")?;
+    Ok(l.local_addr()?.port())
+}
+
+/// A TOML basic string (JSON string escapes are valid TOML).
+fn toml_str(s: &str) -> String {
+    serde_json::to_string(s).unwrap_or_else(|_| "\"\"".to_owned())
+}
+
+/// Writes the workflow and the server configuration; returns the configuration's path.
+fn write_config(
+    dir: &Path,
+    args: &Args,
+    api_port: u16,
+    rx_port: u16,
+    database_url: &str,
+    connector_secret: &str,
+    notify_secret: &str,
+) -> anyhow::Result<PathBuf> {
+    let workflows = dir.join("workflows");
+    std::fs::create_dir_all(&workflows)?;
+    let ttl = args.ttl;
+    let max = ttl.max(8 * 3600);
+    let workflow = format!(
+        r"# The benchmark's grant workflow: one approval, grant, wait for expiry, revoke.
+key: bench-grant
+version: 1
+kind: grant
+description: Benchmark lifecycle.
+applies_to:
+  integrations: [{INTEGRATION}]
+parameters:
+  default_duration: {ttl}s
+  max_duration: {max}s
+  require_justification: true
+steps:
+  - approval:
+      id: approve
+      approvers:
+        groups: [approvers]
+      quorum: 1
+      timeout: 24h
+  - action:
+      id: grant
+      operation: grant
+      retry:
+        max_attempts: 5
+        backoff: 1s
+        max_backoff: 30s
+  - wait:
+      id: until-expiry
+      until: expiry
+  - action:
+      id: revoke
+      operation: revoke
+      retry:
+        max_attempts: 10
+        backoff: 1s
+        max_backoff: 30s
+"
+    );
+    std::fs::write(workflows.join("bench-grant.yaml"), workflow)?;
+
+    let config = format!(
+        r#"# Written by tollgate-bench.
+listen = "127.0.0.1:{api_port}"
+node_id = "bench"
+
+[database]
+url = {db}
+max_connections = {pool}
+
+[workflows]
+bundled = false
+dir = {wf}
+
+[log]
+format = "text"
+level = {level}
+
+[engine]
+dispatch_concurrency = 256
+
+[notifications.webhook]
+url = "http://127.0.0.1:{rx_port}/notify"
+secret = {notify}
+timeout = "10s"
+
+[principals.requester]
+name = "Bench Requester"
+email = "requester@bench.invalid"
+
+[principals.approver]
+name = "Bench Approver"
+email = "approver@bench.invalid"
+
+[principals.owner]
+name = "Bench Owner"
+email = "owner@bench.invalid"
+
+[groups.approvers]
+description = "Approve benchmark requests"
+members = ["approver"]
+
+[integrations.{INTEGRATION}]
+app = "benchsaas"
+environment = "production"
+owner = "owner"
+description = "Benchmark integration (local webhook receiver)"
+scopes = [{{ name = "{SCOPE}", risk = "medium" }}]
+connector = {{ type = "webhook", url = "http://127.0.0.1:{rx_port}/connector", secret = {connector}, timeout = "10s" }}
+"#,
+        db = toml_str(database_url),
+        pool = args.max_connections,
+        wf = toml_str(&workflows.display().to_string()),
+        level = toml_str(&args.server_log_level),
+        notify = toml_str(notify_secret),
+        connector = toml_str(connector_secret),
+    );
+    let path = dir.join("tollgate.toml");
+    std::fs::write(&path, config)?;
+    Ok(path)
+}
+
+/// Applies the benchmark's environment to a `tollgate` command: no `TOLLGATE_*` or `RUST_LOG`
+/// from the caller's shell may change the configuration under test.
+fn hermetic(cmd: &mut Command) -> &mut Command {
+    for (k, _) in std::env::vars_os() {
+        if k.to_str().is_some_and(|k| k.starts_with("TOLLGATE_") || k == "RUST_LOG") {
+            cmd.env_remove(k);
+        }
+    }
+    cmd
+}
+
+/// `tollgate token create`, which prints the token on standard output.
+fn create_token(server_bin: &Path, config: &Path, principal: &str) -> anyhow::Result<String> {
+    let output = hermetic(Command::new(server_bin).args(["token", "create", "--principal", principal, "--config"]))
+        .arg(config)
+        .stdin(Stdio::null())
+        .output()
+        .with_context(|| format!("cannot run {}", server_bin.display()))?;
+    ensure!(
+        output.status.success(),
+        "token create --principal {principal} failed ({}): {}",
+        output.status,
+        String::from_utf8_lossy(&output.stderr).trim()
+    );
+    let stdout = String::from_utf8(output.stdout)?;
+    let token = stdout.lines().rev().map(str::trim).find(|l| !l.is_empty()).unwrap_or_default().to_owned();
+    ensure!(!token.is_empty(), "token create --principal {principal} printed no token");
+    Ok(token)
+}
+
+/// The server child process.
+struct Server {
+    child: Child,
+}
+
+/// CPU and memory use of the server, read from /proc just before it is stopped.
+#[derive(Debug, Default, Clone, Copy)]
+struct Usage {
+    peak_rss_kib: Option<u64>,
+    rss_kib: Option<u64>,
+    cpu_secs: Option<f64>,
+    bench_cpu_secs: Option<f64>,
+}
+
+impl Server {
+    fn start(bin: &Path, config: &Path, log: &Path) -> anyhow::Result<Self> {
+        let log_file = std::fs::File::create(log)?;
+        let child = hermetic(Command::new(bin).args(["serve", "--config"]))
+            .arg(config)
+            .stdin(Stdio::null())
+            .stdout(log_file.try_clone()?)
+            .stderr(log_file)
+            .spawn()
+            .with_context(|| format!("cannot start {}", bin.display()))?;
+        err(&format!("server started (pid {})", child.id()));
+        Ok(Self { child })
+    }
+
+    async fn wait_ready(&mut self, http: &reqwest::Client, base: &str) -> anyhow::Result<()> {
+        let deadline = Instant::now() + STARTUP_WAIT;
+        loop {
+            if let Some(status) = self.child.try_wait()? {
+                bail!("the server exited during start-up ({status})");
+            }
+            if let Ok(r) = http.get(format!("{base}/readyz")).timeout(Duration::from_secs(2)).send().await {
+                if r.status().is_success() {
+                    return Ok(());
+                }
+            }
+            ensure!(Instant::now() < deadline, "the server was not ready within {STARTUP_WAIT:?}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    fn usage(&self) -> Usage {
+        let pid = self.child.id();
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+        let kib = |field: &str| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix(field))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        };
+        Usage {
+            peak_rss_kib: kib("VmHWM:"),
+            rss_kib: kib("VmRSS:"),
+            cpu_secs: cpu_secs(&format!("/proc/{pid}/stat")),
+            bench_cpu_secs: cpu_secs("/proc/self/stat"),
+        }
+    }
+
+    fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(None)) {
+            self.stop();
+        }
+    }
+}
+
+/// User + system CPU seconds of a process (`utime` and `stime` of /proc/<pid>/stat, in clock
+/// ticks of 1/100 s, the value of `CLK_TCK` on Linux).
+fn cpu_secs(path: &str) -> Option<f64> {
+    let stat = std::fs::read_to_string(path).ok()?;
+    // Fields after the command name, which is parenthesised and may contain spaces; the first of
+    // them is field 3 (state), so utime (14) and stime (15) are at 11 and 12.
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let mut fields = rest.split_whitespace().skip(11);
+    let utime: u64 = fields.next()?.parse().ok()?;
+    let stime: u64 = fields.next()?.parse().ok()?;
+    Some((utime + stime) as f64 / 100.0)
+}
+
+fn log_tail(path: &Path, lines: usize) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let all: Vec<&str> = text.lines().collect();
+    let tail = all[all.len().saturating_sub(lines)..].join("\n");
+    format!("--- last {lines} lines of {} ---\n{tail}", path.display())
+}
+
+// ------------------------------------------------------------------------------------------------
+// The receiver: connector calls and notifications, timestamped on arrival.
+
+/// What arrived for one request, and what the driving worker noted.
+#[derive(Default)]
+struct Lifecycle {
+    /// Signalled by the approval notification (a stored permit if the worker is not waiting yet).
+    approval: Arc<Notify>,
+    approval_at: Option<Instant>,
+    created_sent: Option<Instant>,
+    decision_sent: Option<Instant>,
+    /// (arrival, idempotency key) of every grant call.
+    grants: Vec<(Instant, String)>,
+    /// (arrival, idempotency key) of every revoke call.
+    revokes: Vec<(Instant, String)>,
+}
+
+struct Receiver {
+    connector_secret: Vec<u8>,
+    notify_secret: Vec<u8>,
+    runs: Mutex<HashMap<Uuid, Lifecycle>>,
+    signature_failures: AtomicU64,
+    malformed: AtomicU64,
+    other_operations: AtomicU64,
+    events: Mutex<BTreeMap<String, u64>>,
+    /// Requests with at least one revoke call.
+    revoked: AtomicUsize,
+    progress: Notify,
+}
+
+#[derive(Deserialize)]
+struct ActionBody {
+    operation: String,
+    idempotency_key: String,
+    run_id: Uuid,
+}
+
+#[derive(Deserialize)]
+struct NotificationBody {
+    event: String,
+    request_id: Uuid,
+}
+
+impl Receiver {
+    fn new(connector_secret: &[u8], notify_secret: &[u8]) -> Self {
+        Self {
+            connector_secret: connector_secret.to_vec(),
+            notify_secret: notify_secret.to_vec(),
+            runs: Mutex::new(HashMap::new()),
+            signature_failures: AtomicU64::new(0),
+            malformed: AtomicU64::new(0),
+            other_operations: AtomicU64::new(0),
+            events: Mutex::new(BTreeMap::new()),
+            revoked: AtomicUsize::new(0),
+            progress: Notify::new(),
+        }
+    }
+
+    fn with_run<R>(&self, id: Uuid, f: impl FnOnce(&mut Lifecycle) -> R) -> R {
+        let mut runs = self.runs.lock().unwrap_or_else(PoisonError::into_inner);
+        f(runs.entry(id).or_default())
+    }
+
+    /// Checks the signature as a receiver must (docs/WEBHOOKS.md), on the raw body.
+    fn verified(&self, secret: &[u8], headers: &HeaderMap, body: &[u8]) -> bool {
+        let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).unwrap_or_default();
+        let now = chrono::Utc::now().timestamp();
+        let ok = signing::verify(
+            secret,
+            header(signing::TIMESTAMP_HEADER),
+            header(signing::SIGNATURE_HEADER),
+            body,
+            now,
+            signing::DEFAULT_TOLERANCE_SECS,
+        )
+        .is_ok();
+        if !ok {
+            self.signature_failures.fetch_add(1, Ordering::Relaxed);
+        }
+        ok
+    }
+}
+
+async fn connector_call(State(rx): State<Arc<Receiver>>, headers: HeaderMap, body: Bytes) -> StatusCode {
+    let at = Instant::now();
+    if !rx.verified(&rx.connector_secret, &headers, &body) {
+        return StatusCode::UNAUTHORIZED;
+    }
+    let Ok(action) = serde_json::from_slice::<ActionBody>(&body) else {
+        rx.malformed.fetch_add(1, Ordering::Relaxed);
+        return StatusCode::BAD_REQUEST;
+    };
+    match action.operation.as_str() {
+        "grant" => rx.with_run(action.run_id, |l| l.grants.push((at, action.idempotency_key))),
+        "revoke" => {
+            let first = rx.with_run(action.run_id, |l| {
+                l.revokes.push((at, action.idempotency_key));
+                l.revokes.len() == 1
+            });
+            if first {
+                rx.revoked.fetch_add(1, Ordering::Relaxed);
+                rx.progress.notify_one();
+            }
+        }
+        _ => {
+            rx.other_operations.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+    StatusCode::OK
+}
+
+async fn notification(State(rx): State<Arc<Receiver>>, headers: HeaderMap, body: Bytes) -> StatusCode {
+    let at = Instant::now();
+    if !rx.verified(&rx.notify_secret, &headers, &body) {
+        return StatusCode::UNAUTHORIZED;
+    }
+    let Ok(n) = serde_json::from_slice::<NotificationBody>(&body) else {
+        rx.malformed.fetch_add(1, Ordering::Relaxed);
+        return StatusCode::BAD_REQUEST;
+    };
+    *rx.events.lock().unwrap_or_else(PoisonError::into_inner).entry(n.event.clone()).or_default() += 1;
+    if n.event == "approval_requested" {
+        let signal = rx.with_run(n.request_id, |l| {
+            l.approval_at.get_or_insert(at);
+            l.approval.clone()
+        });
+        signal.notify_one();
+    }
+    StatusCode::OK
+}
+
+// ------------------------------------------------------------------------------------------------
+// The load: C workers over N lifecycles.
+
+struct Load {
+    http: reqwest::Client,
+    base: String,
+    requester: String,
+    approver: String,
+    ttl: u64,
+}
+
+/// What the load phase observed (the receiver holds the rest).
+struct LoadReport {
+    started: Instant,
+    /// Requests created (201) and approved (200), in creation order.
+    approved: Vec<Uuid>,
+    failures: Vec<String>,
+    failure_count: u64,
+    create_us: Histogram<u64>,
+    decide_us: Histogram<u64>,
+    drained: bool,
+    load_secs: f64,
+}
+
+fn histogram() -> Histogram<u64> {
+    // Microseconds, 1 µs to 1 h, 3 significant digits.
+    Histogram::new_with_bounds(1, 3_600_000_000, 3).unwrap_or_else(|_| unreachable!("valid histogram bounds"))
+}
+
+fn micros(d: Duration) -> u64 {
+    u64::try_from(d.as_micros()).unwrap_or(u64::MAX).max(1)
+}
+
+#[derive(Default)]
+struct WorkerResult {
+    approved: Vec<Uuid>,
+    failures: Vec<String>,
+    failure_count: u64,
+    create_us: Vec<u64>,
+    decide_us: Vec<u64>,
+}
+
+async fn drive_load(args: &Args, load: Arc<Load>, rx: &Arc<Receiver>) -> LoadReport {
+    let next = Arc::new(AtomicU64::new(0));
+    let started = Instant::now();
+    let mut workers = tokio::task::JoinSet::new();
+    for _ in 0..args.concurrency.min(args.requests) {
+        let (load, rx, next, n) = (load.clone(), rx.clone(), next.clone(), args.requests);
+        workers.spawn(async move {
+            let mut result = WorkerResult::default();
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                if i >= n {
+                    break;
+                }
+                match lifecycle(&load, &rx, i, &mut result).await {
+                    Ok(id) => result.approved.push(id),
+                    Err(e) => {
+                        result.failure_count += 1;
+                        if result.failures.len() < 5 {
+                            result.failures.push(format!("lifecycle {i}: {e:#}"));
+                        }
+                    }
+                }
+            }
+            result
+        });
+    }
+    let mut report = LoadReport {
+        started,
+        approved: Vec::new(),
+        failures: Vec::new(),
+        failure_count: 0,
+        create_us: histogram(),
+        decide_us: histogram(),
+        drained: false,
+        load_secs: 0.0,
+    };
+    while let Some(joined) = workers.join_next().await {
+        let r = match joined {
+            Ok(r) => r,
+            Err(e) => {
+                report.failure_count += 1;
+                report.failures.push(format!("worker panicked: {e}"));
+                continue;
+            }
+        };
+        report.approved.extend(r.approved);
+        report.failures.extend(r.failures);
+        report.failure_count += r.failure_count;
+        for v in r.create_us {
+            let _ = report.create_us.record(v);
+        }
+        for v in r.decide_us {
+            let _ = report.decide_us.record(v);
+        }
+    }
+    report.load_secs = started.elapsed().as_secs_f64();
+    err(&format!(
+        "{} requests approved in {:.2} s; waiting for revocations",
+        report.approved.len(),
+        report.load_secs
+    ));
+
+    // Wait, boundedly, until every approved request has been revoked.
+    let expected = report.approved.len();
+    let deadline = Instant::now() + Duration::from_secs(load.ttl + args.drain_timeout);
+    loop {
+        if rx.revoked.load(Ordering::Relaxed) >= expected {
+            report.drained = true;
+            break;
+        }
+        let now = Instant::now();
+        if now >= deadline {
+            break;
+        }
+        let wait = (deadline - now).min(Duration::from_millis(200));
+        let _ = tokio::time::timeout(wait, rx.progress.notified()).await;
+    }
+    tokio::time::sleep(SETTLE).await;
+    report
+}
+
+/// One lifecycle up to the decision; the receiver sees the rest.
+async fn lifecycle(load: &Load, rx: &Receiver, i: u64, result: &mut WorkerResult) -> anyhow::Result<Uuid> {
+    let body = serde_json::json!({
+        "integration": INTEGRATION,
+        "scopes": [SCOPE],
+        "duration": format!("{}s", load.ttl),
+        "justification": format!("tollgate-bench lifecycle {i}"),
+    });
+    let created_sent = Instant::now();
+    let resp = load
+        .http
+        .post(format!("{}/v1/requests", load.base))
+        .bearer_auth(&load.requester)
+        .json(&body)
+        .send()
+        .await
+        .context("POST /v1/requests")?;
+    let status = resp.status();
+    let text = resp.text().await.context("POST /v1/requests: body")?;
+    result.create_us.push(micros(created_sent.elapsed()));
+    ensure!(status == StatusCode::CREATED, "POST /v1/requests answered {status}: {}", truncate(&text));
+    let id: Uuid = serde_json::from_str::<serde_json::Value>(&text)
+        .ok()
+        .and_then(|v| v["id"].as_str().and_then(|s| s.parse().ok()))
+        .context("POST /v1/requests: no id in the response")?;
+
+    let signal = rx.with_run(id, |l| {
+        l.created_sent = Some(created_sent);
+        l.approval.clone()
+    });
+    tokio::time::timeout(APPROVAL_WAIT, signal.notified())
+        .await
+        .with_context(|| format!("no approval notification for {id} within {APPROVAL_WAIT:?}"))?;
+
+    let decision_sent = Instant::now();
+    rx.with_run(id, |l| l.decision_sent = Some(decision_sent));
+    let resp = load
+        .http
+        .post(format!("{}/v1/requests/{id}/decisions", load.base))
+        .bearer_auth(&load.approver)
+        .json(&serde_json::json!({ "decision": "approve" }))
+        .send()
+        .await
+        .context("POST decisions")?;
+    let status = resp.status();
+    let text = resp.text().await.context("POST decisions: body")?;
+    result.decide_us.push(micros(decision_sent.elapsed()));
+    ensure!(status == StatusCode::OK, "POST /v1/requests/{id}/decisions answered {status}: {}", truncate(&text));
+    Ok(id)
+}
+
+fn truncate(s: &str) -> String {
+    s.chars().take(300).collect()
+}
+
+// ------------------------------------------------------------------------------------------------
+// Results.
+
+struct Summary {
+    json: serde_json::Value,
+    lines: Vec<String>,
+    passed: bool,
+}
+
+fn ms(us: u64) -> f64 {
+    let v = us as f64 / 1000.0;
+    (v * 100.0).round() / 100.0
+}
+
+fn round2(v: f64) -> f64 {
+    (v * 100.0).round() / 100.0
+}
+
+fn quantiles(h: &Histogram<u64>, qs: &[(&str, f64)]) -> serde_json::Map<String, serde_json::Value> {
+    let mut m = serde_json::Map::new();
+    for (name, q) in qs {
+        m.insert((*name).to_owned(), serde_json::json!(ms(h.value_at_quantile(*q))));
+    }
+    m.insert("max".to_owned(), serde_json::json!(ms(h.max())));
+    m
+}
+
+fn fmt_q(m: &serde_json::Map<String, serde_json::Value>) -> String {
+    m.iter().map(|(k, v)| format!("{k} {v}")).collect::<Vec<_>>().join(", ")
+}
+
+impl Summary {
+    fn compute(args: &Args, backend: &str, load: &LoadReport, rx: &Receiver, usage: &Usage) -> Self {
+        let runs = rx.runs.lock().unwrap_or_else(PoisonError::into_inner);
+        let approved: HashSet<Uuid> = load.approved.iter().copied().collect();
+        let ttl_us = i64::try_from(args.ttl).unwrap_or(0) * 1_000_000;
+
+        let mut decision_to_grant = histogram();
+        let mut timer_lag = histogram();
+        let mut notify_lag = histogram();
+        let (mut early_revokes, mut missing_grant, mut missing_revoke) = (0u64, 0u64, 0u64);
+        let (mut extra_grant_keys, mut extra_revoke_keys, mut shared_keys) = (0u64, 0u64, 0u64);
+        let (mut grant_redeliveries, mut revoke_redeliveries) = (0u64, 0u64);
+        let (mut last_grant, mut last_revoke) = (None::<Instant>, None::<Instant>);
+        let mut unexpected_runs = 0u64;
+        for (id, l) in runs.iter() {
+            if !approved.contains(id) {
+                if !l.grants.is_empty() || !l.revokes.is_empty() {
+                    unexpected_runs += 1;
+                }
+                continue;
+            }
+            let grant_keys: HashSet<&str> = l.grants.iter().map(|(_, k)| k.as_str()).collect();
+            let revoke_keys: HashSet<&str> = l.revokes.iter().map(|(_, k)| k.as_str()).collect();
+            grant_redeliveries += (l.grants.len() - grant_keys.len()) as u64;
+            revoke_redeliveries += (l.revokes.len() - revoke_keys.len()) as u64;
+            extra_grant_keys += grant_keys.len().saturating_sub(1) as u64;
+            extra_revoke_keys += revoke_keys.len().saturating_sub(1) as u64;
+            shared_keys += grant_keys.intersection(&revoke_keys).count() as u64;
+            let first_grant = l.grants.iter().map(|(t, _)| *t).min();
+            let first_revoke = l.revokes.iter().map(|(t, _)| *t).min();
+            if let (Some(sent), Some(created)) = (l.created_sent, l.approval_at) {
+                let _ = notify_lag.record(micros(created.saturating_duration_since(sent)));
+            }
+            match first_grant {
+                None => missing_grant += 1,
+                Some(g) => {
+                    last_grant = last_grant.max(Some(g));
+                    if let Some(d) = l.decision_sent {
+                        let _ = decision_to_grant.record(micros(g.saturating_duration_since(d)));
+                    }
+                }
+            }
+            match first_revoke {
+                None => missing_revoke += 1,
+                Some(r) => {
+                    last_revoke = last_revoke.max(Some(r));
+                    if let Some(g) = first_grant {
+                        let held = i64::try_from(r.saturating_duration_since(g).as_micros()).unwrap_or(i64::MAX);
+                        let lag = held - ttl_us;
+                        if lag < 0 {
+                            early_revokes += 1;
+                        }
+                        let _ = timer_lag.record(u64::try_from(lag).unwrap_or(0).max(1));
+                    }
+                }
+            }
+        }
+        drop(runs);
+
+        let n = args.requests;
+        let failed = load.failure_count;
+        let signature_failures = rx.signature_failures.load(Ordering::Relaxed);
+        let malformed = rx.malformed.load(Ordering::Relaxed);
+        let other_ops = rx.other_operations.load(Ordering::Relaxed);
+        let since_start = |t: Option<Instant>| t.map(|t| t.saturating_duration_since(load.started).as_secs_f64());
+        let total_secs = since_start(last_revoke);
+        let admission_secs = since_start(last_grant);
+        let per_sec = |secs: Option<f64>| secs.filter(|s| *s > 0.0).map(|s| round2(n as f64 / s));
+        let lifecycles_per_sec = per_sec(total_secs);
+        let admission_per_sec = per_sec(admission_secs);
+        let nproc = std::thread::available_parallelism().map_or(0, std::num::NonZero::get);
+
+        let mut problems = Vec::new();
+        if failed > 0 {
+            problems.push(format!("{failed} lifecycle(s) failed before the decision"));
+        }
+        if missing_grant > 0 {
+            problems.push(format!("{missing_grant} approved request(s) without a grant call"));
+        }
+        if missing_revoke > 0 {
+            problems.push(format!("{missing_revoke} approved request(s) without a revoke call"));
+        }
+        if extra_grant_keys + extra_revoke_keys > 0 {
+            problems.push(format!(
+                "{extra_grant_keys} extra grant and {extra_revoke_keys} extra revoke idempotency key(s)"
+            ));
+        }
+        if shared_keys > 0 {
+            problems.push(format!("{shared_keys} request(s) reuse the grant key for the revoke"));
+        }
+        if signature_failures > 0 {
+            problems.push(format!("{signature_failures} signature verification failure(s)"));
+        }
+        if malformed + other_ops + unexpected_runs > 0 {
+            problems.push(format!(
+                "{malformed} malformed body(ies), {other_ops} unexpected operation(s), {unexpected_runs} call(s) for unknown requests"
+            ));
+        }
+        if early_revokes > 0 {
+            problems.push(format!("{early_revokes} revoke(s) before the grant's TTL had passed"));
+        }
+        let passed = problems.is_empty();
+
+        let d2g = quantiles(&decision_to_grant, &[("p50", 0.50), ("p95", 0.95), ("p99", 0.99)]);
+        let lag = quantiles(&timer_lag, &[("p50", 0.50), ("p99", 0.99)]);
+        let nlag = quantiles(&notify_lag, &[("p50", 0.50), ("p99", 0.99)]);
+        let create = quantiles(&load.create_us, &[("p50", 0.50), ("p99", 0.99)]);
+        let decide = quantiles(&load.decide_us, &[("p50", 0.50), ("p99", 0.99)]);
+        let events = rx.events.lock().unwrap_or_else(PoisonError::into_inner).clone();
+        let approved_n = load.approved.len();
+        let cpu_util = usage.cpu_secs.zip(total_secs).map(|(c, t)| round2(c / t));
+
+        let opt = |v: Option<f64>| v.map_or_else(|| "n/a".to_owned(), |v| format!("{v:.2}"));
+        let mut lines = vec![
+            "tollgate-bench".to_owned(),
+            format!(
+                "  backend {backend}, requests {n}, concurrency {}, ttl {} s, nproc {nproc}",
+                args.concurrency, args.ttl
+            ),
+            format!(
+                "  lifecycles/s          {}  ({n} lifecycles, first request to last revoke {} s)",
+                opt(lifecycles_per_sec),
+                opt(total_secs)
+            ),
+            format!(
+                "  admission throughput  {} /s  (first request to last grant {} s; load phase {:.2} s)",
+                opt(admission_per_sec),
+                opt(admission_secs),
+                load.load_secs
+            ),
+            format!("  decision→grant ms     {}", fmt_q(&d2g)),
+            format!("  timer lag ms          {}  (revoke − grant − ttl)", fmt_q(&lag)),
+            format!("  create→approval-notification ms  {}", fmt_q(&nlag)),
+            format!("  POST /v1/requests ms  {}", fmt_q(&create)),
+            format!("  POST decisions ms     {}", fmt_q(&decide)),
+            format!(
+                "  server peak RSS       {} MiB  (VmHWM; VmRSS at end {} MiB)",
+                opt(usage.peak_rss_kib.map(kib_to_mib)),
+                opt(usage.rss_kib.map(kib_to_mib))
+            ),
+            format!(
+                "  CPU                   server {} s ({} cores avg over the run), bench {} s",
+                opt(usage.cpu_secs),
+                opt(cpu_util),
+                opt(usage.bench_cpu_secs)
+            ),
+            format!(
+                "  checks                approved {approved_n}/{n}, missing grant {missing_grant}, missing revoke {missing_revoke}, redeliveries {}, signature failures {signature_failures}, drained {}",
+                grant_redeliveries + revoke_redeliveries,
+                load.drained
+            ),
+            format!(
+                "  notifications         {}",
+                events.iter().map(|(k, v)| format!("{k} {v}")).collect::<Vec<_>>().join(", ")
+            ),
+        ];
+        for f in &load.failures {
+            lines.push(format!("  failure: {f}"));
+        }
+        for p in &problems {
+            lines.push(format!("  problem: {p}"));
+        }
+        lines.push(if passed { "PASS".to_owned() } else { "FAIL".to_owned() });
+
+        let json = serde_json::json!({
+            "bench": "tollgate-lifecycle",
+            "pass": passed,
+            "backend": backend,
+            "requests": n,
+            "concurrency": args.concurrency,
+            "ttl_secs": args.ttl,
+            "nproc": nproc,
+            "lifecycles_per_sec": lifecycles_per_sec,
+            "admission_per_sec": admission_per_sec,
+            "total_secs": total_secs.map(round2),
+            "admission_secs": admission_secs.map(round2),
+            "decision_to_grant_ms": d2g,
+            "timer_lag_ms": lag,
+            "create_to_approval_notification_ms": nlag,
+            "create_request_ms": create,
+            "decide_ms": decide,
+            "server_peak_rss_kib": usage.peak_rss_kib,
+            "server_cpu_secs": usage.cpu_secs,
+            "bench_cpu_secs": usage.bench_cpu_secs,
+            "approved": approved_n,
+            "failed": failed,
+            "missing_grant": missing_grant,
+            "missing_revoke": missing_revoke,
+            "redeliveries": grant_redeliveries + revoke_redeliveries,
+            "signature_failures": signature_failures,
+            "notifications": events,
+            "problems": problems,
+        });
+        Self { json, lines, passed }
+    }
+
+    fn print(&self) {
+        for l in &self.lines {
+            out(l);
+        }
+        out(&self.json.to_string());
+    }
+}
+
+fn kib_to_mib(kib: u64) -> f64 {
+    round2(kib as f64 / 1024.0)
+}

@@ -1,0 +1,357 @@
+//! A local webhook receiver standing in for both the SaaS connector endpoint (`/connector`) and
+//! the notification bridge (`/notify`): it records every request, checks its signature as
+//! `docs/WEBHOOKS.md` tells receivers to, and can be scripted to fail or to hold calls.
+
+use std::collections::BTreeSet;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use anyhow::bail;
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use chrono::{DateTime, Utc};
+use serde_json::{Value, json};
+use tokio::sync::{Notify, watch};
+use tollgate_engine::signing;
+
+/// One request the receiver got.
+#[derive(Debug, Clone)]
+pub struct Call {
+    /// Request path (`/connector` or `/notify`).
+    pub path: String,
+    /// Headers, lower-case names.
+    pub headers: Vec<(String, String)>,
+    /// The raw body.
+    pub raw: Vec<u8>,
+    /// The body as JSON (`Null` if it is not JSON).
+    pub body: Value,
+    /// Arrival, monotonic.
+    pub at: Instant,
+    /// Arrival, wall clock (to compare with times the server reports).
+    pub at_utc: DateTime<Utc>,
+    /// Whether the signature verified.
+    pub signature_ok: bool,
+}
+
+impl Call {
+    /// A header's value.
+    #[must_use]
+    pub fn header(&self, name: &str) -> Option<&str> {
+        let name = name.to_ascii_lowercase();
+        self.headers.iter().find(|(k, _)| *k == name).map(|(_, v)| v.as_str())
+    }
+
+    /// The `Idempotency-Key` header.
+    #[must_use]
+    pub fn idempotency_key(&self) -> Option<&str> {
+        self.header("idempotency-key")
+    }
+
+    /// `tollgate.action` or `tollgate.notification`.
+    #[must_use]
+    pub fn kind(&self) -> &str {
+        self.body["type"].as_str().unwrap_or_default()
+    }
+
+    /// For actions, the operation (`grant`, `revoke`, …).
+    #[must_use]
+    pub fn operation(&self) -> Option<&str> {
+        (self.kind() == "tollgate.action").then(|| self.body["operation"].as_str()).flatten()
+    }
+
+    /// For notifications, the event (`approval_requested`, …).
+    #[must_use]
+    pub fn event(&self) -> Option<&str> {
+        (self.kind() == "tollgate.notification").then(|| self.body["event"].as_str()).flatten()
+    }
+
+    /// The request (run) the call is about.
+    #[must_use]
+    pub fn run_id(&self) -> Option<&str> {
+        self.body["run_id"].as_str().or_else(|| self.body["request_id"].as_str())
+    }
+
+    /// What the script matches on: the operation of an action, the event of a notification.
+    fn selector(&self) -> &str {
+        self.operation().or_else(|| self.event()).unwrap_or_default()
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Action {
+    Status(u16),
+    Hold,
+}
+
+#[derive(Debug)]
+struct Script {
+    /// Operation or event to match; `None` matches every call.
+    selector: Option<String>,
+    action: Action,
+    /// Calls left; `None` is unlimited.
+    remaining: Option<usize>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    secret: String,
+    calls: Mutex<Vec<Call>>,
+    rejected: AtomicUsize,
+    scripts: Mutex<Vec<Script>>,
+    arrived: Notify,
+    release: watch::Sender<u64>,
+}
+
+/// The receiver. Dropping it stops the server.
+#[derive(Debug)]
+pub struct Receiver {
+    inner: Arc<Inner>,
+    addr: SocketAddr,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Receiver {
+    /// Starts a receiver that verifies signatures made with [`crate::SECRET`].
+    ///
+    /// # Errors
+    /// When no local port can be bound.
+    pub async fn start() -> anyhow::Result<Self> {
+        Self::with_secret(crate::SECRET).await
+    }
+
+    /// Starts a receiver that verifies signatures made with `secret`.
+    ///
+    /// # Errors
+    /// When no local port can be bound.
+    pub async fn with_secret(secret: &str) -> anyhow::Result<Self> {
+        let (release, _) = watch::channel(0);
+        let inner = Arc::new(Inner {
+            secret: secret.to_owned(),
+            calls: Mutex::new(Vec::new()),
+            rejected: AtomicUsize::new(0),
+            scripts: Mutex::new(Vec::new()),
+            arrived: Notify::new(),
+            release,
+        });
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let addr = listener.local_addr()?;
+        let app = Router::new().fallback(handle).with_state(inner.clone());
+        let task = tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        Ok(Self { inner, addr, task })
+    }
+
+    /// Base URL, e.g. `http://127.0.0.1:4321`.
+    #[must_use]
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// URL for integrations' webhook connectors.
+    #[must_use]
+    pub fn connector_url(&self) -> String {
+        format!("{}/connector", self.url())
+    }
+
+    /// URL for the notification webhook.
+    #[must_use]
+    pub fn notify_url(&self) -> String {
+        format!("{}/notify", self.url())
+    }
+
+    /// Every call so far, in arrival order.
+    #[must_use]
+    pub fn calls(&self) -> Vec<Call> {
+        self.inner.calls.lock().unwrap_or_else(PoisonError::into_inner).clone()
+    }
+
+    /// Connector calls with this operation, in arrival order.
+    #[must_use]
+    pub fn actions(&self, operation: &str) -> Vec<Call> {
+        self.calls().into_iter().filter(|c| c.operation() == Some(operation)).collect()
+    }
+
+    /// Grant calls.
+    #[must_use]
+    pub fn grants(&self) -> Vec<Call> {
+        self.actions("grant")
+    }
+
+    /// Revoke calls.
+    #[must_use]
+    pub fn revokes(&self) -> Vec<Call> {
+        self.actions("revoke")
+    }
+
+    /// Notifications, in arrival order.
+    #[must_use]
+    pub fn notifications(&self) -> Vec<Call> {
+        self.calls().into_iter().filter(|c| c.kind() == "tollgate.notification").collect()
+    }
+
+    /// Distinct `Idempotency-Key`s of the connector calls with this operation (optionally only
+    /// those of one run).
+    #[must_use]
+    pub fn distinct_keys(&self, operation: &str, run_id: Option<&str>) -> BTreeSet<String> {
+        self.actions(operation)
+            .iter()
+            .filter(|c| run_id.is_none_or(|r| c.run_id() == Some(r)))
+            .map(|c| c.idempotency_key().unwrap_or("<none>").to_owned())
+            .collect()
+    }
+
+    /// How many requests failed signature verification (answered 401).
+    #[must_use]
+    pub fn rejected(&self) -> usize {
+        self.inner.rejected.load(Ordering::SeqCst)
+    }
+
+    /// Answers `status` to the next `times` calls whose operation or event is `selector`
+    /// (every call when `None`).
+    pub fn fail_next(&self, selector: Option<&str>, status: u16, times: usize) {
+        self.script(selector, Action::Status(status), Some(times));
+    }
+
+    /// Holds every call whose operation or event is `selector` without answering, until
+    /// [`Receiver::release`]. The call is recorded on arrival, so a test can wait for it to be in
+    /// flight and then kill the server.
+    pub fn hold(&self, selector: &str) {
+        self.script(Some(selector), Action::Hold, None);
+    }
+
+    /// Ends every hold; held calls (those whose client is still there) are answered 200.
+    pub fn release(&self) {
+        self.inner
+            .scripts
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .retain(|s| !matches!(s.action, Action::Hold));
+        self.inner.release.send_modify(|g| *g += 1);
+    }
+
+    fn script(&self, selector: Option<&str>, action: Action, remaining: Option<usize>) {
+        self.inner.scripts.lock().unwrap_or_else(PoisonError::into_inner).push(Script {
+            selector: selector.map(str::to_owned),
+            action,
+            remaining,
+        });
+    }
+
+    /// Waits until `predicate` holds over the calls so far; returns them.
+    ///
+    /// # Errors
+    /// On timeout, describing `what` and the calls seen.
+    pub async fn wait_for(
+        &self,
+        what: &str,
+        timeout: Duration,
+        predicate: impl Fn(&[Call]) -> bool,
+    ) -> anyhow::Result<Vec<Call>> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let notified = self.inner.arrived.notified();
+            let calls = self.calls();
+            if predicate(&calls) {
+                return Ok(calls);
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                bail!("receiver: timed out after {timeout:?} waiting for {what}; calls so far:\n{}", summary(&calls));
+            }
+            let _ = tokio::time::timeout((deadline - now).min(Duration::from_millis(100)), notified).await;
+        }
+    }
+}
+
+/// One line per call, for failure messages.
+fn summary(calls: &[Call]) -> String {
+    calls
+        .iter()
+        .map(|c| {
+            format!(
+                "  {} {} key={} run={} sig_ok={}",
+                c.path,
+                c.selector(),
+                c.idempotency_key().unwrap_or("-"),
+                c.run_id().unwrap_or("-"),
+                c.signature_ok
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+impl Drop for Receiver {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+async fn handle(State(inner): State<Arc<Inner>>, uri: Uri, headers: HeaderMap, raw: Bytes) -> Response {
+    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned();
+    let now = Utc::now();
+    let verified = signing::verify(
+        inner.secret.as_bytes(),
+        &header(signing::TIMESTAMP_HEADER),
+        &header(signing::SIGNATURE_HEADER),
+        &raw,
+        now.timestamp(),
+        signing::DEFAULT_TOLERANCE_SECS,
+    );
+    let call = Call {
+        path: uri.path().to_owned(),
+        headers: headers
+            .iter()
+            .map(|(k, v)| (k.as_str().to_ascii_lowercase(), v.to_str().unwrap_or_default().to_owned()))
+            .collect(),
+        body: serde_json::from_slice(&raw).unwrap_or(Value::Null),
+        raw: raw.to_vec(),
+        at: Instant::now(),
+        at_utc: now,
+        signature_ok: verified.is_ok(),
+    };
+    let selector = call.selector().to_owned();
+    let reference = format!("ref-{}", call.idempotency_key().unwrap_or_default());
+    // Subscribe before recording so a release() right after the test sees the call is not missed.
+    let mut release = inner.release.subscribe();
+    let generation = *release.borrow_and_update();
+    inner.calls.lock().unwrap_or_else(PoisonError::into_inner).push(call);
+    inner.arrived.notify_waiters();
+    if verified.is_err() {
+        inner.rejected.fetch_add(1, Ordering::SeqCst);
+        return (StatusCode::UNAUTHORIZED, "invalid signature").into_response();
+    }
+    let action = {
+        let mut scripts = inner.scripts.lock().unwrap_or_else(PoisonError::into_inner);
+        let found = scripts
+            .iter_mut()
+            .position(|s| s.selector.as_deref().is_none_or(|want| want == selector) && s.remaining != Some(0));
+        found.map(|i| {
+            let s = &mut scripts[i];
+            if let Some(n) = s.remaining.as_mut() {
+                *n -= 1;
+            }
+            s.action
+        })
+    };
+    match action {
+        Some(Action::Status(code)) => {
+            (StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR), "scripted").into_response()
+        }
+        Some(Action::Hold) => {
+            while *release.borrow_and_update() == generation {
+                if release.changed().await.is_err() {
+                    break;
+                }
+            }
+            axum::Json(json!({ "reference": reference })).into_response()
+        }
+        None => axum::Json(json!({ "reference": reference })).into_response(),
+    }
+}
