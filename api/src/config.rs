@@ -246,14 +246,16 @@ pub fn load(file: Option<&Path>, overrides: &[(&str, String)]) -> Result<Config,
         }
         fig = fig.merge(Toml::file_exact(path));
     }
+    // Env keys keep their case (`DATABASE.URL`) until extraction: compare lowercased.
     let in_section = |key: &str| {
-        let top = key.split('.').next().unwrap_or_default();
+        let key = key.to_ascii_lowercase();
+        let top = key.split("__").next().unwrap_or_default().split('.').next().unwrap_or_default();
         SECTIONS.contains(&top)
     };
     fig = fig.merge(
         Env::prefixed("TOLLGATE_")
             .split("__")
-            .filter(move |k| !k.as_str().ends_with("_file") && in_section(k.as_str())),
+            .filter(move |k| !k.as_str().to_ascii_lowercase().ends_with("_file") && in_section(k.as_str())),
     );
     for (name, path) in std::env::vars_os().filter_map(|(k, v)| Some((k.into_string().ok()?, v))) {
         let Some(rest) = name.strip_prefix("TOLLGATE_").and_then(|n| n.strip_suffix("_FILE")) else { continue };
@@ -334,5 +336,89 @@ impl Config {
                 .filter(|h| !h.is_empty())
                 .unwrap_or_else(|| "tollgate".to_owned())
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use figment::Jail;
+    use secrecy::ExposeSecret;
+
+    use super::load;
+
+    const FILE: &str = r#"
+listen = "127.0.0.1:9000"
+[database]
+url = "sqlite://from-file.db?mode=rwc"
+[principals.alice]
+email = "alice@example.com"
+"#;
+
+    #[test]
+    fn layers_apply_in_order_defaults_file_env_flags() {
+        Jail::expect_with(|jail| {
+            jail.create_file("tollgate.toml", FILE)?;
+            let c = load(Some("tollgate.toml".as_ref()), &[]).map_err(|e| e.to_string())?;
+            assert_eq!(c.listen, "127.0.0.1:9000", "file over default");
+            assert_eq!(c.database.max_connections, 8, "default kept");
+            jail.set_env("TOLLGATE_DATABASE__URL", "postgres://env@localhost/db");
+            jail.set_env("TOLLGATE_LISTEN", "127.0.0.1:9001");
+            jail.set_env("TOLLGATE_URL", "http://client-only"); // the CLI's variable, not config
+            let c = load(Some("tollgate.toml".as_ref()), &[]).map_err(|e| e.to_string())?;
+            assert_eq!(c.database.url, "postgres://env@localhost/db", "env over file");
+            assert_eq!(c.listen, "127.0.0.1:9001");
+            let c = load(Some("tollgate.toml".as_ref()), &[("listen", "127.0.0.1:9002".to_owned())])
+                .map_err(|e| e.to_string())?;
+            assert_eq!(c.listen, "127.0.0.1:9002", "flag over env");
+            assert_eq!(c.principals["alice"].email.as_deref(), Some("alice@example.com"));
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn file_variants_read_secrets_from_files() {
+        Jail::expect_with(|jail| {
+            jail.create_file("token", "0123456789abcdef0123456789abcdef\n")?;
+            jail.create_file(
+                "t.toml",
+                "[principals.admin]\nroles = [\"admin\"]\n[bootstrap]\nadmin_principal = \"admin\"\n",
+            )?;
+            jail.set_env("TOLLGATE_BOOTSTRAP__ADMIN_TOKEN_FILE", "token");
+            let c = load(Some("t.toml".as_ref()), &[]).map_err(|e| e.to_string())?;
+            let token = c.bootstrap.admin_token.as_ref().map(|t| t.expose_secret().to_owned());
+            assert_eq!(token.as_deref(), Some("0123456789abcdef0123456789abcdef"), "trailing newline trimmed");
+            assert!(!format!("{c:?}").contains("0123456789abcdef"), "Debug must not print secrets");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn errors_name_the_offending_key() {
+        Jail::expect_with(|jail| {
+            jail.create_file("bad.toml", "[database]\nurl = \"sqlite://x\"\npool = 3\n")?;
+            let e = load(Some("bad.toml".as_ref()), &[]).expect_err("unknown key").to_string();
+            assert!(e.contains("database") && e.contains("pool"), "{e}");
+            jail.create_file("bad2.toml", "listen = \"nope\"\n")?;
+            let e = load(Some("bad2.toml".as_ref()), &[]).expect_err("bad listen").to_string();
+            assert!(e.contains("listen"), "{e}");
+            jail.create_file("ok.toml", "")?;
+            jail.set_env("TOLLGATE_DATABASE__MAX_CONNECTIONS", "many");
+            let e = load(Some("ok.toml".as_ref()), &[]).expect_err("bad type").to_string();
+            assert!(e.contains("database.max_connections"), "{e}");
+            let e = load(Some("missing.toml".as_ref()), &[]).expect_err("missing file").to_string();
+            assert!(e.contains("missing.toml"), "{e}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn directory_references_are_checked() {
+        Jail::expect_with(|jail| {
+            jail.create_file("d.toml", "[groups.sec]\nmembers = [\"ghost\"]\n")?;
+            let c = load(Some("d.toml".as_ref()), &[]).map_err(|e| e.to_string())?;
+            let e = c.directory().expect_err("dangling member").to_string();
+            assert!(e.contains("groups.sec.members") && e.contains("ghost"), "{e}");
+            Ok(())
+        });
     }
 }

@@ -1,1 +1,11 @@
+//! End-to-end tests: the real `tollgate` binary against a fresh database (SQLite, or PostgreSQL
+//! with `TOLLGATE_TEST_DATABASE_URL`) and a scripted, signature-checking webhook receiver.
+//! One module per area.
 
+mod approvals;
+mod audit_tamper;
+mod bad_input;
+mod common;
+mod crash;
+mod lifecycle;
+mod openapi;

@@ -14,7 +14,7 @@
 mod harness;
 
 pub use harness::client::{ApiClient, Reply};
-pub use harness::db::{Backend, TestDb};
+pub use harness::db::{Backend, DATABASE_URL_ENV, TestDb};
 pub use harness::fixtures::{SECRET, directory_toml, test_workflows};
 pub use harness::receiver::{Call, Receiver};
 pub use harness::server::{CliOutput, Server, ServerOptions, default_bin};

@@ -123,7 +123,13 @@ fn fold(prev: Option<RunState>, out: Outcome) -> RunState {
     RunState { run, votes, grant: out.grant }
 }
 
-fn decide(f: &Fixture, state: &RunState, who: &str, d: Decision, at: DateTime<Utc>) -> Result<RunState, TransitionError> {
+fn decide(
+    f: &Fixture,
+    state: &RunState,
+    who: &str,
+    d: Decision,
+    at: DateTime<Utc>,
+) -> Result<RunState, TransitionError> {
     let cmd = Command::Decide { actor: who.to_owned(), decision: d, comment: None, channel: "api".to_owned() };
     apply(state.clone(), cmd, &f.ctx(at)).map(|o| fold(Some(state.clone()), o.expect("not stale")))
 }
@@ -160,14 +166,29 @@ fn start_waits_for_approval_with_deadline_reminder_and_notification() {
     assert_eq!(out.run.status, RunStatus::AwaitingApproval);
     assert_eq!(out.run.duration_secs, 3600, "default duration applies");
     assert_eq!(out.run.workflow_version, 3);
-    let timers: Vec<_> = out.effects.iter().filter_map(|e| match e { Effect::ScheduleTimer { kind, due_at } => Some((*kind, *due_at)), _ => None }).collect();
-    assert_eq!(timers, vec![(TimerKind::ApprovalDeadline, t0() + Duration::hours(1)), (TimerKind::Reminder, t0() + Duration::minutes(20))]);
+    let timers: Vec<_> = out
+        .effects
+        .iter()
+        .filter_map(|e| match e {
+            Effect::ScheduleTimer { kind, due_at } => Some((*kind, *due_at)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        timers,
+        vec![
+            (TimerKind::ApprovalDeadline, t0() + Duration::hours(1)),
+            (TimerKind::Reminder, t0() + Duration::minutes(20))
+        ]
+    );
     let notified: Vec<String> = out
         .effects
         .iter()
         .filter_map(|e| match e {
             Effect::Enqueue(item) => match &item.payload {
-                OutboxPayload::Notify { notification } => Some(notification.recipients.iter().map(|r| r.principal.clone()).collect::<Vec<_>>()),
+                OutboxPayload::Notify { notification } => {
+                    Some(notification.recipients.iter().map(|r| r.principal.clone()).collect::<Vec<_>>())
+                }
                 OutboxPayload::Action { .. } => None,
             },
             _ => None,
@@ -196,7 +217,10 @@ fn requests_are_validated_before_anything_happens() {
     let code = |r: NewRequest| start(r, false, &f.ctx(t0())).map(|_| ()).map_err(|e| e.code());
     assert_eq!(code(NewRequest { scopes: vec!["admin".to_owned()], ..base.clone() }), Err("invalid_scope"));
     assert_eq!(code(NewRequest { scopes: vec![], ..base.clone() }), Err("invalid_scope"));
-    assert_eq!(code(NewRequest { duration: Some(tollgate_workflows::Duration::from_secs(9 * 3600)), ..base.clone() }), Err("duration_too_long"));
+    assert_eq!(
+        code(NewRequest { duration: Some(tollgate_workflows::Duration::from_secs(9 * 3600)), ..base.clone() }),
+        Err("duration_too_long")
+    );
     assert_eq!(code(NewRequest { justification: "  ".to_owned(), ..base.clone() }), Err("justification_required"));
     assert_eq!(code(NewRequest { kind: WorkflowKind::Renew, ..base.clone() }), Err("invalid_grant"));
     assert_eq!(code(base), Ok(()));
@@ -212,13 +236,21 @@ fn quorum_counts_distinct_eligible_people_and_excludes_the_requester() {
     assert_eq!(s.run.status, RunStatus::AwaitingApproval, "quorum is 2");
     assert!(matches!(decide(&f, &s, "bob", Decision::Approve, t0()), Err(TransitionError::AlreadyVoted(_))));
     assert!(matches!(decide(&f, &s, "bob", Decision::Deny, t0()), Err(TransitionError::AlreadyVoted(_))));
-    let cmd = Command::Decide { actor: "carol".to_owned(), decision: Decision::Approve, comment: None, channel: "api".to_owned() };
+    let cmd = Command::Decide {
+        actor: "carol".to_owned(),
+        decision: Decision::Approve,
+        comment: None,
+        channel: "api".to_owned(),
+    };
     let out = apply(s.clone(), cmd, &f.ctx(t0())).expect("ok").expect("not stale");
     assert_eq!(grant_calls(&out), 1);
     let s = fold(Some(s), out);
     assert_eq!(s.run.status, RunStatus::Provisioning);
     assert_eq!(s.grant.as_ref().map(|g| g.status), Some(GrantStatus::Provisioning));
-    assert!(matches!(decide(&f, &s, "dave", Decision::Approve, t0()), Err(TransitionError::AlreadyDecided(RunStatus::Provisioning))));
+    assert!(matches!(
+        decide(&f, &s, "dave", Decision::Approve, t0()),
+        Err(TransitionError::AlreadyDecided(RunStatus::Provisioning))
+    ));
 }
 
 #[test]
@@ -259,7 +291,8 @@ fn the_deadline_expires_the_request_and_decisions_after_it_are_refused() {
 fn cancel_is_for_the_requester_or_an_admin_while_pending() {
     let f = Fixture::new();
     let s = f.start("alice");
-    let cancel = |who: &str, admin: bool| Command::Cancel { actor: who.to_owned(), is_admin: admin, channel: "api".to_owned() };
+    let cancel =
+        |who: &str, admin: bool| Command::Cancel { actor: who.to_owned(), is_admin: admin, channel: "api".to_owned() };
     assert_eq!(apply(s.clone(), cancel("bob", false), &f.ctx(t0())).unwrap_err(), TransitionError::NotAllowed);
     let s2 = fold(Some(s.clone()), apply(s.clone(), cancel("erin", true), &f.ctx(t0())).expect("ok").expect("x"));
     assert_eq!(s2.run.status, RunStatus::Cancelled);
@@ -277,7 +310,12 @@ fn full_lifecycle_grants_waits_for_expiry_and_revokes_once() {
     let (outbox, op) = pending_action(&s).expect("grant pending");
     assert_eq!(op, Operation::Grant);
     let granted_at = t0() + Duration::seconds(1);
-    let ok = |id| Command::ActionSucceeded { outbox_id: id, reference: Some("ext-1".to_owned()), actor: "system".to_owned(), channel: "engine".to_owned() };
+    let ok = |id| Command::ActionSucceeded {
+        outbox_id: id,
+        reference: Some("ext-1".to_owned()),
+        actor: "system".to_owned(),
+        channel: "engine".to_owned(),
+    };
     let out = apply(s.clone(), ok(outbox), &f.ctx(granted_at)).expect("ok").expect("x");
     let s = fold(Some(s), out);
     assert_eq!(s.run.status, RunStatus::Active);
@@ -288,7 +326,9 @@ fn full_lifecycle_grants_waits_for_expiry_and_revokes_once() {
     // A duplicate result (the dispatcher retried after a crash) is stale, not a second grant.
     assert!(apply(s.clone(), ok(outbox), &f.ctx(granted_at)).expect("ok").is_none());
     let expiry = granted_at + Duration::hours(2);
-    let out = apply(s.clone(), Command::TimerFired { kind: TimerKind::Wait, step_index: 2 }, &f.ctx(expiry)).expect("ok").expect("x");
+    let out = apply(s.clone(), Command::TimerFired { kind: TimerKind::Wait, step_index: 2 }, &f.ctx(expiry))
+        .expect("ok")
+        .expect("x");
     assert!(out.audit.iter().any(|e| e.event_type == "access_expired"));
     let s = fold(Some(s), out);
     assert_eq!(s.run.status, RunStatus::Revoking);
@@ -307,11 +347,26 @@ fn a_revocation_that_keeps_failing_is_never_shown_as_revoked() {
     let s = decide(&f, &s, "bob", Decision::Approve, t0()).expect("1");
     let s = decide(&f, &s, "dave", Decision::Approve, t0()).expect("2");
     let (outbox, _) = pending_action(&s).expect("grant");
-    let ok = |id| Command::ActionSucceeded { outbox_id: id, reference: None, actor: "system".to_owned(), channel: "engine".to_owned() };
+    let ok = |id| Command::ActionSucceeded {
+        outbox_id: id,
+        reference: None,
+        actor: "system".to_owned(),
+        channel: "engine".to_owned(),
+    };
     let s = fold(Some(s.clone()), apply(s, ok(outbox), &f.ctx(t0())).expect("ok").expect("x"));
-    let s = fold(Some(s.clone()), apply(s, Command::RevokeNow { actor: "alice".to_owned(), channel: "api".to_owned() }, &f.ctx(t0())).expect("ok").expect("x"));
+    let s = fold(
+        Some(s.clone()),
+        apply(s, Command::RevokeNow { actor: "alice".to_owned(), channel: "api".to_owned() }, &f.ctx(t0()))
+            .expect("ok")
+            .expect("x"),
+    );
     let (revoke, _) = pending_action(&s).expect("revoke");
-    let failed = Command::ActionFailed { outbox_id: revoke, error: "503".to_owned(), actor: "system".to_owned(), channel: "engine".to_owned() };
+    let failed = Command::ActionFailed {
+        outbox_id: revoke,
+        error: "503".to_owned(),
+        actor: "system".to_owned(),
+        channel: "engine".to_owned(),
+    };
     let out = apply(s.clone(), failed, &f.ctx(t0())).expect("ok").expect("x");
     assert!(out.audit.iter().any(|e| e.event_type == "revoke_failed"));
     let s = fold(Some(s), out);

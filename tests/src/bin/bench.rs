@@ -107,10 +107,9 @@ fn err(s: &str) {
 async fn run(args: Args) -> anyhow::Result<bool> {
     let server_bin = match &args.server_bin {
         Some(p) => p.clone(),
-        None => std::env::current_exe()?
-            .parent()
-            .context("the bench executable has no directory")?
-            .join("tollgate-server"),
+        None => {
+            std::env::current_exe()?.parent().context("the bench executable has no directory")?.join("tollgate-server")
+        }
     };
     ensure!(server_bin.is_file(), "server binary {} not found (build it, or pass --server-bin)", server_bin.display());
     let dir = tempfile::Builder::new().prefix("tollgate-bench-").tempdir()?;
@@ -717,11 +716,7 @@ async fn drive_load(args: &Args, load: Arc<Load>, rx: &Arc<Receiver>) -> LoadRep
         }
     }
     report.load_secs = started.elapsed().as_secs_f64();
-    err(&format!(
-        "{} requests approved in {:.2} s; waiting for revocations",
-        report.approved.len(),
-        report.load_secs
-    ));
+    err(&format!("{} requests approved in {:.2} s; waiting for revocations", report.approved.len(), report.load_secs));
 
     // Wait, boundedly, until every approved request has been revoked.
     let expected = report.approved.len();

@@ -16,8 +16,9 @@ pub const SECRET: &str = "whsec_tollgate_integration_tests_0123456789abcdef";
 /// - `ledger-sandbox` uses `test-short-timeout`: the approval expires after 2 s.
 #[must_use]
 pub fn directory_toml(connector_url: &str, connector_timeout: &str) -> String {
-    let connector =
-        format!(r#"connector = {{ type = "webhook", url = "{connector_url}", secret = "{SECRET}", timeout = "{connector_timeout}" }}"#);
+    let connector = format!(
+        r#"connector = {{ type = "webhook", url = "{connector_url}", secret = "{SECRET}", timeout = "{connector_timeout}" }}"#
+    );
     format!(
         r#"
 [principals.alice]

@@ -227,11 +227,7 @@ impl Receiver {
 
     /// Ends every hold; held calls (those whose client is still there) are answered 200.
     pub fn release(&self) {
-        self.inner
-            .scripts
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .retain(|s| !matches!(s.action, Action::Hold));
+        self.inner.scripts.lock().unwrap_or_else(PoisonError::into_inner).retain(|s| !matches!(s.action, Action::Hold));
         self.inner.release.send_modify(|g| *g += 1);
     }
 
