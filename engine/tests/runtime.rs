@@ -1,0 +1,293 @@
+//! The runtime end to end, in process: writer, timers, outbox, cross-run effects, retries.
+//! Runs on SQLite, or on PostgreSQL when `TOLLGATE_TEST_DATABASE_URL` is set.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use sea_orm::{ConnectionTrait, Database};
+use tollgate_engine::audit::AuditEvent;
+use tollgate_engine::clock::SystemClock;
+use tollgate_engine::connector::manual::ManualSettings;
+use tollgate_engine::connector::{ActionOutcome, Connector, ConnectorAction, ConnectorConfig, ConnectorError};
+use tollgate_engine::directory::{Directory, Group, Integration, Principal, PrincipalKind, ScopeDef};
+use tollgate_engine::ids::RunId;
+use tollgate_engine::notify::{Notification, NotificationChannel};
+use tollgate_engine::run::{Decision, GrantStatus, RunStatus};
+use tollgate_engine::store::query::{self, RunView};
+use tollgate_engine::transition::NewRequest;
+use tollgate_engine::{Created, Engine, EngineSettings, Shared, store};
+use tollgate_workflows::{Catalog, Operation, Risk, WorkflowKind, parse_definition};
+
+const GRANT: &str = r"
+key: g
+version: 1
+kind: grant
+parameters: { default_duration: 30s, max_duration: 1h }
+steps:
+  - approval: { approvers: { owner: true }, timeout: 1h }
+  - action: { operation: grant, retry: { max_attempts: 2, backoff: 100ms, max_backoff: 200ms } }
+  - wait: { until: expiry }
+  - action: { operation: revoke, retry: { max_attempts: 2, backoff: 100ms, max_backoff: 200ms } }
+";
+const RENEW: &str = r"
+key: r
+version: 1
+kind: renew
+parameters: { max_duration: 1h }
+steps:
+  - approval: { approvers: { users: [carol] }, timeout: 1h }
+  - action: { operation: renew }
+";
+const REVOKE: &str = r"
+key: v
+version: 1
+kind: revoke
+parameters: { require_justification: false }
+steps:
+  - action: { operation: revoke }
+  - notify: { to: [requester, owner], message: 'revoked {integration}' }
+";
+
+/// A connector that records calls and fails the first `fail_revokes` revoke calls.
+#[derive(Debug, Default)]
+struct FakeConnector {
+    calls: Mutex<Vec<(Operation, String)>>,
+    fail_revokes: Mutex<u32>,
+}
+
+#[async_trait::async_trait]
+impl Connector for FakeConnector {
+    fn kind(&self) -> &'static str {
+        "fake"
+    }
+
+    async fn execute(&self, action: &ConnectorAction) -> Result<ActionOutcome, ConnectorError> {
+        self.calls.lock().unwrap().push((action.operation, action.idempotency_key.clone()));
+        if action.operation == Operation::Revoke {
+            let mut left = self.fail_revokes.lock().unwrap();
+            if *left > 0 {
+                *left -= 1;
+                return Err(ConnectorError::Retryable { message: "503 from fake".to_owned(), retry_after: None });
+            }
+        }
+        Ok(ActionOutcome::Done { reference: Some(format!("ref-{}", action.operation)) })
+    }
+}
+
+impl FakeConnector {
+    fn count(&self, op: Operation) -> usize {
+        self.calls.lock().unwrap().iter().filter(|(o, _)| *o == op).count()
+    }
+    fn keys(&self, op: Operation) -> Vec<String> {
+        let mut k: Vec<String> =
+            self.calls.lock().unwrap().iter().filter(|(o, _)| *o == op).map(|(_, k)| k.clone()).collect();
+        k.dedup();
+        k
+    }
+}
+
+/// A notification channel that always fails permanently.
+#[derive(Debug)]
+struct BrokenChannel;
+
+#[async_trait::async_trait]
+impl NotificationChannel for BrokenChannel {
+    fn name(&self) -> &'static str {
+        "broken"
+    }
+    async fn send(&self, _: &Notification) -> Result<(), ConnectorError> {
+        Err(ConnectorError::Permanent { message: "410 gone".to_owned() })
+    }
+}
+
+fn principal(kind: PrincipalKind) -> Principal {
+    Principal {
+        id: String::new(),
+        kind,
+        name: String::new(),
+        email: None,
+        slack_user_id: None,
+        roles: Vec::new(),
+        owner: None,
+        disabled: false,
+    }
+}
+
+fn directory() -> Directory {
+    let principals =
+        ["alice", "bob", "carol"].into_iter().map(|p| (p.to_owned(), principal(PrincipalKind::Person))).collect();
+    let integration = Integration {
+        name: String::new(),
+        app: "crm".to_owned(),
+        environment: "production".to_owned(),
+        owner: "bob".to_owned(),
+        description: String::new(),
+        scopes: vec![ScopeDef { name: "write".to_owned(), risk: Risk::High, description: String::new() }],
+        connector: ConnectorConfig::Manual(ManualSettings { operator: "bob".to_owned(), instructions: None }),
+    };
+    Directory::new(principals, BTreeMap::<String, Group>::new(), [("crm".to_owned(), integration)].into()).unwrap()
+}
+
+/// A fresh database: a temp SQLite file, or a new PostgreSQL database.
+async fn database() -> (String, Option<tempfile::TempDir>) {
+    match std::env::var("TOLLGATE_TEST_DATABASE_URL") {
+        Ok(base) if !base.is_empty() => {
+            let name = format!("tollgate_e_{}", uuid::Uuid::new_v4().simple());
+            let admin = Database::connect(&base).await.unwrap();
+            admin.execute_unprepared(&format!("CREATE DATABASE {name}")).await.unwrap();
+            let url = match base.rfind('/') {
+                Some(i) => format!("{}/{name}", &base[..i]),
+                None => panic!("TOLLGATE_TEST_DATABASE_URL needs a database path"),
+            };
+            (url, None)
+        }
+        _ => {
+            let dir = tempfile::tempdir().unwrap();
+            (format!("sqlite://{}?mode=rwc", dir.path().join("t.db").display()), Some(dir))
+        }
+    }
+}
+
+/// Drops a PostgreSQL test database (SQLite temp dirs clean themselves up).
+async fn cleanup(e: &Engine) {
+    e.shutdown().await;
+    let Ok(base) = std::env::var("TOLLGATE_TEST_DATABASE_URL") else { return };
+    if e.db().backend() != sea_orm::DbBackend::Postgres {
+        return;
+    }
+    let stmt = sea_orm::Statement::from_string(sea_orm::DbBackend::Postgres, "SELECT current_database() AS d");
+    let db: Option<String> = e.db().read.query_one_raw(stmt).await.ok().flatten().and_then(|r| r.try_get("", "d").ok());
+    let _ = e.db().read.clone().close().await;
+    if let (Some(db), Ok(admin)) = (db, Database::connect(&base).await) {
+        let _ = admin.execute_unprepared(&format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)")).await;
+    }
+}
+
+async fn engine(
+    connector: Arc<FakeConnector>,
+    channel: Arc<dyn NotificationChannel>,
+) -> (Arc<Engine>, Option<tempfile::TempDir>) {
+    let (url, dir) = database().await;
+    let db = store::connect(&url, 4).await.unwrap();
+    store::migrate(&db).await.unwrap();
+    let mut catalog = Catalog::new();
+    for (name, text) in [("g", GRANT), ("r", RENEW), ("v", REVOKE)] {
+        catalog.insert(parse_definition(name, text).unwrap()).unwrap();
+    }
+    let shared = Shared {
+        catalog,
+        directory: directory(),
+        clock: Arc::new(SystemClock),
+        node_id: "t".to_owned(),
+        lease: chrono::Duration::seconds(60),
+    };
+    let connectors: BTreeMap<String, Arc<dyn Connector>> = [("crm".to_owned(), connector as Arc<dyn Connector>)].into();
+    let settings = EngineSettings {
+        revoke_retry_interval: Duration::from_millis(500),
+        scan_interval: Duration::from_millis(500),
+        ..EngineSettings::default()
+    };
+    (Arc::new(Engine::start(db, shared, connectors, channel, settings).await.unwrap()), dir)
+}
+
+async fn ask(
+    e: &Engine,
+    who: &str,
+    kind: WorkflowKind,
+    grant: Option<tollgate_engine::ids::GrantId>,
+    secs: u64,
+) -> RunId {
+    let grant = match grant {
+        Some(g) => Some(query::grant(&e.db().read, g).await.unwrap().unwrap()),
+        None => None,
+    };
+    let req = NewRequest {
+        id: RunId::new(),
+        requester: who.to_owned(),
+        kind,
+        integration: "crm".to_owned(),
+        scopes: if grant.is_some() { vec![] } else { vec!["write".to_owned()] },
+        duration: (secs > 0).then(|| tollgate_workflows::Duration::from_secs(secs)),
+        justification: "test".to_owned(),
+        grant,
+        channel: "api".to_owned(),
+    };
+    match e.create_request(req, false, None, Box::new(|_| String::new())).await.unwrap() {
+        Created::New { id, .. } => id,
+        Created::Replayed { .. } => panic!("not a replay"),
+    }
+}
+
+async fn wait_for(e: &Engine, id: RunId, what: &str, pred: impl Fn(&RunView) -> bool) -> RunView {
+    for _ in 0..200 {
+        let v = query::run_view(&e.db().read, id).await.unwrap().unwrap();
+        if pred(&v) {
+            return v;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!(
+        "timed out waiting for {what}: {:?}",
+        query::run_view(&e.db().read, id).await.unwrap().map(|v| (v.run.status, v.grant.map(|g| g.status)))
+    );
+}
+
+async fn events(e: &Engine, id: RunId) -> Vec<AuditEvent> {
+    query::audit_page(&e.db().read, 0, 1000, Some(id)).await.unwrap().into_iter().map(|r| r.event).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn renewal_extends_the_grant_and_a_revoke_request_ends_it_once() {
+    let fake = Arc::new(FakeConnector::default());
+    let (e, _dir) = engine(fake.clone(), Arc::new(tollgate_engine::notify::LogChannel)).await;
+    let run = ask(&e, "alice", WorkflowKind::Grant, None, 60).await;
+    e.decide(run, "bob", Decision::Approve, None, "api").await.unwrap();
+    let v = wait_for(&e, run, "grant active", |v| v.run.status == RunStatus::Active).await;
+    let grant = v.grant.unwrap();
+    let first_expiry = grant.expires_at.unwrap();
+
+    let renew = ask(&e, "alice", WorkflowKind::Renew, Some(grant.id), 1800).await;
+    e.decide(renew, "carol", Decision::Approve, None, "api").await.unwrap();
+    wait_for(&e, renew, "renewal done", |v| v.run.status == RunStatus::Completed).await;
+    let renewed = query::grant(&e.db().read, grant.id).await.unwrap().unwrap();
+    assert!(renewed.expires_at.unwrap() >= first_expiry + chrono::Duration::seconds(1700), "renewal extends expiry");
+    assert_eq!(fake.count(Operation::Renew), 1);
+
+    let revoke = ask(&e, "alice", WorkflowKind::Revoke, Some(grant.id), 0).await;
+    wait_for(&e, revoke, "revoke request done", |v| v.run.status == RunStatus::Completed).await;
+    // The grant's own run is woken, sees the grant revoked and completes without a second call.
+    let v = wait_for(&e, run, "grant run completed", |v| v.run.status == RunStatus::Completed).await;
+    assert_eq!(v.grant.unwrap().status, GrantStatus::Revoked);
+    assert_eq!(fake.count(Operation::Grant), 1);
+    assert_eq!(fake.keys(Operation::Revoke), vec![format!("{}:revoke", grant.id)]);
+    let kinds: Vec<String> = events(&e, run).await.into_iter().map(|e| e.event_type).collect();
+    assert!(kinds.contains(&"step_skipped".to_owned()), "{kinds:?}");
+    let verified = query::verify_audit(&e.db().read).await.unwrap();
+    assert!(verified.is_ok(), "{verified:?}");
+    cleanup(&e).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_revocation_shows_revoke_failed_and_keeps_retrying_until_it_succeeds() {
+    let fake = Arc::new(FakeConnector::default());
+    *fake.fail_revokes.lock().unwrap() = 3; // budget is 2 attempts, then slow retries
+    let (e, _dir) = engine(fake.clone(), Arc::new(BrokenChannel)).await;
+    let run = ask(&e, "alice", WorkflowKind::Grant, None, 1).await;
+    e.decide(run, "bob", Decision::Approve, None, "api").await.unwrap();
+    let v =
+        wait_for(&e, run, "revoke_failed", |v| v.grant.as_ref().is_some_and(|g| g.status == GrantStatus::RevokeFailed))
+            .await;
+    assert_eq!(v.run.status, RunStatus::Failed);
+    let v =
+        wait_for(&e, run, "revoked eventually", |v| v.grant.as_ref().is_some_and(|g| g.status == GrantStatus::Revoked))
+            .await;
+    assert_eq!(v.run.status, RunStatus::Completed);
+    assert_eq!(fake.count(Operation::Revoke), 4);
+    assert_eq!(fake.keys(Operation::Revoke).len(), 1, "every attempt carries the same key");
+    let kinds: Vec<String> = events(&e, run).await.into_iter().map(|e| e.event_type).collect();
+    assert_eq!(kinds.iter().filter(|k| *k == "revoke_failed").count(), 1, "{kinds:?}");
+    assert!(kinds.contains(&"notification_failed".to_owned()), "a dead channel is audited, the run goes on: {kinds:?}");
+    assert!(kinds.iter().position(|k| k == "revoke_failed") < kinds.iter().position(|k| k == "revoke_succeeded"));
+    cleanup(&e).await;
+}
