@@ -442,6 +442,9 @@ pub struct VerifyOut {
     pub head_hash: Option<String>,
     /// The first broken sequence.
     pub broken_at: Option<i64>,
+    /// What broke there: `hash_mismatch` (content altered), `prev_hash_mismatch` (link broken:
+    /// deletion or reordering), `sequence_gap`, `sequence_order`, `bad_start`.
+    pub kind: Option<String>,
     /// What is wrong there.
     pub detail: Option<String>,
 }
