@@ -59,6 +59,7 @@ pub(crate) async fn verify(State(state): State<AppState>, caller: Caller) -> Api
             head_seq: r.head_seq,
             head_hash: r.head_hash,
             broken_at: None,
+            kind: None,
             detail: None,
         },
         Err(b) => VerifyOut {
@@ -67,6 +68,7 @@ pub(crate) async fn verify(State(state): State<AppState>, caller: Caller) -> Api
             head_seq: None,
             head_hash: None,
             broken_at: Some(b.seq),
+            kind: Some(b.kind.as_str().to_owned()),
             detail: Some(b.to_string()),
         },
     }))
