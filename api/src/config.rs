@@ -340,6 +340,7 @@ impl Config {
 }
 
 #[cfg(test)]
+#[expect(clippy::result_large_err, reason = "figment's Jail closures return figment::Error, which is large")]
 mod tests {
     use figment::Jail;
     use secrecy::ExposeSecret;

@@ -83,6 +83,15 @@ pub async fn open_db(config: &Config) -> anyhow::Result<Db> {
 /// # Errors
 /// Invalid configuration or database failures.
 pub async fn build_engine(config: &Config, clock: Arc<dyn Clock>, workers: bool) -> anyhow::Result<Arc<Engine>> {
+    // Replicas starting together must not migrate or sync the configuration concurrently.
+    let lock =
+        store::StartupLock::acquire(&config.database.url).await.context("cannot open the database (database.url)")?;
+    let built = build_engine_locked(config, clock, workers).await;
+    lock.release().await;
+    built
+}
+
+async fn build_engine_locked(config: &Config, clock: Arc<dyn Clock>, workers: bool) -> anyhow::Result<Arc<Engine>> {
     let db = open_db(config).await?;
     let directory = config.directory()?;
     let sources = workflow_sources(config)?;

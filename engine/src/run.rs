@@ -271,7 +271,7 @@ pub struct Grant {
 pub struct RunState {
     /// The run.
     pub run: Run,
-    /// Votes cast at the current step.
+    /// Votes cast on this run, at every step (loaded while it awaits approval).
     pub votes: Vec<Vote>,
     /// The run's grant, if any.
     pub grant: Option<Grant>,

@@ -597,7 +597,7 @@ impl Dispatcher {
                                 now + chrono::Duration::from_std(self.settings.revoke_retry_interval)
                                     .unwrap_or_default()
                             });
-                            let attempts = if revoke { max.max(attempt) + 1 } else { attempt };
+                            let attempts = if revoke { max.max(attempt) } else { attempt };
                             Job::ActionResult {
                                 outbox_id: work.id,
                                 run_id: work.run_id,

@@ -8,7 +8,7 @@ use crate::common::{self, PATIENCE, TestEnv, has_action, id_of};
 
 /// Verifies with the CLI (server stopped) and the API (server started for it, then stopped
 /// again, so the next tampering edits a quiet database). `None` means the chain must hold.
-async fn check(t: &mut TestEnv, audrey: &ApiClient, broken_at: Option<i64>, case: &str) -> anyhow::Result<()> {
+async fn check(t: &mut TestEnv, audrey: &ApiClient, broken_at: Option<(i64, &str)>, case: &str) -> anyhow::Result<()> {
     let cli = t.server.cli_config(&["audit", "verify"]).await?;
     t.server.restart().await?;
     let (status, api) = audrey.get("/v1/audit/verify").await?;
@@ -19,18 +19,16 @@ async fn check(t: &mut TestEnv, audrey: &ApiClient, broken_at: Option<i64>, case
             assert_eq!(cli.code, 0, "{case}: {cli:?}");
             assert!(cli.stdout.contains("audit chain OK"), "{case}: {cli:?}");
             assert_eq!(api["ok"], true, "{case}: {api}");
-            assert!(api["broken_at"].is_null(), "{case}: {api}");
+            assert!(api["broken_at"].is_null() && api["kind"].is_null(), "{case}: {api}");
         }
-        Some(seq) => {
+        Some((seq, kind)) => {
             assert_eq!(cli.code, 1, "{case}: {cli:?}");
             assert!(cli.stderr.contains(&format!("audit chain broken at sequence {seq}:")), "{case}: {cli:?}");
             assert!(cli.stdout.contains(&format!("first broken sequence: {seq}")), "{case}: {cli:?}");
             assert_eq!(api["ok"], false, "{case}: {api}");
             assert_eq!(api["broken_at"], seq, "{case}: {api}");
-            assert!(
-                api["detail"].as_str().is_some_and(|d| d.contains(&format!("sequence {seq}"))),
-                "{case}: {api}"
-            );
+            assert_eq!(api["kind"], kind, "{case}: {api}");
+            assert!(api["detail"].as_str().is_some_and(|d| d.contains(&format!("sequence {seq}"))), "{case}: {api}");
         }
     }
     Ok(())
@@ -45,7 +43,8 @@ async fn tampered_audit_rows_are_reported_at_the_first_broken_sequence() -> anyh
 
     // Some history: two requests, one granted.
     for scope in ["read", "edit"] {
-        let body = json!({ "integration": "wiki-staging", "scopes": [scope], "duration": "1h", "justification": "audit" });
+        let body =
+            json!({ "integration": "wiki-staging", "scopes": [scope], "duration": "1h", "justification": "audit" });
         let id = id_of(&alice.create_request(&body).await?);
         if scope == "edit" {
             assert_eq!(bob.decide(&id, "approve").await?.0, 200);
@@ -63,28 +62,30 @@ async fn tampered_audit_rows_are_reported_at_the_first_broken_sequence() -> anyh
         .nth(2)
         .expect("a middle record with a run");
     t.server.kill();
-    let db = t.server.db();
 
     check(&mut t, &audrey, None, "untouched").await?;
 
     // Edit one field of record k.
-    let actor = db.query(&format!("SELECT actor FROM audit_log WHERE seq = {k}")).await?[0]["actor"]
+    let actor = t.server.db().query(&format!("SELECT actor FROM audit_log WHERE seq = {k}")).await?[0]["actor"]
         .as_str()
         .unwrap()
         .to_owned();
-    assert_eq!(db.execute(&format!("UPDATE audit_log SET actor = 'mallory' WHERE seq = {k}")).await?, 1);
-    check(&mut t, &audrey, Some(k), "edited actor").await?;
-    db.execute(&format!("UPDATE audit_log SET actor = '{actor}' WHERE seq = {k}")).await?;
+    assert_eq!(t.server.db().execute(&format!("UPDATE audit_log SET actor = 'mallory' WHERE seq = {k}")).await?, 1);
+    check(&mut t, &audrey, Some((k, "hash_mismatch")), "edited actor").await?;
+    t.server.db().execute(&format!("UPDATE audit_log SET actor = '{actor}' WHERE seq = {k}")).await?;
     check(&mut t, &audrey, None, "actor restored").await?;
 
     // Corrupt record k's details so they are not even JSON.
-    let details = db.query(&format!("SELECT details FROM audit_log WHERE seq = {k}")).await?[0]["details"]
+    let details = t.server.db().query(&format!("SELECT details FROM audit_log WHERE seq = {k}")).await?[0]["details"]
         .as_str()
         .unwrap()
         .to_owned();
-    db.execute(&format!("UPDATE audit_log SET details = '{{not json' WHERE seq = {k}")).await?;
-    check(&mut t, &audrey, Some(k), "unreadable details").await?;
-    db.execute(&format!("UPDATE audit_log SET details = '{}' WHERE seq = {k}", details.replace('\'', "''"))).await?;
+    t.server.db().execute(&format!("UPDATE audit_log SET details = '{{not json' WHERE seq = {k}")).await?;
+    check(&mut t, &audrey, Some((k, "hash_mismatch")), "unreadable details").await?;
+    t.server
+        .db()
+        .execute(&format!("UPDATE audit_log SET details = '{}' WHERE seq = {k}", details.replace('\'', "''")))
+        .await?;
     check(&mut t, &audrey, None, "details restored").await?;
 
     // Swap the contents of records k and k+1, keeping the sequence numbers in place.
@@ -94,16 +95,16 @@ async fn tampered_audit_rows_are_reported_at_the_first_broken_sequence() -> anyh
         k1 = k + 1
     );
     for stmt in swap.split(';').filter(|s| !s.trim().is_empty()) {
-        assert_eq!(db.execute(stmt).await?, 1, "{stmt}");
+        assert_eq!(t.server.db().execute(stmt).await?, 1, "{stmt}");
     }
-    check(&mut t, &audrey, Some(k), "swapped").await?;
+    check(&mut t, &audrey, Some((k, "prev_hash_mismatch")), "swapped").await?;
     for stmt in swap.split(';').filter(|s| !s.trim().is_empty()) {
-        db.execute(stmt).await?;
+        t.server.db().execute(stmt).await?;
     }
     check(&mut t, &audrey, None, "swap undone").await?;
 
     // Delete record k: the chain breaks at the record after it.
-    assert_eq!(db.execute(&format!("DELETE FROM audit_log WHERE seq = {k}")).await?, 1);
-    check(&mut t, &audrey, Some(k + 1), "deleted").await?;
+    assert_eq!(t.server.db().execute(&format!("DELETE FROM audit_log WHERE seq = {k}")).await?, 1);
+    check(&mut t, &audrey, Some((k + 1, "sequence_gap")), "deleted").await?;
     Ok(())
 }

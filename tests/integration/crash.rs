@@ -58,14 +58,25 @@ async fn grant_and_revoke_happen_exactly_once_across_sigkill_restarts() -> anyho
     assert_eq!(attempts[..2], [1, 2], "{attempts:?}");
     assert!(attempts.windows(2).all(|w| w[0] <= w[1]), "attempt numbers never go back: {attempts:?}");
 
-    // Crash 2: the grant is active; the server stays down past its expiry.
+    // Crash 2: the grant is active; a request waits for approval and another for a deadline that
+    // passes while the server stays down past the grant's expiry.
     let expires_at: DateTime<Utc> = active["grant"]["expires_at"].as_str().unwrap().parse()?;
+    let pending = id_of(&alice.create_request(&json!({ "integration": "wiki-staging", "scopes": ["read"], "duration": "1h", "justification": "survives" })).await?);
+    let expiring = id_of(
+        &alice
+            .create_request(
+                &json!({ "integration": "ledger-sandbox", "scopes": ["read"], "justification": "deadline while down" }),
+            )
+            .await?,
+    );
+    let config_events = |records: &[serde_json::Value]| records.iter().filter(|r| r["channel"] == "config").count();
+    let config_before = config_events(&audrey.audit(None).await?);
     t.server.kill();
-    let killed_at = Utc::now();
+    let killed_at = tollgate_tests::wall_clock();
     assert!(killed_at < expires_at, "the grant expired before the crash; the test ran too slowly");
     assert!(t.receiver.revokes().is_empty());
     let down_until = expires_at + chrono::Duration::milliseconds(1500);
-    tokio::time::sleep((down_until - Utc::now()).to_std().unwrap_or_default()).await;
+    tokio::time::sleep((down_until - tollgate_tests::wall_clock()).to_std().unwrap_or_default()).await;
     assert!(t.receiver.revokes().is_empty(), "nothing revokes while the server is down");
     t.server.restart().await?;
     let ready = Instant::now();
@@ -75,6 +86,17 @@ async fn grant_and_revoke_happen_exactly_once_across_sigkill_restarts() -> anyho
     assert!(late < Duration::from_secs(3), "the overdue expiry timer fired {late:?} after start, not promptly");
     let done = alice.wait_status(&id, "completed", PATIENCE).await?;
     assert_eq!(done["grant"]["status"], "revoked");
+    let expired = alice.wait_status(&expiring, "expired", Duration::from_secs(3)).await?;
+    assert_eq!(expired["reason"], "approval deadline passed");
+    let (st, body) = t.server.client("carol").await?.decide(&pending, "approve").await?;
+    assert_eq!(st, 200, "the request pending before the crash can still be approved: {body}");
+    t.receiver.wait_for("grant of the pending request", PATIENCE, |c| has_action(c, "grant", &pending)).await?;
+    assert!(!has_action(&t.receiver.calls(), "grant", &expiring));
+    assert_eq!(
+        config_events(&audrey.audit(None).await?),
+        config_before,
+        "a restart with the same configuration records no changes"
+    );
     assert_eq!(t.receiver.distinct_keys("revoke", Some(&id)).len(), 1);
     assert_eq!(t.receiver.distinct_keys("grant", Some(&id)), keys, "no new grant after the second crash");
 

@@ -197,6 +197,8 @@ async fn approved_request_is_granted_then_revoked_at_expiry_with_a_verifiable_au
     // The log is for auditors only.
     let (status, body) = alice.get("/v1/audit").await?;
     common::assert_error(status, &body, 403, "forbidden");
+    let (status, body) = alice.get("/v1/audit/verify").await?;
+    common::assert_error(status, &body, 403, "forbidden");
     Ok(())
 }
 
@@ -251,6 +253,18 @@ async fn cli_creates_shows_and_approves_requests() -> anyhow::Result<()> {
     let out = t.server.cli(&["request", "show", &id], &[("TOLLGATE_URL", &t.server.url())]).await?;
     assert_ne!(out.code, 0, "{out:?}");
     assert!(out.stderr.contains("TOLLGATE_TOKEN"), "{out:?}");
+
+    // Deny through the CLI, with a reason.
+    let out = t
+        .server
+        .cli_as("alice", &["request", "create", "-i", "wiki-staging", "-s", "edit", "-j", "more", "--json"])
+        .await?;
+    assert_eq!(out.code, 0, "{out:?}");
+    let second = id_of(&json(&out));
+    let out = t.server.cli_as("carol", &["deny", &second, "-r", "not during the freeze", "--json"]).await?;
+    assert_eq!(out.code, 0, "{out:?}");
+    let denied = json(&out);
+    assert_eq!((denied["status"].as_str(), denied["reason"].as_str()), (Some("denied"), Some("not during the freeze")));
 
     // The audit log records the CLI as the channel.
     let records = t.server.client("audrey").await?.audit(Some(&id)).await?;

@@ -19,6 +19,13 @@ pub use harness::fixtures::{SECRET, directory_toml, test_workflows};
 pub use harness::receiver::{Call, Receiver};
 pub use harness::server::{CliOutput, Server, ServerOptions, default_bin};
 
+/// The wall clock, as the server reads it (tests compare arrival times with server timestamps).
+#[must_use]
+pub fn wall_clock() -> chrono::DateTime<chrono::Utc> {
+    use tollgate_engine::clock::Clock as _;
+    tollgate_engine::clock::SystemClock.now()
+}
+
 /// Installs the process-wide rustls provider (ring) once; reqwest is built without one.
 pub fn install_crypto_provider() {
     tollgate::install_crypto_provider();

@@ -221,3 +221,42 @@ pub const DEFAULT_SQLITE_URL: &str = "sqlite://tollgate.db?mode=rwc";
 pub fn is_supported_url(url: &str) -> bool {
     url.starts_with("sqlite:") || url.starts_with("postgres://") || url.starts_with("postgresql://")
 }
+
+/// Serialises start-up (migrations, configuration sync) between replicas sharing a PostgreSQL
+/// database, with a session-level advisory lock on a dedicated connection. SQLite has a single
+/// owning process and needs none.
+#[derive(Debug)]
+pub struct StartupLock(Option<DatabaseConnection>);
+
+/// An arbitrary, fixed advisory-lock key ("tollgate" in ASCII, truncated to 63 bits).
+const STARTUP_LOCK_KEY: i64 = 0x746f_6c6c_6761_7465;
+
+impl StartupLock {
+    /// Waits for the lock (PostgreSQL) or returns at once (SQLite).
+    ///
+    /// # Errors
+    /// When the database cannot be reached.
+    pub async fn acquire(url: &str) -> Result<Self, StoreError> {
+        if url.starts_with("sqlite:") {
+            return Ok(Self(None));
+        }
+        let mut o = ConnectOptions::new(url.to_owned());
+        o.max_connections(1).min_connections(1).sqlx_logging(false);
+        let conn = Database::connect(o).await?;
+        sea_orm::ConnectionTrait::execute_unprepared(&conn, &format!("SELECT pg_advisory_lock({STARTUP_LOCK_KEY})"))
+            .await?;
+        Ok(Self(Some(conn)))
+    }
+
+    /// Releases the lock.
+    pub async fn release(self) {
+        if let Some(conn) = self.0 {
+            let _ = sea_orm::ConnectionTrait::execute_unprepared(
+                &conn,
+                &format!("SELECT pg_advisory_unlock({STARTUP_LOCK_KEY})"),
+            )
+            .await;
+            let _ = conn.close().await;
+        }
+    }
+}

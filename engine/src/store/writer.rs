@@ -542,7 +542,7 @@ impl JobCtx<'_> {
 
     /// Writes a transition's outcome: the run (compare-and-set), grant, votes, effects, audit.
     async fn persist(&mut self, out: Outcome, prev: Option<&RunState>) -> Result<Run, JobError> {
-        let Outcome { mut run, grant: new_grant, votes, audit, effects } = out;
+        let Outcome { mut run, grant: new_grant, votes, audit, effects, .. } = out;
         match prev {
             None => {
                 run.version = 1;
@@ -841,7 +841,6 @@ pub(crate) async fn load_state<C: ConnectionTrait>(c: &C, run_id: RunId) -> Resu
     let votes = if matches!(run.step, StepState::Approval { .. }) {
         decision::Entity::find()
             .filter(decision::Column::RunId.eq(run_id.0))
-            .filter(decision::Column::StepIndex.eq(i32::try_from(run.step_index).unwrap_or(i32::MAX)))
             .order_by_asc(decision::Column::DecidedAt)
             .all(c)
             .await?

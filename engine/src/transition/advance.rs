@@ -49,6 +49,7 @@ pub(crate) fn current_step<'a>(run: &Run, ctx: &Context<'a>) -> Option<&'a Step>
 /// Leaves the current step (clearing its timers) and enters the following ones.
 pub(crate) fn complete_step(out: &mut Outcome, ctx: &Context<'_>) {
     out.effects.push(Effect::ClearTimers);
+    out.prior_approvals = 0;
     out.run.step_index += 1;
     out.run.step = StepState::Idle;
     enter_step(out, ctx);
@@ -278,8 +279,13 @@ pub(crate) fn enqueue_notification(
 fn summary(out: &Outcome, ctx: &Context<'_>) -> RequestSummary {
     let (needed, deadline) = match (&out.run.step, current_step(&out.run, ctx)) {
         (StepState::Approval { deadline, .. }, Some(Step::Approval(a))) => {
-            let have = out.votes.iter().filter(|v| v.decision == crate::run::Decision::Approve).count();
-            (Some(a.quorum.saturating_sub(u32::try_from(have).unwrap_or(u32::MAX))), Some(*deadline))
+            let new = out
+                .votes
+                .iter()
+                .filter(|v| v.step_index == out.run.step_index && v.decision == crate::run::Decision::Approve)
+                .count();
+            let have = out.prior_approvals.saturating_add(u32::try_from(new).unwrap_or(u32::MAX));
+            (Some(a.quorum.saturating_sub(have)), Some(*deadline))
         }
         _ => (None, None),
     };

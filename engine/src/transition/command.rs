@@ -77,7 +77,9 @@ pub enum Command {
 pub fn apply(state: RunState, command: Command, ctx: &Context<'_>) -> Result<Option<Outcome>, TransitionError> {
     let RunState { mut run, votes, grant } = state;
     run.updated_at = ctx.now;
-    let mut out = Outcome { run, grant, votes: Vec::new(), audit: Vec::new(), effects: Vec::new() };
+    let prior = votes.iter().filter(|v| v.step_index == run.step_index && v.decision == Decision::Approve).count();
+    let prior_approvals = u32::try_from(prior).unwrap_or(u32::MAX);
+    let mut out = Outcome { run, grant, votes: Vec::new(), audit: Vec::new(), effects: Vec::new(), prior_approvals };
     match command {
         Command::Decide { actor, decision, comment, channel } => {
             decide(&mut out, &votes, actor, decision, comment, channel, ctx)?;
@@ -91,8 +93,23 @@ pub fn apply(state: RunState, command: Command, ctx: &Context<'_>) -> Result<Opt
             }
             let ev = event(&out.run, "request_cancelled", &actor, &channel, "cancelled", serde_json::json!({}));
             out.audit.push(ev);
+            let approvers = match current_step(&out.run, ctx) {
+                Some(Step::Approval(a)) => {
+                    ctx.directory.eligible_approvers(&a.approvers, ctx.integration, &out.run.requester)
+                }
+                _ => Vec::new(),
+            };
+            let key = format!("{}:{}:cancelled", out.run.id, out.run.step_index);
+            let text = format!(
+                "{} withdrew the request for {} on {}.",
+                out.run.requester,
+                out.run.scopes.join(", "),
+                out.run.integration
+            );
             finish(&mut out, RunStatus::Cancelled, None);
             fail_unstarted_grant(&mut out);
+            let recipients = people(&approvers, ctx);
+            enqueue_notification(&mut out, ctx, "cancelled", recipients, text, key);
         }
         Command::TimerFired { kind, step_index } => {
             if step_index != out.run.step_index || out.run.status.is_final() {
@@ -160,6 +177,8 @@ fn decide(
     if !ctx.directory.is_eligible_approver(&actor, &step.approvers, ctx.integration, &out.run.requester) {
         return Err(TransitionError::NotAnApprover(actor));
     }
+    // One vote per person per run: someone who decided at an earlier approval step does not count
+    // again at a later one (a two-person rule on top of an owner approval means three people).
     if votes.iter().any(|v| ctx.directory.is_same_person(&v.approver, &actor)) {
         return Err(TransitionError::AlreadyVoted(actor));
     }
@@ -172,7 +191,8 @@ fn decide(
         decided_at: ctx.now,
     };
     let count = |d: Decision| {
-        let n = votes.iter().filter(|v| v.decision == d).count() + usize::from(decision == d);
+        let here = votes.iter().filter(|v| v.step_index == out.run.step_index && v.decision == d).count();
+        let n = here + usize::from(decision == d);
         u32::try_from(n).unwrap_or(u32::MAX)
     };
     let (approvals, denials) = (count(Decision::Approve), count(Decision::Deny));
@@ -203,8 +223,8 @@ fn decide(
         ));
         let key = format!("{}:{}:approved", out.run.id, out.run.step_index);
         let text = format!("Your request for {} on {} was approved.", out.run.scopes.join(", "), out.run.integration);
-        enqueue_notification(out, ctx, "approved", requester, text, key);
         complete_step(out, ctx);
+        enqueue_notification(out, ctx, "approved", requester, text, key);
     } else if denials >= step.deny_quorum {
         out.audit.push(event(
             &out.run,
@@ -217,9 +237,9 @@ fn decide(
         let key = format!("{}:{}:denied", out.run.id, out.run.step_index);
         let text =
             format!("Your request for {} on {} was denied by {actor}.", out.run.scopes.join(", "), out.run.integration);
-        enqueue_notification(out, ctx, "denied", requester, text, key);
         finish(out, RunStatus::Denied, comment);
         fail_unstarted_grant(out);
+        enqueue_notification(out, ctx, "denied", requester, text, key);
     }
     Ok(())
 }
@@ -245,9 +265,9 @@ fn timer_fired(out: &mut Outcome, votes: &[Vote], kind: TimerKind, ctx: &Context
                         out.run.scopes.join(", "),
                         out.run.integration
                     );
-                    enqueue_notification(out, ctx, "expired", requester, text, key);
                     finish(out, RunStatus::Expired, Some("approval deadline passed".to_owned()));
                     fail_unstarted_grant(out);
+                    enqueue_notification(out, ctx, "expired", requester, text, key);
                 }
                 TimeoutOutcome::Approve => {
                     out.audit.push(event(
@@ -406,9 +426,9 @@ fn action_failed(out: &mut Outcome, op: Operation, error: String, actor: &str, c
     let mut notify = vec![out.run.requester.clone(), ctx.integration.owner.clone()];
     notify.dedup();
     let recipients = people(&notify, ctx);
+    let notice = if op == Operation::Revoke { "revoke_failed" } else { "failed" };
     let key = format!("{}:{}:{event_type}", out.run.id, out.run.step_index);
     let text = format!("{} of {} on {} failed: {error}", op.as_str(), out.run.scopes.join(", "), out.run.integration);
-    enqueue_notification(out, ctx, event_type, recipients, text, key);
     if op == Operation::Revoke {
         // Access may still be in place: never pretend otherwise. The step stays pending and the
         // outbox keeps retrying at a slow pace; a later success completes the run.
@@ -418,6 +438,7 @@ fn action_failed(out: &mut Outcome, op: Operation, error: String, actor: &str, c
         }
         out.run.status = RunStatus::Failed;
         out.run.reason = Some(error);
+        enqueue_notification(out, ctx, notice, recipients, text, key);
         return;
     }
     if op == Operation::Grant
@@ -427,6 +448,7 @@ fn action_failed(out: &mut Outcome, op: Operation, error: String, actor: &str, c
         g.updated_at = ctx.now;
     }
     finish(out, RunStatus::Failed, Some(error));
+    enqueue_notification(out, ctx, notice, recipients, text, key);
 }
 
 /// A grant run that ends before its grant call leaves its grant marked failed (never granted).

@@ -51,6 +51,9 @@ pub struct Outcome {
     pub audit: Vec<AuditEvent>,
     /// Timers, outbox items and cross-run effects.
     pub effects: Vec<Effect>,
+    /// Approvals recorded at the current step before this transition (for notification
+    /// summaries); reset when the run leaves the step.
+    pub prior_approvals: u32,
 }
 
 /// Why a command was refused. Nothing was changed.

@@ -168,7 +168,7 @@ pub fn start(req: NewRequest, requester_is_admin: bool, ctx: &Context<'_>) -> Re
         updated_at: ctx.now,
         reason: None,
     };
-    let mut out = Outcome { run, grant, votes: Vec::new(), audit: Vec::new(), effects: Vec::new() };
+    let mut out = Outcome { run, grant, votes: Vec::new(), audit: Vec::new(), effects: Vec::new(), prior_approvals: 0 };
     let created = AuditEvent {
         event_type: "request_created".to_owned(),
         channel: req.channel,

@@ -115,9 +115,7 @@ impl Fixture {
 /// Applies an outcome to a state the way the store would.
 fn fold(prev: Option<RunState>, out: Outcome) -> RunState {
     let mut votes = prev.map(|p| p.votes).unwrap_or_default();
-    let step = out.run.step_index;
-    votes.retain(|v| v.step_index == step);
-    votes.extend(out.votes.into_iter().filter(|v| v.step_index == step));
+    votes.extend(out.votes);
     let mut run = out.run;
     run.version += 1;
     RunState { run, votes, grant: out.grant }

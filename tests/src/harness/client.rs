@@ -56,7 +56,6 @@ impl ApiClient {
     }
 
     /// A request builder with the token set.
-    #[must_use]
     pub fn request(&self, method: Method, path: &str) -> reqwest::RequestBuilder {
         let req = self.http.request(method, format!("{}{path}", self.base_url()));
         match &self.token {

@@ -66,6 +66,13 @@ impl TestDb {
         })
     }
 
+    /// Another handle on the same database that cleans nothing up (for a second replica). The
+    /// original must outlive it.
+    #[must_use]
+    pub fn share(&self) -> Self {
+        Self { url: self.url.clone(), backend: self.backend, dir: None, postgres: None }
+    }
+
     /// The URL the server is configured with.
     #[must_use]
     pub fn url(&self) -> &str {
@@ -115,8 +122,14 @@ impl TestDb {
     /// # Errors
     /// Database errors.
     pub async fn count(&self, from_where: &str) -> anyhow::Result<i64> {
-        let rows = self.query(&format!("SELECT COUNT(*) AS n FROM {from_where}")).await?;
-        rows.first().and_then(|r| r["n"].as_i64()).context("COUNT(*) returned no number")
+        let sql = format!("SELECT COUNT(*) AS n FROM {from_where}");
+        let conn = self.connect().await?;
+        let stmt = Statement::from_string(conn.get_database_backend(), sql.clone());
+        let row = conn.query_one_raw(stmt).await.with_context(|| format!("SQL failed: {sql}"));
+        conn.close().await.ok();
+        row?.context("COUNT(*) returned no row")?
+            .try_get::<i64>("", "n")
+            .with_context(|| format!("{sql}: not a number"))
     }
 }
 

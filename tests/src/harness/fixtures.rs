@@ -14,6 +14,9 @@ pub const SECRET: &str = "whsec_tollgate_integration_tests_0123456789abcdef";
 /// - `crm-prod` (production; `read` low, `write` high) uses `test-two-person`: two approvals,
 ///   two denials to deny.
 /// - `ledger-sandbox` uses `test-short-timeout`: the approval expires after 2 s.
+/// - `hr-staging` (app `hr`) uses `test-reminder`: two approvals, reminders every second.
+/// - `test-renew` (owner approves) and `test-revoke` (no approval) serve renew and revoke
+///   requests everywhere.
 #[must_use]
 pub fn directory_toml(connector_url: &str, connector_timeout: &str) -> String {
     let connector = format!(
@@ -88,6 +91,13 @@ owner = "bob"
 scopes = [{{ name = "read", risk = "medium" }}]
 {connector}
 
+[integrations.hr-staging]
+app = "hr"
+environment = "staging"
+owner = "bob"
+scopes = [{{ name = "payroll", risk = "medium" }}]
+{connector}
+
 [integrations.ci-runner]
 app = "ci"
 environment = "staging"
@@ -113,7 +123,7 @@ const GRANT_TAIL: &str = r#"
   - action:
       id: revoke
       operation: revoke
-      retry: {max_attempts: 10, backoff: 200ms, max_backoff: 1s}
+      retry: {max_attempts: 3, backoff: 200ms, max_backoff: 400ms}
   - notify:
       id: revoked
       to: [requester, owner]
@@ -182,8 +192,70 @@ steps:
       timeout: 2s
 {GRANT_TAIL}"#
     );
+    let renew = r#"key: test-renew
+version: 1
+kind: renew
+description: The owner approves every extension.
+parameters:
+  default_duration: 1h
+  max_duration: 2h
+steps:
+  - approval:
+      id: owner
+      approvers:
+        owner: true
+      timeout: 5m
+  - action:
+      id: renew
+      operation: renew
+      retry: {max_attempts: 3, backoff: 200ms, max_backoff: 400ms}
+  - notify:
+      id: renewed
+      to: [requester]
+      message: "Access to {integration} extended until {expires_at}. Request: {request}"
+"#;
+    let revoke = r#"key: test-revoke
+version: 1
+kind: revoke
+description: Give access up early, no approval.
+parameters:
+  require_justification: false
+steps:
+  - action:
+      id: revoke
+      operation: revoke
+      retry: {max_attempts: 3, backoff: 200ms, max_backoff: 400ms}
+  - notify:
+      id: revoked
+      to: [requester, owner]
+      message: "Access to {integration} revoked early. Request: {request}"
+"#;
+    let reminder = format!(
+        r#"key: test-reminder
+version: 1
+kind: grant
+description: Two approvals; pending approvers are reminded every second.
+applies_to:
+  apps: [hr]
+parameters:
+  default_duration: 1h
+  max_duration: 1h
+steps:
+  - approval:
+      id: two-with-reminders
+      approvers:
+        owner: true
+        groups: [security]
+      quorum: 2
+      timeout: 5m
+      reminder: 1s
+{GRANT_TAIL}"#
+    );
     vec![
         ("test-grant.yaml".to_owned(), grant),
+        ("test-reminder.yaml".to_owned(), reminder),
+        ("test-renew.yaml".to_owned(), renew.to_owned()),
+        ("test-revoke.yaml".to_owned(), revoke.to_owned()),
         ("test-two-person.yaml".to_owned(), two_person),
         ("test-short-timeout.yaml".to_owned(), short),
     ]

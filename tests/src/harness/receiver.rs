@@ -291,7 +291,7 @@ impl Drop for Receiver {
 
 async fn handle(State(inner): State<Arc<Inner>>, uri: Uri, headers: HeaderMap, raw: Bytes) -> Response {
     let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned();
-    let now = Utc::now();
+    let now = crate::wall_clock();
     let verified = signing::verify(
         inner.secret.as_bytes(),
         &header(signing::TIMESTAMP_HEADER),

@@ -206,7 +206,7 @@ revoke_retry_secs = 2
     fn command(&self) -> std::process::Command {
         let mut cmd = std::process::Command::new(&self.opts.bin);
         scrub_env(&mut cmd);
-        cmd.current_dir(self.dir.path());
+        cmd.current_dir(self.dir.path()).env("NO_COLOR", "1");
         cmd
     }
 
@@ -244,16 +244,12 @@ revoke_retry_secs = 2
         let url = format!("http://{}/readyz", self.addr);
         let deadline = Instant::now() + timeout;
         loop {
-            if let Some(child) = self.child.as_mut() {
-                if let Some(status) = child.try_wait()? {
-                    self.child = None;
-                    bail!("server exited during start-up ({status}); log:\n{}", self.log());
-                }
+            if let Some(status) = self.child.as_mut().map(Child::try_wait).transpose()?.flatten() {
+                self.child = None;
+                bail!("server exited during start-up ({status}); log:\n{}", self.log());
             }
-            if let Ok(r) = http.get(&url).send().await {
-                if r.status().is_success() {
-                    return Ok(());
-                }
+            if http.get(&url).send().await.is_ok_and(|r| r.status().is_success()) {
+                return Ok(());
             }
             if Instant::now() >= deadline {
                 self.kill();

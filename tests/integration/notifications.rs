@@ -1,0 +1,168 @@
+//! Notifications about a request's progress: who gets them and what they say.
+
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use tollgate_tests::Call;
+
+use crate::common::{self, PATIENCE, id_of, of_run};
+
+fn recipients(call: &Call) -> Vec<String> {
+    let mut p: Vec<String> = call.body["recipients"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|r| r["principal"].as_str().map(str::to_owned))
+        .collect();
+    p.sort();
+    p
+}
+
+fn ask(integration: &str, scope: &str) -> Value {
+    json!({ "integration": integration, "scopes": [scope], "justification": "notifications test" })
+}
+
+/// Waits for the first notification with `event` about `run`.
+async fn notification(t: &common::TestEnv, run: &str, event: &str) -> anyhow::Result<Call> {
+    let calls = t
+        .receiver
+        .wait_for(&format!("{event} notification"), PATIENCE, |c| of_run(c, run).any(|c| c.event() == Some(event)))
+        .await?;
+    Ok(of_run(&calls, run).find(|c| c.event() == Some(event)).cloned().unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reminders_go_only_to_approvers_who_have_not_decided() -> anyhow::Result<()> {
+    let t = common::start().await?;
+    let alice = t.server.client("alice").await?;
+    let id = id_of(&alice.create_request(&ask("hr-staging", "payroll")).await?);
+    let asked = notification(&t, &id, "approval_requested").await?;
+    assert_eq!(recipients(&asked), ["bob", "carol", "dave"]);
+    assert_eq!(asked.body["request"]["approvals_needed"], 2);
+
+    let (st, body) = t.server.client("bob").await?.decide(&id, "approve").await?;
+    assert_eq!(st, 200, "{body}");
+    let after = tollgate_tests::wall_clock();
+    let calls = t
+        .receiver
+        .wait_for("a reminder after bob's approval", PATIENCE, |c| {
+            of_run(c, &id).any(|c| c.event() == Some("approval_reminder") && c.at_utc > after)
+        })
+        .await?;
+    let reminder = of_run(&calls, &id).find(|c| c.event() == Some("approval_reminder") && c.at_utc > after).unwrap();
+    assert_eq!(recipients(reminder), ["carol", "dave"], "bob already decided");
+    assert!(reminder.signature_ok);
+    let keys: Vec<_> =
+        of_run(&calls, &id).filter(|c| c.event() == Some("approval_reminder")).map(|c| c.idempotency_key()).collect();
+    let mut distinct = keys.clone();
+    distinct.dedup();
+    assert_eq!(keys, distinct, "each reminder has its own key");
+
+    let records = t.server.client("audrey").await?.audit(Some(&id)).await?;
+    assert!(records.iter().any(|r| r["event_type"] == "approval_reminded"));
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failing_notifications_are_retried_with_one_key_and_never_hold_up_a_request() -> anyhow::Result<()> {
+    let t = common::start().await?;
+    let alice = t.server.client("alice").await?;
+    t.receiver.fail_next(Some("approval_requested"), 503, 1);
+    t.receiver.fail_next(Some("approved"), 400, 1);
+    let id = id_of(&alice.create_request(&ask("wiki-staging", "edit")).await?);
+    let calls = t
+        .receiver
+        .wait_for("the approval request, retried", PATIENCE, |c| {
+            of_run(c, &id).filter(|c| c.event() == Some("approval_requested")).count() >= 2
+        })
+        .await?;
+    let keys: Vec<_> =
+        of_run(&calls, &id).filter(|c| c.event() == Some("approval_requested")).map(Call::idempotency_key).collect();
+    assert!(keys.iter().all(|k| k.is_some() && *k == keys[0]), "{keys:?}");
+
+    // The "approved" notification is refused for good; the request goes on regardless.
+    assert_eq!(t.server.client("bob").await?.decide(&id, "approve").await?.0, 200);
+    alice.wait_status(&id, "active", PATIENCE).await?;
+    let audrey = t.server.client("audrey").await?;
+    let deadline = std::time::Instant::now() + PATIENCE;
+    loop {
+        let records = audrey.audit(Some(&id)).await?;
+        let failed = records.iter().find(|r| r["event_type"] == "notification_failed");
+        if let Some(r) = failed {
+            assert_eq!(r["details"]["event"], "approved", "{r}");
+            assert!(r["details"]["error"].as_str().is_some_and(|e| e.contains("400")), "{r}");
+            let sent = records.iter().filter(|r| r["event_type"] == "notification_sent").count();
+            assert!(sent >= 2, "approval_requested and granted message were delivered: {records:#?}");
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "no notification_failed event: {records:#?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let approved: Vec<_> =
+        of_run(&t.receiver.calls(), &id).filter(|c| c.event() == Some("approved")).cloned().collect();
+    assert_eq!(approved.len(), 1, "a permanent refusal is not retried");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reminders_count_the_approvals_already_given() -> anyhow::Result<()> {
+    let t = common::start().await?;
+    let alice = t.server.client("alice").await?;
+    let id = id_of(&alice.create_request(&ask("hr-staging", "payroll")).await?);
+    let (st, body) = t.server.client("bob").await?.decide(&id, "approve").await?;
+    assert_eq!(st, 200, "{body}");
+    let after = tollgate_tests::wall_clock();
+    let calls = t
+        .receiver
+        .wait_for("a reminder after bob's approval", PATIENCE, |c| {
+            of_run(c, &id).any(|c| c.event() == Some("approval_reminder") && c.at_utc > after)
+        })
+        .await?;
+    let reminder = of_run(&calls, &id).find(|c| c.event() == Some("approval_reminder") && c.at_utc > after).unwrap();
+    assert_eq!(reminder.body["request"]["approvals_needed"], 1, "one of two approvals is in: {}", reminder.body);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn outcome_notifications_carry_the_outcome_status() -> anyhow::Result<()> {
+    let t = common::start().await?;
+    let alice = t.server.client("alice").await?;
+    let expiring = id_of(&alice.create_request(&ask("ledger-sandbox", "read")).await?);
+    let denied = id_of(&alice.create_request(&ask("wiki-staging", "edit")).await?);
+    let (st, body) = t.server.client("carol").await?.decide(&denied, "deny").await?;
+    assert_eq!(st, 200, "{body}");
+    let note = notification(&t, &denied, "denied").await?;
+    assert_eq!(recipients(&note), ["alice"]);
+    assert_eq!(note.body["request"]["status"], "denied", "{}", note.body);
+    assert!(note.body["request"]["approvals_needed"].is_null(), "{}", note.body);
+    let note = notification(&t, &expiring, "expired").await?;
+    assert_eq!(note.body["request"]["status"], "expired", "{}", note.body);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancelling_a_request_tells_its_approvers() -> anyhow::Result<()> {
+    let t = common::start().await?;
+    let alice = t.server.client("alice").await?;
+    let id = id_of(&alice.create_request(&ask("wiki-staging", "edit")).await?);
+    notification(&t, &id, "approval_requested").await?;
+    let (st, body) = alice.post(&format!("/v1/requests/{id}/cancel"), &json!({})).await?;
+    assert_eq!(st, 200, "{body}");
+    let note = notification(&t, &id, "cancelled").await?;
+    assert_eq!(recipients(&note), ["bob", "carol", "dave"]);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_grant_is_notified_with_the_documented_event() -> anyhow::Result<()> {
+    let t = common::start().await?;
+    let alice = t.server.client("alice").await?;
+    t.receiver.fail_next(Some("grant"), 403, 1);
+    let id = id_of(&alice.create_request(&ask("wiki-staging", "edit")).await?);
+    assert_eq!(t.server.client("bob").await?.decide(&id, "approve").await?.0, 200);
+    alice.wait_status(&id, "failed", PATIENCE).await?;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let events: Vec<String> = of_run(&t.receiver.calls(), &id).filter_map(|c| c.event().map(str::to_owned)).collect();
+    assert!(events.iter().any(|e| e == "failed"), "{events:?}");
+    Ok(())
+}
