@@ -428,7 +428,7 @@ impl TimerService {
                 let writer = self.writer.clone();
                 async move {
                     let job = Job::FireTimer { timer_id: t.id, run_id: t.run_id, kind: t.kind, step_index: t.step_index };
-                    if let Err(e) = writer.submit(job).await {
+                    if let Err(e) = writer.submit_internal(job).await {
                         tracing::warn!(run.id = %t.run_id, timer.kind = t.kind.as_str(), error = %e, "timer not applied");
                     }
                 }
@@ -465,7 +465,7 @@ impl Dispatcher {
     /// then periodically — the pending items found in the database (recovery after a crash, or
     /// items of a replica whose lease expired).
     async fn run(self: Arc<Self>, mut rx: mpsc::UnboundedReceiver<OutboxWork>, mut stop: watch::Receiver<bool>) {
-        self.scan().await;
+        self.scan(true).await;
         let mut tick = tokio::time::interval(self.settings.scan_interval);
         tick.tick().await;
         loop {
@@ -475,32 +475,45 @@ impl Dispatcher {
                     let now = self.shared.clock.now();
                     self.clone().launch(work, now);
                 }
-                _ = tick.tick() => self.scan().await,
+                _ = tick.tick() => self.scan(false).await,
             }
         }
     }
 
-    async fn scan(self: &Arc<Self>) {
+    /// Finds outbox work the in-memory hand-over does not cover. At start-up: every pending item
+    /// of this replica (left by a crash; each waits for its own due time). Afterwards: items of
+    /// other replicas whose lease expired, and items of ours stuck for a minute (lost in memory).
+    /// Items handed over after a recent commit may still be queued in the channel, so recent
+    /// items of ours are left alone — taking them here would deliver them twice.
+    async fn scan(self: &Arc<Self>, startup: bool) {
         let now = self.shared.clock.now();
-        let horizon = now + chrono::Duration::from_std(self.settings.scan_interval).unwrap_or_default();
-        let pending = match query::pending_outbox(&self.db.read, &self.shared.node_id, horizon, 5000).await {
+        let node = &self.shared.node_id;
+        let due_by = (!startup).then_some(now);
+        let pending = match query::pending_outbox(&self.db.read, node, now, due_by, 5000).await {
             Ok(p) => p,
             Err(e) => {
                 tracing::error!(error = %e, "cannot scan the outbox");
                 return;
             }
         };
+        let stuck_before = now - chrono::Duration::seconds(60);
         for p in pending {
-            if p.next_attempt_at > horizon || self.is_in_flight(p.id) {
+            if self.is_in_flight(p.id) {
                 continue;
             }
-            let until = now + self.shared.lease;
-            match query::claim_outbox(&self.db.write, p.id, &self.shared.node_id, now, until).await {
-                Ok(true) => {}
-                Ok(false) => continue,
-                Err(e) => {
-                    tracing::warn!(error = %e, "cannot claim outbox item");
-                    continue;
+            let ours = p.lease_owner.as_deref() == Some(node.as_str());
+            if ours && !startup && p.next_attempt_at > stuck_before {
+                continue;
+            }
+            if !ours {
+                let until = now + self.shared.lease;
+                match query::claim_outbox(&self.db.read, p.id, node, now, until).await {
+                    Ok(true) => {}
+                    Ok(false) => continue,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "cannot claim outbox item");
+                        continue;
+                    }
                 }
             }
             let work = OutboxWork { id: p.id, run_id: p.run_id, attempts: p.attempts, item: p.item };
@@ -546,6 +559,7 @@ impl Dispatcher {
                     Job::ActionResult {
                         outbox_id: work.id,
                         run_id: work.run_id,
+                        completed_at: now,
                         result: Ok(reference),
                         keep_retrying_at: None,
                         attempts: attempt,
@@ -583,7 +597,7 @@ impl Dispatcher {
                             next_attempt_at: next,
                             error: message,
                         };
-                        if self.writer.submit(job).await.is_err() {
+                        if self.writer.submit_internal(job).await.is_err() {
                             return;
                         }
                         work.attempts = attempt;
@@ -601,6 +615,7 @@ impl Dispatcher {
                             Job::ActionResult {
                                 outbox_id: work.id,
                                 run_id: work.run_id,
+                                completed_at: now,
                                 result: Err(message),
                                 keep_retrying_at: keep,
                                 attempts,
@@ -626,7 +641,7 @@ impl Dispatcher {
                 Job::ActionResult { keep_retrying_at: Some(t), attempts, .. } => Some((*t, *attempts)),
                 _ => None,
             };
-            if let Err(e) = self.writer.submit(job).await {
+            if let Err(e) = self.writer.submit_internal(job).await {
                 tracing::warn!(run.id = %work.run_id, error = %e, "could not record side-effect result");
                 return;
             }

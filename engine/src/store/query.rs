@@ -284,28 +284,29 @@ pub(crate) struct PendingOutbox {
     pub(crate) run_id: RunId,
     pub(crate) attempts: i32,
     pub(crate) next_attempt_at: DateTime<Utc>,
+    pub(crate) lease_owner: Option<String>,
     pub(crate) item: NewOutbox,
 }
 
-/// Pending outbox items owned by `node` or whose lease expired.
+/// Pending outbox items owned by `node` or whose lease expired at `now`; only those due by
+/// `due_by` when given.
 pub(crate) async fn pending_outbox<C: ConnectionTrait>(
     c: &C,
     node: &str,
     now: DateTime<Utc>,
+    due_by: Option<DateTime<Utc>>,
     limit: u64,
 ) -> Result<Vec<PendingOutbox>, StoreError> {
-    let rows = outbox::Entity::find()
-        .filter(outbox::Column::Status.eq("pending"))
-        .filter(
-            sea_orm::Condition::any()
-                .add(outbox::Column::LeaseOwner.eq(node))
-                .add(outbox::Column::LeaseUntil.lt(now))
-                .add(outbox::Column::LeaseUntil.is_null()),
-        )
-        .order_by_asc(outbox::Column::NextAttemptAt)
-        .limit(limit)
-        .all(c)
-        .await?;
+    let mut q = outbox::Entity::find().filter(outbox::Column::Status.eq("pending")).filter(
+        sea_orm::Condition::any()
+            .add(outbox::Column::LeaseOwner.eq(node))
+            .add(outbox::Column::LeaseUntil.lt(now))
+            .add(outbox::Column::LeaseUntil.is_null()),
+    );
+    if let Some(due_by) = due_by {
+        q = q.filter(outbox::Column::NextAttemptAt.lte(due_by));
+    }
+    let rows = q.order_by_asc(outbox::Column::NextAttemptAt).limit(limit).all(c).await?;
     rows.into_iter()
         .map(|m| {
             Ok(PendingOutbox {
@@ -313,6 +314,7 @@ pub(crate) async fn pending_outbox<C: ConnectionTrait>(
                 run_id: RunId(m.run_id),
                 attempts: m.attempts,
                 next_attempt_at: m.next_attempt_at,
+                lease_owner: m.lease_owner,
                 item: serde_json::from_str(&m.payload).map_err(|e| corrupt("outbox", e))?,
             })
         })

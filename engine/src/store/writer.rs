@@ -1,11 +1,21 @@
 //! The single writer: every state change goes through one task that commits batches of jobs in
 //! one transaction each (group commit), so a burst of decisions costs one fsync, not one each.
 //!
-//! Each job runs inside a savepoint: a job that fails rolls back alone and the rest of the batch
-//! commits. A job's audit records are appended to the hash chain only if the job succeeded, and
-//! the chain head is updated once per batch. Runs are updated by compare-and-set on `version`, so
-//! a second replica (PostgreSQL) can never overwrite a transition it did not see.
+//! Cost per statement dominates (each one crosses to the driver's thread and back), so the writer
+//! keeps statements few:
+//! - transitions are pure and refusals happen before any write, so jobs need no savepoints: a job
+//!   refused before writing leaves the batch intact; a database error aborts the batch, which is
+//!   then replayed one job per transaction so only the faulty job fails;
+//! - run state is cached between batches. The cache is only an optimisation: every run update is
+//!   a compare-and-set on `version`, so a stale entry (another replica moved the run) fails the
+//!   update, is dropped and the job retries on fresh state;
+//! - outbox and vote inserts, "done" outbox updates and audit records are written set-wise at the
+//!   end of the batch; the audit chain head is updated once per batch.
+//!
+//! Timer firings and side-effect results go through a priority lane, ahead of API traffic, so
+//! timers fire on time under load.
 
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
@@ -15,6 +25,7 @@ use sea_orm::{
     IntoActiveModel, QueryFilter, QueryOrder, SqliteTransactionMode, TransactionOptions, TransactionTrait,
 };
 use tokio::sync::{mpsc, oneshot};
+use tollgate_workflows::WorkflowKind;
 
 use super::entity::{
     api_token, audit_head, audit_log, decision, directory_entry, grant, idempotency_key, outbox, run, task, timer,
@@ -33,7 +44,7 @@ use crate::transition::{self, Command, Context, NewRequest, Outcome, TransitionE
 const MAX_BATCH: usize = 256;
 
 /// Renders the API response of a freshly created request (stored for idempotent replays).
-pub(crate) type Renderer = Box<dyn FnOnce(&RunView) -> String + Send>;
+pub(crate) type Renderer = Box<dyn Fn(&RunView) -> String + Send + Sync>;
 
 /// An `Idempotency-Key` claimed by a create request.
 #[derive(Debug, Clone)]
@@ -69,6 +80,7 @@ pub(crate) enum Job {
     ActionResult {
         outbox_id: OutboxId,
         run_id: RunId,
+        completed_at: DateTime<Utc>,
         result: Result<Option<String>, String>,
         keep_retrying_at: Option<DateTime<Utc>>,
         attempts: i32,
@@ -165,12 +177,6 @@ impl AfterCommit {
     fn timer(&mut self, due: DateTime<Utc>) {
         self.earliest_timer = Some(self.earliest_timer.map_or(due, |t| t.min(due)));
     }
-    fn absorb(&mut self, other: Self) {
-        self.outbox.extend(other.outbox);
-        if let Some(t) = other.earliest_timer {
-            self.timer(t);
-        }
-    }
 }
 
 /// An outbox item ready to perform.
@@ -185,14 +191,25 @@ pub(crate) struct OutboxWork {
 /// Sender side of the writer.
 #[derive(Clone, Debug)]
 pub(crate) struct WriterHandle {
-    tx: mpsc::Sender<Envelope>,
+    normal: mpsc::Sender<Envelope>,
+    internal: mpsc::Sender<Envelope>,
 }
 
 impl WriterHandle {
     /// Submits a job and waits for its commit.
     pub(crate) async fn submit(&self, job: Job) -> Result<JobOutput, JobError> {
+        Self::send(&self.normal, job).await
+    }
+
+    /// Submits an engine-internal job (timer firing, side-effect result) through the priority
+    /// lane, ahead of API traffic.
+    pub(crate) async fn submit_internal(&self, job: Job) -> Result<JobOutput, JobError> {
+        Self::send(&self.internal, job).await
+    }
+
+    async fn send(lane: &mpsc::Sender<Envelope>, job: Job) -> Result<JobOutput, JobError> {
         let (reply, rx) = oneshot::channel();
-        self.tx.send(Envelope { job, reply }).await.map_err(|_| StoreError::Closed)?;
+        lane.send(Envelope { job, reply }).await.map_err(|_| StoreError::Closed)?;
         rx.await.map_err(|_| StoreError::Closed)?
     }
 }
@@ -205,108 +222,242 @@ pub(crate) struct Sinks {
 
 /// Starts the writer task.
 pub(crate) fn spawn(db: Db, shared: Arc<Shared>, sinks: Sinks) -> (WriterHandle, tokio::task::JoinHandle<()>) {
-    let (tx, rx) = mpsc::channel(4096);
-    let task = tokio::spawn(run_writer(db, shared, sinks, rx));
-    (WriterHandle { tx }, task)
+    let (normal, normal_rx) = mpsc::channel(4096);
+    let (internal, internal_rx) = mpsc::channel(4096);
+    let task = tokio::spawn(run_writer(db, shared, sinks, internal_rx, normal_rx));
+    (WriterHandle { normal, internal }, task)
 }
 
-async fn run_writer(db: Db, shared: Arc<Shared>, sinks: Sinks, mut rx: mpsc::Receiver<Envelope>) {
-    let mut batch = Vec::with_capacity(MAX_BATCH);
-    while rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
-        let envelopes = std::mem::take(&mut batch);
-        commit_batch(&db, &shared, &sinks, envelopes).await;
+async fn run_writer(
+    db: Db,
+    shared: Arc<Shared>,
+    sinks: Sinks,
+    mut internal: mpsc::Receiver<Envelope>,
+    mut normal: mpsc::Receiver<Envelope>,
+) {
+    let mut cache = RunCache::default();
+    let (mut high, mut low) = (Vec::with_capacity(MAX_BATCH), Vec::with_capacity(MAX_BATCH));
+    let (mut internal_open, mut normal_open) = (true, true);
+    while internal_open || normal_open {
+        tokio::select! {
+            biased;
+            n = internal.recv_many(&mut high, MAX_BATCH), if internal_open => internal_open = n > 0,
+            n = normal.recv_many(&mut low, MAX_BATCH), if normal_open => normal_open = n > 0,
+        }
+        while high.len() + low.len() < MAX_BATCH {
+            match internal.try_recv() {
+                Ok(e) => high.push(e),
+                Err(_) => break,
+            }
+        }
+        while high.len() + low.len() < MAX_BATCH {
+            match normal.try_recv() {
+                Ok(e) => low.push(e),
+                Err(_) => break,
+            }
+        }
+        let mut batch = std::mem::take(&mut high);
+        batch.append(&mut low);
+        if !batch.is_empty() {
+            commit_batch(&db, &shared, &sinks, &mut cache, batch).await;
+        }
     }
     tracing::debug!("writer stopped");
 }
 
-async fn commit_batch(db: &Db, shared: &Shared, sinks: &Sinks, envelopes: Vec<Envelope>) {
+async fn commit_batch(db: &Db, shared: &Shared, sinks: &Sinks, cache: &mut RunCache, envelopes: Vec<Envelope>) {
+    let jobs: Vec<&Job> = envelopes.iter().map(|e| &e.job).collect();
+    let results = match run_batch(db, shared, cache, &jobs, sinks).await {
+        Ok(results) => results,
+        Err(e) if jobs.len() > 1 => {
+            // Replay one job per transaction: only the faulty job fails.
+            tracing::warn!(error = %e, jobs = jobs.len(), "batch aborted; replaying its jobs one by one");
+            let mut results = Vec::with_capacity(jobs.len());
+            for job in &jobs {
+                results.push(match run_batch(db, shared, cache, std::slice::from_ref(job), sinks).await {
+                    Ok(mut r) => r.pop().unwrap_or(Err(JobError::Store(StoreError::Closed))),
+                    Err(e) => Err(JobError::Store(e)),
+                });
+            }
+            results
+        }
+        Err(e) => vec![Err(JobError::Store(e))],
+    };
+    for (env, result) in envelopes.into_iter().zip(results) {
+        let _ = env.reply.send(result);
+    }
+}
+
+/// Runs `jobs` in one transaction. `Err` means the transaction was rolled back (every job must
+/// be considered not done); otherwise one result per job.
+async fn run_batch(
+    db: &Db,
+    shared: &Shared,
+    cache: &mut RunCache,
+    jobs: &[&Job],
+    sinks: &Sinks,
+) -> Result<Vec<Result<JobOutput, JobError>>, StoreError> {
     // IMMEDIATE: take SQLite's write lock up front, so a CLI process writing at the same time
     // waits on the busy timeout instead of failing with a stale snapshot.
     let options =
         TransactionOptions { sqlite_transaction_mode: Some(SqliteTransactionMode::Immediate), ..Default::default() };
-    let txn = match db.write.begin_with_options(options).await {
-        Ok(t) => t,
-        Err(e) => {
-            tracing::error!(error = %e, "cannot begin transaction");
-            for env in envelopes {
-                let _ = env.reply.send(Err(JobError::Store(StoreError::Db(e.clone()))));
-            }
-            return;
-        }
-    };
+    let txn = db.write.begin_with_options(options).await?;
     let now = shared.clock.now();
-    let mut results = Vec::with_capacity(envelopes.len());
-    let mut events: Vec<AuditEvent> = Vec::new();
-    let mut after = AfterCommit::default();
-    for env in envelopes {
-        let outcome = run_in_savepoint(&txn, shared, env.job, now).await;
-        let result = match outcome {
-            Ok((output, job_events, job_after)) => {
-                events.extend(job_events);
-                after.absorb(job_after);
-                output
+    let mut pending = Pending::default();
+    let mut results = Vec::with_capacity(jobs.len());
+    for job in jobs {
+        let mut ctx = JobCtx { c: &txn, shared, cache: &mut *cache, now, pending: Pending::default(), wrote: false };
+        let outcome = ctx.run(job).await;
+        let (wrote, job_pending) = (ctx.wrote, ctx.pending);
+        match outcome {
+            Ok(output) => {
+                pending.absorb(job_pending);
+                results.push(Ok(output));
             }
-            Err(e) => Err(e),
-        };
-        results.push((env.reply, result));
+            // Refused before writing: the rest of the batch is unaffected. A refused decision
+            // still leaves its audit record.
+            Err(Refusal::Audited(err, event)) if !wrote => {
+                pending.touched.extend(job_pending.touched);
+                pending.events.push(*event);
+                results.push(Err(err));
+            }
+            Err(Refusal::Plain(err)) if !wrote && !matches!(err, JobError::Store(_)) => {
+                pending.touched.extend(job_pending.touched);
+                results.push(Err(err));
+            }
+            Err(Refusal::Audited(err, _) | Refusal::Plain(err)) => {
+                pending.touched.extend(job_pending.touched);
+                cache.forget_all(&pending.touched);
+                let _ = txn.rollback().await;
+                return Err(match err {
+                    JobError::Store(e) => e,
+                    other => {
+                        StoreError::Corrupt { table: "writer", detail: format!("job failed after writing: {other}") }
+                    }
+                });
+            }
+        }
     }
-    let committed = async {
-        append_audit(&txn, events, now).await?;
+    let flushed = async {
+        pending.flush(&txn, now).await?;
         txn.commit().await
     }
     .await;
-    match committed {
-        Ok(()) => {
-            for w in after.outbox {
-                let _ = sinks.outbox.send(w);
-            }
-            if let Some(t) = after.earliest_timer {
-                let _ = sinks.timers.send(t);
-            }
-            for (reply, result) in results {
-                let _ = reply.send(result);
+    if let Err(e) = flushed {
+        cache.forget_all(&pending.touched);
+        return Err(e.into());
+    }
+    for w in pending.after.outbox {
+        let _ = sinks.outbox.send(w);
+    }
+    if let Some(t) = pending.after.earliest_timer {
+        let _ = sinks.timers.send(t);
+    }
+    Ok(results)
+}
+
+/// Writes deferred to the end of a batch, and what to do after it commits.
+#[derive(Default)]
+struct Pending {
+    events: Vec<AuditEvent>,
+    after: AfterCommit,
+    outbox: Vec<outbox::ActiveModel>,
+    votes: Vec<decision::ActiveModel>,
+    /// Outbox items that succeeded, by attempt count.
+    done: BTreeMap<i32, Vec<uuid::Uuid>>,
+    /// Runs whose cached state this batch changed (forgotten if the batch rolls back).
+    touched: Vec<RunId>,
+}
+
+impl Pending {
+    fn absorb(&mut self, other: Self) {
+        self.events.extend(other.events);
+        self.after.outbox.extend(other.after.outbox);
+        if let Some(t) = other.after.earliest_timer {
+            self.after.timer(t);
+        }
+        self.outbox.extend(other.outbox);
+        self.votes.extend(other.votes);
+        for (attempts, ids) in other.done {
+            self.done.entry(attempts).or_default().extend(ids);
+        }
+        self.touched.extend(other.touched);
+    }
+
+    async fn flush(&mut self, txn: &DatabaseTransaction, now: DateTime<Utc>) -> Result<(), sea_orm::DbErr> {
+        for chunk in stable_chunks(std::mem::take(&mut self.outbox)) {
+            outbox::Entity::insert_many(chunk).exec_without_returning(txn).await?;
+        }
+        for chunk in stable_chunks(std::mem::take(&mut self.votes)) {
+            decision::Entity::insert_many(chunk).exec_without_returning(txn).await?;
+        }
+        for (attempts, ids) in std::mem::take(&mut self.done) {
+            for chunk in ids.chunks(500) {
+                outbox::Entity::update_many()
+                    .col_expr(outbox::Column::Status, Expr::value("done"))
+                    .col_expr(outbox::Column::Attempts, Expr::value(attempts))
+                    .col_expr(outbox::Column::UpdatedAt, Expr::value(now))
+                    .filter(outbox::Column::Id.is_in(chunk.iter().copied()))
+                    .exec(txn)
+                    .await?;
             }
         }
-        Err(e) => {
-            tracing::error!(error = %e, "batch commit failed");
-            for (reply, _) in results {
-                let _ = reply.send(Err(JobError::Store(StoreError::Db(e.clone()))));
-            }
+        append_audit(txn, std::mem::take(&mut self.events), now).await
+    }
+}
+
+/// Splits rows into chunks of 64 and then powers of two, so multi-row inserts use a handful of
+/// distinct statement texts that the driver's statement cache keeps prepared.
+fn stable_chunks<T>(mut rows: Vec<T>) -> Vec<Vec<T>> {
+    let mut out = Vec::new();
+    while !rows.is_empty() {
+        let n = if rows.len() >= 64 { 64 } else { 1 << rows.len().ilog2() };
+        let rest = rows.split_off(n);
+        out.push(rows);
+        rows = rest;
+    }
+    out
+}
+
+/// Run state kept between batches. Only an optimisation: run updates are compare-and-set on
+/// `version`, so a stale entry fails its update, is dropped and the job retries on fresh state.
+#[derive(Default)]
+struct RunCache {
+    map: HashMap<RunId, RunState>,
+}
+
+impl RunCache {
+    /// Bound on entries; the cache is simply emptied when it is reached.
+    const CAPACITY: usize = 100_000;
+
+    fn get(&self, id: RunId) -> Option<RunState> {
+        self.map.get(&id).cloned()
+    }
+
+    fn put(&mut self, state: RunState) {
+        // A run that reached a final state and waits for nothing is not touched again.
+        if state.run.status.is_final() && matches!(state.run.step, StepState::Idle) {
+            self.map.remove(&state.run.id);
+            return;
+        }
+        if self.map.len() >= Self::CAPACITY {
+            self.map.clear();
+        }
+        self.map.insert(state.run.id, state);
+    }
+
+    fn forget(&mut self, id: RunId) {
+        self.map.remove(&id);
+    }
+
+    fn forget_all(&mut self, ids: &[RunId]) {
+        for id in ids {
+            self.map.remove(id);
         }
     }
 }
 
-type JobSuccess = (Result<JobOutput, JobError>, Vec<AuditEvent>, AfterCommit);
-
-/// Runs one job in a savepoint. `Ok((Err(..), events, ..))` is a refusal that still commits its
-/// audit events (a rejected decision is evidence too).
-async fn run_in_savepoint(
-    txn: &DatabaseTransaction,
-    shared: &Shared,
-    job: Job,
-    now: DateTime<Utc>,
-) -> Result<JobSuccess, JobError> {
-    let sp = txn.begin().await?;
-    let mut w = JobCtx { c: &sp, shared, now, events: Vec::new(), after: AfterCommit::default() };
-    match w.run(job).await {
-        Ok(output) => {
-            let (events, after) = (std::mem::take(&mut w.events), std::mem::take(&mut w.after));
-            sp.commit().await?;
-            Ok((Ok(output), events, after))
-        }
-        Err(Refusal::Audited(err, event)) => {
-            sp.rollback().await?;
-            Ok((Err(err), vec![*event], AfterCommit::default()))
-        }
-        Err(Refusal::Plain(err)) => {
-            sp.rollback().await?;
-            if let JobError::Store(e) = &err {
-                tracing::error!(error = %e, "job failed");
-            }
-            Err(err)
-        }
-    }
-}
+type JobResult = Result<JobOutput, Refusal>;
 
 enum Refusal {
     Plain(JobError),
@@ -322,78 +473,90 @@ impl<E: Into<JobError>> From<E> for Refusal {
 struct JobCtx<'a> {
     c: &'a DatabaseTransaction,
     shared: &'a Shared,
+    cache: &'a mut RunCache,
     now: DateTime<Utc>,
-    events: Vec<AuditEvent>,
-    after: AfterCommit,
+    pending: Pending,
+    /// Whether this job already wrote something (a later failure must then abort the batch).
+    wrote: bool,
 }
 
 impl JobCtx<'_> {
-    async fn run(&mut self, job: Job) -> Result<JobOutput, Refusal> {
+    async fn run(&mut self, job: &Job) -> JobResult {
         match job {
             Job::Create { request, is_admin, idempotency, render } => {
-                self.create(request, is_admin, idempotency, render).await
+                self.create(request.clone(), *is_admin, idempotency.as_ref(), render).await
             }
-            Job::Apply { run_id, command } => self.apply(run_id, command).await,
+            Job::Apply { run_id, command } => self.apply(*run_id, command).await,
             Job::RevokeGrant { grant_id, actor, channel } => {
                 let g = grant::Entity::find_by_id(grant_id.0).one(self.c).await?.ok_or(JobError::NotFound("grant"))?;
-                self.apply(RunId(g.run_id), Command::RevokeNow { actor, channel }).await
+                let command = Command::RevokeNow { actor: actor.clone(), channel: channel.clone() };
+                self.apply(RunId(g.run_id), &command).await
             }
             Job::FireTimer { timer_id, run_id, kind, step_index } => {
+                self.wrote = true;
                 let deleted = timer::Entity::delete_by_id(timer_id.0).exec(self.c).await?;
                 if deleted.rows_affected == 0 {
                     return Ok(JobOutput::Applied); // fired elsewhere, or cleared
                 }
-                self.apply(run_id, Command::TimerFired { kind, step_index }).await
+                self.apply(*run_id, &Command::TimerFired { kind: *kind, step_index: *step_index }).await
             }
-            Job::ActionResult { outbox_id, run_id, result, keep_retrying_at, attempts } => {
-                let (status, next) = match (&result, keep_retrying_at) {
-                    (Ok(_), _) => ("done", None),
-                    (Err(_), Some(at)) => ("pending", Some(at)),
-                    (Err(_), None) => ("failed", None),
-                };
-                self.update_outbox(outbox_id, status, attempts, next, result.as_ref().err().cloned()).await?;
+            Job::ActionResult { outbox_id, run_id, completed_at, result, keep_retrying_at, attempts } => {
+                match (result, keep_retrying_at) {
+                    (Ok(_), _) => self.pending.done.entry(*attempts).or_default().push(outbox_id.0),
+                    (Err(e), Some(at)) => {
+                        self.update_outbox(*outbox_id, "pending", *attempts, Some(*at), Some(e.clone())).await?
+                    }
+                    (Err(e), None) => {
+                        self.update_outbox(*outbox_id, "failed", *attempts, None, Some(e.clone())).await?
+                    }
+                }
                 let command = match result {
                     Ok(reference) => Command::ActionSucceeded {
-                        outbox_id,
-                        reference,
+                        outbox_id: *outbox_id,
+                        reference: reference.clone(),
+                        at: Some(*completed_at),
                         actor: "system".to_owned(),
                         channel: "engine".to_owned(),
                     },
                     Err(error) => Command::ActionFailed {
-                        outbox_id,
-                        error,
+                        outbox_id: *outbox_id,
+                        error: error.clone(),
                         actor: "system".to_owned(),
                         channel: "engine".to_owned(),
                     },
                 };
-                self.apply(run_id, command).await
+                self.apply(*run_id, &command).await
             }
             Job::AttemptFailed { outbox_id, attempts, next_attempt_at, error } => {
-                self.update_outbox(outbox_id, "pending", attempts, Some(next_attempt_at), Some(error)).await?;
+                self.update_outbox(*outbox_id, "pending", *attempts, Some(*next_attempt_at), Some(error.clone()))
+                    .await?;
                 Ok(JobOutput::Done)
             }
             Job::NotificationResult { outbox_id, event, delivered, attempts } => {
-                let status = if delivered { "done" } else { "failed" };
-                let error =
-                    (!delivered).then(|| event.details["error"].as_str().unwrap_or("delivery failed").to_owned());
-                self.update_outbox(outbox_id, status, attempts, None, error).await?;
-                self.events.push(event);
+                if *delivered {
+                    self.pending.done.entry(*attempts).or_default().push(outbox_id.0);
+                } else {
+                    let error = event.details["error"].as_str().unwrap_or("delivery failed").to_owned();
+                    self.update_outbox(*outbox_id, "failed", *attempts, None, Some(error)).await?;
+                }
+                self.pending.events.push(event.clone());
                 Ok(JobOutput::Done)
             }
             Job::OpenTask { outbox_id, run_id, operator, instructions } => {
-                self.open_task(outbox_id, run_id, operator, instructions).await
+                self.open_task(*outbox_id, *run_id, operator, instructions).await
             }
             Job::ResolveTask { task_id, actor, is_admin, done, comment } => {
-                self.resolve_task(task_id, actor, is_admin, done, comment).await
+                self.resolve_task(*task_id, actor, *is_admin, *done, comment.clone()).await
             }
             Job::CreateToken { principal, name, token_hash, actor, channel } => {
                 let id = uuid::Uuid::now_v7();
+                self.wrote = true;
                 api_token::Entity::insert(
                     api_token::Model {
                         id,
                         principal: principal.clone(),
                         name: name.clone(),
-                        token_hash,
+                        token_hash: token_hash.clone(),
                         created_at: self.now,
                         revoked_at: None,
                     }
@@ -401,11 +564,11 @@ impl JobCtx<'_> {
                 )
                 .exec_without_returning(self.c)
                 .await?;
-                self.events.push(AuditEvent {
+                self.pending.events.push(AuditEvent {
                     event_type: "token_created".to_owned(),
-                    channel,
+                    channel: channel.clone(),
                     outcome: "success".to_owned(),
-                    actor,
+                    actor: actor.clone(),
                     subject: format!("principal:{principal}"),
                     run_id: None,
                     justification: None,
@@ -416,55 +579,56 @@ impl JobCtx<'_> {
                 Ok(JobOutput::TokenCreated(id))
             }
             Job::Audit(events) => {
-                self.events.extend(events);
+                self.pending.events.extend(events.iter().cloned());
                 Ok(JobOutput::Done)
             }
-            Job::Sync(plan) => {
-                for w in plan.workflows {
-                    workflow_definition::Entity::insert(
-                        workflow_definition::Model {
-                            key: w.key,
-                            version: i32::try_from(w.version).unwrap_or(i32::MAX),
-                            kind: w.kind,
-                            source: w.source,
-                            sha256: w.sha256,
-                            loaded_at: self.now,
-                        }
-                        .into_active_model(),
-                    )
-                    .exec_without_returning(self.c)
-                    .await?;
+            Job::Sync(plan) => self.sync(plan).await,
+        }
+    }
+
+    async fn sync(&mut self, plan: &crate::config_sync::SyncPlan) -> JobResult {
+        self.wrote = true;
+        for w in &plan.workflows {
+            workflow_definition::Entity::insert(
+                workflow_definition::Model {
+                    key: w.key.clone(),
+                    version: i32::try_from(w.version).unwrap_or(i32::MAX),
+                    kind: w.kind.clone(),
+                    source: w.source.clone(),
+                    sha256: w.sha256.clone(),
+                    loaded_at: self.now,
                 }
-                for d in plan.directory {
-                    let model = directory_entry::Model {
-                        kind: d.kind.to_owned(),
-                        name: d.name,
-                        document: d.document,
-                        active: d.active,
-                        updated_at: self.now,
-                    };
-                    if d.exists {
-                        directory_entry::Entity::update(model.into_active_model().reset_all()).exec(self.c).await?;
-                    } else {
-                        directory_entry::Entity::insert(model.into_active_model())
-                            .exec_without_returning(self.c)
-                            .await?;
-                    }
-                }
-                self.events.extend(plan.events);
-                Ok(JobOutput::Done)
+                .into_active_model(),
+            )
+            .exec_without_returning(self.c)
+            .await?;
+        }
+        for d in &plan.directory {
+            let model = directory_entry::Model {
+                kind: d.kind.to_owned(),
+                name: d.name.clone(),
+                document: d.document.clone(),
+                active: d.active,
+                updated_at: self.now,
+            };
+            if d.exists {
+                directory_entry::Entity::update(model.into_active_model().reset_all()).exec(self.c).await?;
+            } else {
+                directory_entry::Entity::insert(model.into_active_model()).exec_without_returning(self.c).await?;
             }
         }
+        self.pending.events.extend(plan.events.iter().cloned());
+        Ok(JobOutput::Done)
     }
 
     async fn create(
         &mut self,
         request: NewRequest,
         is_admin: bool,
-        claim: Option<IdempotencyClaim>,
-        render: Renderer,
-    ) -> Result<JobOutput, Refusal> {
-        if let Some(claim) = &claim {
+        claim: Option<&IdempotencyClaim>,
+        render: &Renderer,
+    ) -> JobResult {
+        if let Some(claim) = claim {
             let existing =
                 idempotency_key::Entity::find_by_id((claim.principal.clone(), claim.key.clone())).one(self.c).await?;
             if let Some(found) = existing {
@@ -478,15 +642,15 @@ impl JobCtx<'_> {
         let (definition, integration) = shared.resolve_for_request(&request)?;
         let ctx = Context { definition: &definition, directory: &shared.directory, integration, now: self.now };
         let outcome = transition::start(request, is_admin, &ctx)?;
-        let run = self.persist(outcome, None).await?;
-        let view = RunView { run: run.clone(), votes: Vec::new(), grant: None };
+        let state = self.persist(outcome, None).await?;
+        let view = RunView { run: state.run.clone(), votes: Vec::new(), grant: None };
         let body = render(&view);
         if let Some(claim) = claim {
             idempotency_key::Entity::insert(
                 idempotency_key::Model {
-                    principal: claim.principal,
-                    key: claim.key,
-                    request_hash: claim.request_hash,
+                    principal: claim.principal.clone(),
+                    key: claim.key.clone(),
+                    request_hash: claim.request_hash.clone(),
                     status_code: 201,
                     response: body.clone(),
                     created_at: self.now,
@@ -496,53 +660,65 @@ impl JobCtx<'_> {
             .exec_without_returning(self.c)
             .await?;
         }
-        Ok(JobOutput::Created { run_id: run.id, body })
+        Ok(JobOutput::Created { run_id: state.run.id, body })
+    }
+
+    /// The state a transition reads: from the cache when present (for runs acting on another
+    /// run's grant, the grant is always re-read: its owner may have changed it).
+    async fn state(&mut self, run_id: RunId) -> Result<RunState, JobError> {
+        if let Some(mut s) = self.cache.get(run_id) {
+            if let Some(g) = s.grant.as_ref().filter(|g| g.run_id != run_id) {
+                s.grant = grant::Entity::find_by_id(g.id.0).one(self.c).await?.map(Grant::try_from).transpose()?;
+            }
+            return Ok(s);
+        }
+        let state = load_state(self.c, run_id).await?.ok_or(JobError::NotFound("request"))?;
+        Ok(state)
     }
 
     /// Applies a command, retrying on fresh state when another replica won the compare-and-set
-    /// (nothing was written before the failed update, so retrying in the savepoint is safe).
-    async fn apply(&mut self, run_id: RunId, command: Command) -> Result<JobOutput, Refusal> {
+    /// (nothing was written before the failed update, so retrying is safe).
+    async fn apply(&mut self, run_id: RunId, command: &Command) -> JobResult {
         let mut attempts = 0;
         loop {
-            match self.apply_once(run_id, command.clone()).await {
-                Err(Refusal::Plain(JobError::Store(StoreError::Conflict))) if attempts < 3 => attempts += 1,
+            match self.apply_once(run_id, command).await {
+                Err(Refusal::Plain(JobError::Store(StoreError::Conflict))) if attempts < 3 => {
+                    self.cache.forget(run_id);
+                    attempts += 1;
+                }
                 other => return other,
             }
         }
     }
 
-    async fn apply_once(&mut self, run_id: RunId, command: Command) -> Result<JobOutput, Refusal> {
-        let state = load_state(self.c, run_id).await?.ok_or(JobError::NotFound("request"))?;
+    async fn apply_once(&mut self, run_id: RunId, command: &Command) -> JobResult {
+        let state = self.state(run_id).await?;
         let shared = self.shared;
         let definition = shared.definition(&state.run)?;
         let integration =
             shared.directory.integrations.get(&state.run.integration).ok_or(JobError::NotFound("integration"))?;
         let ctx = Context { definition: &definition, directory: &shared.directory, integration, now: self.now };
-        let audit_refusal = match &command {
-            Command::Decide { actor, decision, channel, .. } => {
-                Some((actor.clone(), decision.as_str(), channel.clone()))
-            }
-            _ => None,
-        };
-        match transition::apply(state.clone(), command, &ctx) {
+        match transition::apply(state.clone(), command.clone(), &ctx) {
             Ok(Some(outcome)) => {
                 self.persist(outcome, Some(&state)).await?;
                 Ok(JobOutput::Applied)
             }
             Ok(None) => Ok(JobOutput::Applied),
-            Err(err) => match audit_refusal {
-                Some((actor, decision, channel)) => {
-                    let ev = transition_refusal_event(&state.run, &actor, decision, &channel, &err);
+            Err(err) => match command {
+                Command::Decide { actor, decision, channel, .. } => {
+                    let ev = transition_refusal_event(&state.run, actor, decision.as_str(), channel, &err);
                     Err(Refusal::Audited(err.into(), Box::new(ev)))
                 }
-                None => Err(err.into()),
+                _ => Err(err.into()),
             },
         }
     }
 
     /// Writes a transition's outcome: the run (compare-and-set), grant, votes, effects, audit.
-    async fn persist(&mut self, out: Outcome, prev: Option<&RunState>) -> Result<Run, JobError> {
+    /// Returns the new state, which is also cached.
+    async fn persist(&mut self, out: Outcome, prev: Option<&RunState>) -> Result<RunState, JobError> {
         let Outcome { mut run, grant: new_grant, votes, audit, effects, .. } = out;
+        self.wrote = true;
         match prev {
             None => {
                 run.version = 1;
@@ -565,44 +741,62 @@ impl JobCtx<'_> {
                     .await?;
                 if res.rows_affected != 1 {
                     // Another replica committed a transition on this run first; the caller
-                    // retries on fresh state.
+                    // retries on fresh state. Nothing of this job was written before this point.
+                    self.wrote = false;
                     return Err(StoreError::Conflict.into());
                 }
             }
         }
+        self.pending.touched.push(run.id);
+        let prev_grant = prev.and_then(|p| p.grant.as_ref());
         if let Some(g) = new_grant.as_ref() {
-            let before = prev.and_then(|p| p.grant.as_ref());
-            self.save_grant(g, before).await?;
+            // A grant request creates its grant when it reaches its grant step; other kinds act
+            // on a grant that exists already.
+            let exists = prev.map_or(run.kind != WorkflowKind::Grant, |p| p.grant.is_some());
+            self.save_grant(&run, g, prev_grant, exists).await?;
         }
         for v in &votes {
-            insert_vote(self.c, run.id, v).await?;
+            self.pending.votes.push(vote_model(run.id, v));
         }
         for effect in effects {
             self.effect(&run, effect).await?;
         }
-        self.events.extend(audit);
-        Ok(run)
+        self.pending.events.extend(audit);
+        let mut all_votes = prev.map(|p| p.votes.clone()).unwrap_or_default();
+        all_votes.extend(votes);
+        let state = RunState { run, votes: all_votes, grant: new_grant.or_else(|| prev_grant.cloned()) };
+        self.cache.put(state.clone());
+        Ok(state)
     }
 
-    async fn save_grant(&mut self, g: &Grant, before: Option<&Grant>) -> Result<(), JobError> {
-        match before {
-            Some(b) if b == g => {}
-            Some(_) => {
-                let mut am = grant_model(g).into_active_model().reset_all();
-                am.id = sea_orm::ActiveValue::Unchanged(g.id.0);
-                grant::Entity::update(am).exec(self.c).await?;
-            }
-            None => {
-                let exists = grant::Entity::find_by_id(g.id.0).one(self.c).await?.is_some();
-                if exists {
-                    let mut am = grant_model(g).into_active_model().reset_all();
-                    am.id = sea_orm::ActiveValue::Unchanged(g.id.0);
-                    grant::Entity::update(am).exec(self.c).await?;
-                } else {
-                    grant::Entity::insert(grant_model(g).into_active_model()).exec_without_returning(self.c).await?;
-                }
-            }
+    async fn save_grant(&mut self, run: &Run, g: &Grant, before: Option<&Grant>, exists: bool) -> Result<(), JobError> {
+        if before == Some(g) {
+            return Ok(());
         }
+        if exists {
+            let mut am = grant_model(g).into_active_model().reset_all();
+            am.id = sea_orm::ActiveValue::Unchanged(g.id.0);
+            grant::Entity::update(am).exec(self.c).await?;
+        } else {
+            grant::Entity::insert(grant_model(g).into_active_model()).exec_without_returning(self.c).await?;
+        }
+        if g.run_id != run.id {
+            self.touch_other_run(g.run_id).await?;
+        }
+        Ok(())
+    }
+
+    /// Another run's grant changed under it: drop its cached state and bump its version so any
+    /// replica holding a copy re-reads it before its next transition.
+    async fn touch_other_run(&mut self, run_id: RunId) -> Result<(), JobError> {
+        use sea_orm::sea_query::ExprTrait as _;
+        self.cache.forget(run_id);
+        self.pending.touched.push(run_id);
+        run::Entity::update_many()
+            .col_expr(run::Column::Version, Expr::col(run::Column::Version).add(1))
+            .filter(run::Column::Id.eq(run_id.0))
+            .exec(self.c)
+            .await?;
         Ok(())
     }
 
@@ -621,14 +815,14 @@ impl JobCtx<'_> {
                 )
                 .exec_without_returning(self.c)
                 .await?;
-                self.after.timer(due_at);
+                self.pending.after.timer(due_at);
             }
             Effect::ClearTimers => {
                 timer::Entity::delete_many().filter(timer::Column::RunId.eq(run.id.0)).exec(self.c).await?;
             }
             Effect::Enqueue(item) => {
                 let item = *item;
-                outbox::Entity::insert(
+                self.pending.outbox.push(
                     outbox::Model {
                         id: item.id.0,
                         run_id: run.id.0,
@@ -646,10 +840,8 @@ impl JobCtx<'_> {
                         updated_at: self.now,
                     }
                     .into_active_model(),
-                )
-                .exec_without_returning(self.c)
-                .await?;
-                self.after.outbox.push(OutboxWork { id: item.id, run_id: run.id, attempts: 0, item });
+                );
+                self.pending.after.outbox.push(OutboxWork { id: item.id, run_id: run.id, attempts: 0, item });
             }
             Effect::ExtendGrant { grant_id, expires_at } => {
                 let Some(g) = grant::Entity::find_by_id(grant_id.0).one(self.c).await? else { return Ok(()) };
@@ -660,10 +852,12 @@ impl JobCtx<'_> {
                     .exec(self.c)
                     .await?;
                 self.move_wait_timer(g.run_id, expires_at).await?;
+                self.touch_other_run(RunId(g.run_id)).await?;
             }
             Effect::WakeGrantRun { grant_id } => {
                 let Some(g) = grant::Entity::find_by_id(grant_id.0).one(self.c).await? else { return Ok(()) };
                 self.move_wait_timer(g.run_id, self.now).await?;
+                self.touch_other_run(RunId(g.run_id)).await?;
             }
         }
         Ok(())
@@ -677,7 +871,7 @@ impl JobCtx<'_> {
             .exec(self.c)
             .await?;
         if res.rows_affected > 0 {
-            self.after.timer(due);
+            self.pending.after.timer(due);
         }
         Ok(())
     }
@@ -690,6 +884,7 @@ impl JobCtx<'_> {
         next: Option<DateTime<Utc>>,
         error: Option<String>,
     ) -> Result<(), JobError> {
+        self.wrote = true;
         let mut q = outbox::Entity::update_many()
             .col_expr(outbox::Column::Status, Expr::value(status))
             .col_expr(outbox::Column::Attempts, Expr::value(attempts))
@@ -705,24 +900,19 @@ impl JobCtx<'_> {
         Ok(())
     }
 
-    async fn open_task(
-        &mut self,
-        outbox_id: OutboxId,
-        run_id: RunId,
-        operator: String,
-        instructions: String,
-    ) -> Result<JobOutput, Refusal> {
+    async fn open_task(&mut self, outbox_id: OutboxId, run_id: RunId, operator: &str, instructions: &str) -> JobResult {
         if task::Entity::find().filter(task::Column::OutboxId.eq(outbox_id.0)).one(self.c).await?.is_some() {
             return Ok(JobOutput::Done);
         }
         let id = TaskId::new();
+        self.wrote = true;
         task::Entity::insert(
             task::Model {
                 id: id.0,
                 outbox_id: outbox_id.0,
                 run_id: run_id.0,
-                operator: operator.clone(),
-                instructions,
+                operator: operator.to_owned(),
+                instructions: instructions.to_owned(),
                 status: "open".to_owned(),
                 resolved_by: None,
                 comment: None,
@@ -735,7 +925,7 @@ impl JobCtx<'_> {
         .await?;
         self.update_outbox(outbox_id, "waiting_operator", 1, None, None).await?;
         let run = run::Entity::find_by_id(run_id.0).one(self.c).await?;
-        self.events.push(AuditEvent {
+        self.pending.events.push(AuditEvent {
             event_type: "manual_task_opened".to_owned(),
             channel: "engine".to_owned(),
             outcome: "success".to_owned(),
@@ -753,11 +943,11 @@ impl JobCtx<'_> {
     async fn resolve_task(
         &mut self,
         task_id: TaskId,
-        actor: String,
+        actor: &str,
         is_admin: bool,
         done: bool,
         comment: Option<String>,
-    ) -> Result<JobOutput, Refusal> {
+    ) -> JobResult {
         let t = task::Entity::find_by_id(task_id.0).one(self.c).await?.ok_or(JobError::NotFound("task"))?;
         if t.operator != actor && !is_admin {
             return Err(JobError::NotTaskOperator.into());
@@ -766,72 +956,47 @@ impl JobCtx<'_> {
             return Err(JobError::TaskResolved.into());
         }
         let status = if done { "done" } else { "failed" };
+        self.wrote = true;
         task::Entity::update_many()
             .col_expr(task::Column::Status, Expr::value(status))
-            .col_expr(task::Column::ResolvedBy, Expr::value(actor.clone()))
+            .col_expr(task::Column::ResolvedBy, Expr::value(actor.to_owned()))
             .col_expr(task::Column::Comment, Expr::value(comment.clone()))
             .col_expr(task::Column::ResolvedAt, Expr::value(self.now))
             .filter(task::Column::Id.eq(task_id.0))
             .exec(self.c)
             .await?;
         let outbox_id = OutboxId(t.outbox_id);
-        self.update_outbox(
-            outbox_id,
-            status,
-            1,
-            None,
-            (!done).then(|| comment.clone().unwrap_or_else(|| "operator reported failure".to_owned())),
-        )
-        .await?;
+        let error = (!done).then(|| comment.clone().unwrap_or_else(|| "operator reported failure".to_owned()));
+        self.update_outbox(outbox_id, status, 1, None, error).await?;
         let command = if done {
-            Command::ActionSucceeded { outbox_id, reference: None, actor, channel: "api".to_owned() }
+            Command::ActionSucceeded {
+                outbox_id,
+                reference: None,
+                at: None,
+                actor: actor.to_owned(),
+                channel: "api".to_owned(),
+            }
         } else {
             let error = format!("operator reported failure: {}", comment.unwrap_or_default());
-            Command::ActionFailed { outbox_id, error, actor, channel: "api".to_owned() }
+            Command::ActionFailed { outbox_id, error, actor: actor.to_owned(), channel: "api".to_owned() }
         };
-        self.apply(RunId(t.run_id), command).await?;
+        self.apply(RunId(t.run_id), &command).await?;
         Ok(JobOutput::TaskResolved(RunId(t.run_id)))
     }
 }
 
-fn transition_refusal_event(
-    run: &Run,
-    actor: &str,
-    decision: &str,
-    channel: &str,
-    err: &TransitionError,
-) -> AuditEvent {
-    AuditEvent {
-        event_type: "decision_rejected".to_owned(),
-        channel: channel.to_owned(),
-        outcome: "rejected".to_owned(),
-        actor: actor.to_owned(),
-        subject: format!("request:{}", run.id),
-        run_id: Some(run.id.0),
-        justification: Some(run.justification.clone()),
-        workflow_key: Some(run.workflow_key.clone()),
-        workflow_version: i32::try_from(run.workflow_version).ok(),
-        details: serde_json::json!({ "decision": decision, "reason": err.code(), "status": run.status.as_str() }),
+fn vote_model(run_id: RunId, v: &Vote) -> decision::ActiveModel {
+    decision::Model {
+        id: uuid::Uuid::now_v7(),
+        run_id: run_id.0,
+        step_index: i32::try_from(v.step_index).unwrap_or(i32::MAX),
+        approver: v.approver.clone(),
+        decision: v.decision.as_str().to_owned(),
+        comment: v.comment.clone(),
+        channel: v.channel.clone(),
+        decided_at: v.decided_at,
     }
-}
-
-async fn insert_vote(c: &DatabaseTransaction, run_id: RunId, v: &Vote) -> Result<(), JobError> {
-    decision::Entity::insert(
-        decision::Model {
-            id: uuid::Uuid::now_v7(),
-            run_id: run_id.0,
-            step_index: i32::try_from(v.step_index).unwrap_or(i32::MAX),
-            approver: v.approver.clone(),
-            decision: v.decision.as_str().to_owned(),
-            comment: v.comment.clone(),
-            channel: v.channel.clone(),
-            decided_at: v.decided_at,
-        }
-        .into_active_model(),
-    )
-    .exec_without_returning(c)
-    .await?;
-    Ok(())
+    .into_active_model()
 }
 
 /// Loads what a transition needs to see of a run.
@@ -855,6 +1020,27 @@ pub(crate) async fn load_state<C: ConnectionTrait>(c: &C, run_id: RunId) -> Resu
         None => None,
     };
     Ok(Some(RunState { run, votes, grant }))
+}
+
+fn transition_refusal_event(
+    run: &Run,
+    actor: &str,
+    decision: &str,
+    channel: &str,
+    err: &TransitionError,
+) -> AuditEvent {
+    AuditEvent {
+        event_type: "decision_rejected".to_owned(),
+        channel: channel.to_owned(),
+        outcome: "rejected".to_owned(),
+        actor: actor.to_owned(),
+        subject: format!("request:{}", run.id),
+        run_id: Some(run.id.0),
+        justification: Some(run.justification.clone()),
+        workflow_key: Some(run.workflow_key.clone()),
+        workflow_version: i32::try_from(run.workflow_version).ok(),
+        details: serde_json::json!({ "decision": decision, "reason": err.code(), "status": run.status.as_str() }),
+    }
 }
 
 /// Appends `events` to the hash chain, after the current head.

@@ -44,6 +44,9 @@ pub enum Command {
         outbox_id: OutboxId,
         /// External reference.
         reference: Option<String>,
+        /// When the call completed (access starts then, not when the result was recorded);
+        /// `None` means now.
+        at: Option<chrono::DateTime<chrono::Utc>>,
         /// `system`, or the operator who confirmed a manual task.
         actor: String,
         /// `engine`, or `api` for manual tasks.
@@ -119,9 +122,10 @@ pub fn apply(state: RunState, command: Command, ctx: &Context<'_>) -> Result<Opt
                 return Ok(None);
             }
         }
-        Command::ActionSucceeded { outbox_id, reference, actor, channel } => {
+        Command::ActionSucceeded { outbox_id, reference, at, actor, channel } => {
             let Some(op) = pending_action(&out, outbox_id) else { return Ok(None) };
-            action_succeeded(&mut out, op, reference, &actor, &channel, ctx);
+            let at = at.filter(|t| *t <= ctx.now).unwrap_or(ctx.now);
+            action_succeeded(&mut out, op, reference, at, &actor, &channel, ctx);
         }
         Command::ActionFailed { outbox_id, error, actor, channel } => {
             let Some(op) = pending_action(&out, outbox_id) else { return Ok(None) };
@@ -343,6 +347,7 @@ fn action_succeeded(
     out: &mut Outcome,
     op: Operation,
     reference: Option<String>,
+    at: chrono::DateTime<chrono::Utc>,
     actor: &str,
     channel: &str,
     ctx: &Context<'_>,
@@ -369,15 +374,14 @@ fn action_succeeded(
         match op {
             Operation::Grant => {
                 g.status = GrantStatus::Active;
-                g.granted_at = Some(ctx.now);
-                g.expires_at = Some(
-                    ctx.now + chrono::Duration::seconds(i64::try_from(out.run.duration_secs).unwrap_or(i64::MAX / 2)),
-                );
+                g.granted_at = Some(at);
+                g.expires_at =
+                    Some(at + chrono::Duration::seconds(i64::try_from(out.run.duration_secs).unwrap_or(i64::MAX / 2)));
                 g.reference = reference;
             }
             Operation::Revoke => {
                 g.status = GrantStatus::Revoked;
-                g.revoked_at = Some(ctx.now);
+                g.revoked_at = Some(at);
                 if g.run_id != out.run.id {
                     out.effects.push(Effect::WakeGrantRun { grant_id: g.id });
                 }

@@ -311,6 +311,7 @@ fn full_lifecycle_grants_waits_for_expiry_and_revokes_once() {
     let ok = |id| Command::ActionSucceeded {
         outbox_id: id,
         reference: Some("ext-1".to_owned()),
+        at: None,
         actor: "system".to_owned(),
         channel: "engine".to_owned(),
     };
@@ -348,6 +349,7 @@ fn a_revocation_that_keeps_failing_is_never_shown_as_revoked() {
     let ok = |id| Command::ActionSucceeded {
         outbox_id: id,
         reference: None,
+        at: None,
         actor: "system".to_owned(),
         channel: "engine".to_owned(),
     };
@@ -428,7 +430,7 @@ proptest! {
                 Op::Reminder => Command::TimerFired { kind: TimerKind::Reminder, step_index: s.run.step_index },
                 Op::Expire => Command::TimerFired { kind: TimerKind::Wait, step_index: s.run.step_index },
                 Op::ActionOk | Op::ActionFailed => match pending_action(&s) {
-                    Some((id, _)) if matches!(o, Op::ActionOk) => Command::ActionSucceeded { outbox_id: id, reference: None, actor: "system".to_owned(), channel: "engine".to_owned() },
+                    Some((id, _)) if matches!(o, Op::ActionOk) => Command::ActionSucceeded { outbox_id: id, reference: None, at: None, actor: "system".to_owned(), channel: "engine".to_owned() },
                     Some((id, _)) => Command::ActionFailed { outbox_id: id, error: "x".to_owned(), actor: "system".to_owned(), channel: "engine".to_owned() },
                     None => continue,
                 },
