@@ -149,6 +149,7 @@ impl Engine {
             writer: writer.clone(),
             shared: shared.clone(),
             scan: settings.scan_interval,
+            in_flight: Arc::default(),
         };
         let t1 = tokio::spawn(dispatcher.run(outbox_rx, shutdown_rx.clone()));
         let t2 = tokio::spawn(timer_service.run(timer_rx, shutdown_rx));
@@ -379,14 +380,17 @@ struct TimerService {
     writer: WriterHandle,
     shared: Arc<Shared>,
     scan: Duration,
+    in_flight: Arc<Mutex<HashSet<crate::ids::TimerId>>>,
 }
 
 impl TimerService {
     /// Sleeps until the earliest due timer — woken early when a nearer one is committed — and
-    /// fires every due timer through the writer. A slow periodic scan is only a safety net (for
-    /// timers inserted by other replicas).
+    /// fires every due timer through the writer's priority lane without waiting for the commits
+    /// (firing deletes the timer row by compare-and-set, so a timer submitted twice fires once).
+    /// A slow periodic scan is only a safety net (timers inserted by other replicas, or whose
+    /// firing failed).
     async fn run(self, mut wake: mpsc::UnboundedReceiver<DateTime<Utc>>, mut stop: watch::Receiver<bool>) {
-        let mut next = self.next_due().await;
+        let mut next = Some(self.shared.clock.now());
         loop {
             let now = self.shared.clock.now();
             let wait = next.map_or(self.scan, |t| (t - now).to_std().unwrap_or(Duration::ZERO).min(self.scan));
@@ -398,13 +402,14 @@ impl TimerService {
                 }
                 () = tokio::time::sleep(wait) => {}
             }
-            self.fire_due().await;
-            next = self.next_due().await;
+            let now = self.shared.clock.now();
+            let more = self.fire_due(now).await;
+            next = if more { Some(now) } else { self.next_due(now).await };
         }
     }
 
-    async fn next_due(&self) -> Option<DateTime<Utc>> {
-        match query::next_timer_due(&self.db.read).await {
+    async fn next_due(&self, after: DateTime<Utc>) -> Option<DateTime<Utc>> {
+        match query::next_timer_due(&self.db.read, after).await {
             Ok(t) => t,
             Err(e) => {
                 tracing::error!(error = %e, "cannot read timers");
@@ -413,40 +418,33 @@ impl TimerService {
         }
     }
 
-    async fn fire_due(&self) {
-        loop {
-            let now = self.shared.clock.now();
-            let due = match query::due_timers(&self.db.read, now, 1000).await {
-                Ok(d) => d,
-                Err(e) => {
-                    tracing::error!(error = %e, "cannot read due timers");
-                    return;
-                }
-            };
-            let n = due.len();
-            let jobs = due.into_iter().map(|t| {
-                let writer = self.writer.clone();
-                async move {
-                    let job = Job::FireTimer { timer_id: t.id, run_id: t.run_id, kind: t.kind, step_index: t.step_index };
-                    if let Err(e) = writer.submit_internal(job).await {
-                        tracing::warn!(run.id = %t.run_id, timer.kind = t.kind.as_str(), error = %e, "timer not applied");
-                    }
-                }
-            });
-            futures_join_all(jobs).await;
-            if n < 1000 {
-                return;
+    /// Submits every timer due at `now` that is not already being fired. Returns true when
+    /// more may be due (a full page was read).
+    async fn fire_due(&self, now: DateTime<Utc>) -> bool {
+        const PAGE: u64 = 1000;
+        let due = match query::due_timers(&self.db.read, now, PAGE).await {
+            Ok(d) => d,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot read due timers");
+                return false;
             }
+        };
+        let full = due.len() as u64 == PAGE;
+        for t in due {
+            if !self.in_flight.lock().unwrap_or_else(std::sync::PoisonError::into_inner).insert(t.id) {
+                continue;
+            }
+            let (writer, in_flight) = (self.writer.clone(), self.in_flight.clone());
+            tokio::spawn(async move {
+                let job = Job::FireTimer { timer_id: t.id, run_id: t.run_id, kind: t.kind, step_index: t.step_index };
+                if let Err(e) = writer.submit_internal(job).await {
+                    tracing::warn!(run.id = %t.run_id, timer.kind = t.kind.as_str(), error = %e, "timer not applied");
+                }
+                in_flight.lock().unwrap_or_else(std::sync::PoisonError::into_inner).remove(&t.id);
+            });
         }
+        full
     }
-}
-
-async fn futures_join_all<F: std::future::Future<Output = ()> + Send + 'static>(futs: impl Iterator<Item = F>) {
-    let mut set = tokio::task::JoinSet::new();
-    for f in futs {
-        set.spawn(f);
-    }
-    while set.join_next().await.is_some() {}
 }
 
 struct Dispatcher {

@@ -355,9 +355,18 @@ pub(crate) struct DueTimer {
     pub(crate) step_index: u32,
 }
 
-/// The earliest pending timer.
-pub(crate) async fn next_timer_due<C: ConnectionTrait>(c: &C) -> Result<Option<DateTime<Utc>>, StoreError> {
-    Ok(timer::Entity::find().order_by_asc(timer::Column::DueAt).limit(1).one(c).await?.map(|t| t.due_at))
+/// The earliest pending timer due after `after`.
+pub(crate) async fn next_timer_due<C: ConnectionTrait>(
+    c: &C,
+    after: DateTime<Utc>,
+) -> Result<Option<DateTime<Utc>>, StoreError> {
+    Ok(timer::Entity::find()
+        .filter(timer::Column::DueAt.gt(after))
+        .order_by_asc(timer::Column::DueAt)
+        .limit(1)
+        .one(c)
+        .await?
+        .map(|t| t.due_at))
 }
 
 /// Timers due at `now`, earliest first.

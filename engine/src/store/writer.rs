@@ -41,7 +41,7 @@ use crate::runtime::Shared;
 use crate::transition::{self, Command, Context, NewRequest, Outcome, TransitionError};
 
 /// How many jobs one transaction may carry.
-const MAX_BATCH: usize = 256;
+const MAX_BATCH: usize = 128;
 
 /// Renders the API response of a freshly created request (stored for idempotent replays).
 pub(crate) type Renderer = Box<dyn Fn(&RunView) -> String + Send + Sync>;
@@ -267,6 +267,7 @@ async fn run_writer(
 
 async fn commit_batch(db: &Db, shared: &Shared, sinks: &Sinks, cache: &mut RunCache, envelopes: Vec<Envelope>) {
     let jobs: Vec<&Job> = envelopes.iter().map(|e| &e.job).collect();
+    let started = std::time::Instant::now();
     let results = match run_batch(db, shared, cache, &jobs, sinks).await {
         Ok(results) => results,
         Err(e) if jobs.len() > 1 => {
@@ -283,6 +284,7 @@ async fn commit_batch(db: &Db, shared: &Shared, sinks: &Sinks, cache: &mut RunCa
         }
         Err(e) => vec![Err(JobError::Store(e))],
     };
+    tracing::debug!(jobs = jobs.len(), elapsed_us = started.elapsed().as_micros(), "batch committed");
     for (env, result) in envelopes.into_iter().zip(results) {
         let _ = env.reply.send(result);
     }

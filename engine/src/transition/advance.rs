@@ -48,16 +48,23 @@ pub(crate) fn current_step<'a>(run: &Run, ctx: &Context<'a>) -> Option<&'a Step>
 
 /// Leaves the current step (clearing its timers) and enters the following ones.
 pub(crate) fn complete_step(out: &mut Outcome, ctx: &Context<'_>) {
-    out.effects.push(Effect::ClearTimers);
+    clear_timers(out);
     out.prior_approvals = 0;
     out.run.step_index += 1;
     out.run.step = StepState::Idle;
     enter_step(out, ctx);
 }
 
+/// Drops the timers of the step being left; only approval and wait steps have any.
+fn clear_timers(out: &mut Outcome) {
+    if matches!(out.run.step, StepState::Approval { .. } | StepState::Wait { .. }) {
+        out.effects.push(Effect::ClearTimers);
+    }
+}
+
 /// Ends the run in `status`.
 pub(crate) fn finish(out: &mut Outcome, status: RunStatus, reason: Option<String>) {
-    out.effects.push(Effect::ClearTimers);
+    clear_timers(out);
     out.run.status = status;
     out.run.step = StepState::Idle;
     out.run.reason = reason;
