@@ -708,7 +708,7 @@ impl JobCtx<'_> {
             Ok(None) => Ok(JobOutput::Applied),
             Err(err) => match command {
                 Command::Decide { actor, decision, channel, .. } => {
-                    let ev = transition_refusal_event(&state.run, actor, decision.as_str(), channel, &err);
+                    let ev = transition::refusal_event(&state.run, actor, decision.as_str(), channel, &err);
                     Err(Refusal::Audited(err.into(), Box::new(ev)))
                 }
                 _ => Err(err.into()),
@@ -1022,27 +1022,6 @@ pub(crate) async fn load_state<C: ConnectionTrait>(c: &C, run_id: RunId) -> Resu
         None => None,
     };
     Ok(Some(RunState { run, votes, grant }))
-}
-
-fn transition_refusal_event(
-    run: &Run,
-    actor: &str,
-    decision: &str,
-    channel: &str,
-    err: &TransitionError,
-) -> AuditEvent {
-    AuditEvent {
-        event_type: "decision_rejected".to_owned(),
-        channel: channel.to_owned(),
-        outcome: "rejected".to_owned(),
-        actor: actor.to_owned(),
-        subject: format!("request:{}", run.id),
-        run_id: Some(run.id.0),
-        justification: Some(run.justification.clone()),
-        workflow_key: Some(run.workflow_key.clone()),
-        workflow_version: i32::try_from(run.workflow_version).ok(),
-        details: serde_json::json!({ "decision": decision, "reason": err.code(), "status": run.status.as_str() }),
-    }
 }
 
 /// Appends `events` to the hash chain, after the current head.

@@ -56,6 +56,13 @@ pub struct Outcome {
     pub prior_approvals: u32,
 }
 
+/// The audit record of a refused decision (a refusal is evidence too).
+#[must_use]
+pub fn refusal_event(run: &Run, actor: &str, decision: &str, channel: &str, err: &TransitionError) -> AuditEvent {
+    let details = serde_json::json!({ "decision": decision, "reason": err.code(), "status": run.status.as_str() });
+    advance::event(run, "decision_rejected", actor, channel, "rejected", details)
+}
+
 /// Why a command was refused. Nothing was changed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum TransitionError {
