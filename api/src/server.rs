@@ -8,7 +8,7 @@ use anyhow::Context as _;
 use secrecy::ExposeSecret;
 use tollgate_engine::clock::{Clock, SystemClock};
 use tollgate_engine::config_sync::{self, WorkflowSource};
-use tollgate_engine::notify::{LogChannel, NotificationChannel};
+use tollgate_engine::notify::NotificationChannel;
 use tollgate_engine::store::{self, Db};
 use tollgate_engine::{Engine, EngineSettings, Shared};
 use tollgate_workflows::parse_definition;
@@ -99,12 +99,13 @@ async fn build_engine_locked(config: &Config, clock: Arc<dyn Clock>, workers: bo
     let http = tollgate_engine::http::client(Duration::from_secs(30)).context("cannot build the HTTP client")?;
     let connectors = tollgate_engine::runtime::build_connectors(&directory, &http)
         .map_err(|e| anyhow::anyhow!("invalid configuration: {e}"))?;
-    let channel: Arc<dyn NotificationChannel> = match &config.notifications.webhook {
-        Some(w) => {
-            Arc::new(tollgate_engine::notify::webhook::WebhookChannel::new(w, &http).context("notifications.webhook")?)
-        }
-        None => Arc::new(LogChannel),
-    };
+    // Every notification goes to every configured channel (none configured: the log).
+    let mut channels: Vec<Arc<dyn NotificationChannel>> = Vec::new();
+    if let Some(w) = &config.notifications.webhook {
+        channels.push(Arc::new(
+            tollgate_engine::notify::webhook::WebhookChannel::new(w, &http).context("notifications.webhook")?,
+        ));
+    }
     let settings = EngineSettings {
         node_id: config.node_id(),
         lease: Duration::from_secs(config.engine.lease_secs),
@@ -118,9 +119,10 @@ async fn build_engine_locked(config: &Config, clock: Arc<dyn Clock>, workers: bo
         clock,
         node_id: settings.node_id.clone(),
         lease: chrono::Duration::from_std(settings.lease).unwrap_or_default(),
+        channels: Vec::new(),
     };
     let engine = if workers {
-        Engine::start(db, shared, connectors, channel, settings).await?
+        Engine::start(db, shared, connectors, channels, settings).await?
     } else {
         Engine::start_writer_only(db, shared).await?
     };

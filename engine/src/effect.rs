@@ -99,6 +99,10 @@ pub enum OutboxPayload {
     Notify {
         /// The notification.
         notification: Notification,
+        /// The channel that delivers it; the writer fans a notification out to every configured
+        /// channel, one outbox item (with its own retries and key) each.
+        #[serde(default)]
+        channel: Option<String>,
     },
 }
 

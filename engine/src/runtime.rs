@@ -40,6 +40,8 @@ pub struct Shared {
     pub node_id: String,
     /// How long an outbox lease lasts before another replica may take the item over.
     pub lease: chrono::Duration,
+    /// Names of the notification channels every notification is fanned out to.
+    pub channels: Vec<String>,
 }
 
 impl Shared {
@@ -125,9 +127,16 @@ impl Engine {
         db: Db,
         shared: Shared,
         connectors: BTreeMap<String, Arc<dyn Connector>>,
-        channel: Arc<dyn NotificationChannel>,
+        channels: Vec<Arc<dyn NotificationChannel>>,
         settings: EngineSettings,
     ) -> Result<Self, StoreError> {
+        let mut shared = shared;
+        let channels: BTreeMap<String, Arc<dyn NotificationChannel>> = if channels.is_empty() {
+            BTreeMap::from([("log".to_owned(), Arc::new(crate::notify::LogChannel) as Arc<dyn NotificationChannel>)])
+        } else {
+            channels.into_iter().map(|c| (c.name().to_owned(), c)).collect()
+        };
+        shared.channels = channels.keys().cloned().collect();
         let shared = Arc::new(shared);
         let (outbox_tx, outbox_rx) = mpsc::unbounded_channel();
         let (timer_tx, timer_rx) = mpsc::unbounded_channel();
@@ -139,7 +148,7 @@ impl Engine {
             writer: writer.clone(),
             shared: shared.clone(),
             connectors,
-            channel,
+            channels,
             in_flight: Mutex::new(HashSet::new()),
             permits: Semaphore::new(settings.dispatch_concurrency.max(1)),
             settings: settings.clone(),
@@ -452,7 +461,7 @@ struct Dispatcher {
     writer: WriterHandle,
     shared: Arc<Shared>,
     connectors: BTreeMap<String, Arc<dyn Connector>>,
-    channel: Arc<dyn NotificationChannel>,
+    channels: BTreeMap<String, Arc<dyn NotificationChannel>>,
     in_flight: Mutex<HashSet<crate::ids::OutboxId>>,
     permits: Semaphore,
     settings: EngineSettings,
@@ -568,9 +577,9 @@ impl Dispatcher {
                     Ok(Called::Action(ActionOutcome::AwaitingOperator { operator, instructions })),
                 ) => Job::OpenTask { outbox_id: work.id, run_id: work.run_id, operator, instructions },
                 (OutboxPayload::Action { .. }, Ok(Called::Notified)) => return, // a connector never answers "notified"
-                (OutboxPayload::Notify { notification }, Ok(_)) => Job::NotificationResult {
+                (OutboxPayload::Notify { notification, channel }, Ok(_)) => Job::NotificationResult {
                     outbox_id: work.id,
-                    event: notification_event(work.run_id, self.channel.name(), notification, true, None),
+                    event: notification_event(work.run_id, channel.as_deref().unwrap_or("?"), notification, true, None),
                     delivered: true,
                     attempts: attempt,
                 },
@@ -619,11 +628,11 @@ impl Dispatcher {
                                 attempts,
                             }
                         }
-                        OutboxPayload::Notify { notification } => Job::NotificationResult {
+                        OutboxPayload::Notify { notification, channel } => Job::NotificationResult {
                             outbox_id: work.id,
                             event: notification_event(
                                 work.run_id,
-                                self.channel.name(),
+                                channel.as_deref().unwrap_or("?"),
                                 notification,
                                 false,
                                 Some(&message),
@@ -665,7 +674,13 @@ impl Dispatcher {
                 action.attempt = u32::try_from(attempt).unwrap_or(u32::MAX);
                 connector.execute(&action).await.map(Called::Action)
             }
-            OutboxPayload::Notify { notification } => self.channel.send(notification).await.map(|()| Called::Notified),
+            OutboxPayload::Notify { notification, channel } => {
+                let Some(c) = channel.as_deref().and_then(|name| self.channels.get(name)) else {
+                    let message = format!("notification channel {channel:?} is not configured");
+                    return Err(ConnectorError::Permanent { message });
+                };
+                c.send(notification).await.map(|()| Called::Notified)
+            }
         }
     }
 }

@@ -168,6 +168,13 @@ async fn engine(
     connector: Arc<FakeConnector>,
     channel: Arc<dyn NotificationChannel>,
 ) -> (Arc<Engine>, Option<tempfile::TempDir>) {
+    engine_with(connector, vec![channel]).await
+}
+
+async fn engine_with(
+    connector: Arc<FakeConnector>,
+    channels: Vec<Arc<dyn NotificationChannel>>,
+) -> (Arc<Engine>, Option<tempfile::TempDir>) {
     let (url, dir) = database().await;
     let db = store::connect(&url, 4).await.unwrap();
     store::migrate(&db).await.unwrap();
@@ -181,6 +188,7 @@ async fn engine(
         clock: Arc::new(SystemClock),
         node_id: "t".to_owned(),
         lease: chrono::Duration::seconds(60),
+        channels: Vec::new(),
     };
     let connectors: BTreeMap<String, Arc<dyn Connector>> = [("crm".to_owned(), connector as Arc<dyn Connector>)].into();
     let settings = EngineSettings {
@@ -188,7 +196,7 @@ async fn engine(
         scan_interval: Duration::from_millis(500),
         ..EngineSettings::default()
     };
-    (Arc::new(Engine::start(db, shared, connectors, channel, settings).await.unwrap()), dir)
+    (Arc::new(Engine::start(db, shared, connectors, channels, settings).await.unwrap()), dir)
 }
 
 async fn ask(
@@ -289,5 +297,58 @@ async fn a_failing_revocation_shows_revoke_failed_and_keeps_retrying_until_it_su
     assert_eq!(kinds.iter().filter(|k| *k == "revoke_failed").count(), 1, "{kinds:?}");
     assert!(kinds.contains(&"notification_failed".to_owned()), "a dead channel is audited, the run goes on: {kinds:?}");
     assert!(kinds.iter().position(|k| k == "revoke_failed") < kinds.iter().position(|k| k == "revoke_succeeded"));
+    cleanup(&e).await;
+}
+
+/// A channel that records what it was asked to deliver.
+#[derive(Debug)]
+struct RecordingChannel(&'static str, Mutex<Vec<(String, String)>>);
+
+#[async_trait::async_trait]
+impl NotificationChannel for RecordingChannel {
+    fn name(&self) -> &'static str {
+        self.0
+    }
+    async fn send(&self, n: &Notification) -> Result<(), ConnectorError> {
+        self.1.lock().unwrap().push((n.event.clone(), n.idempotency_key.clone()));
+        Ok(())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn notifications_fan_out_to_every_channel_with_their_own_keys() {
+    let chat = Arc::new(RecordingChannel("chat", Mutex::default()));
+    let mail = Arc::new(RecordingChannel("mail", Mutex::default()));
+    let (e, _dir) = engine_with(
+        Arc::new(FakeConnector::default()),
+        vec![chat.clone() as Arc<dyn NotificationChannel>, mail.clone()],
+    )
+    .await;
+    let run = ask(&e, "alice", WorkflowKind::Grant, None, 60).await;
+    for _ in 0..100 {
+        if !chat.1.lock().unwrap().is_empty() && !mail.1.lock().unwrap().is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let (chat_seen, mail_seen) = (chat.1.lock().unwrap().clone(), mail.1.lock().unwrap().clone());
+    let key = format!("{run}:0:approval_requested");
+    assert_eq!(chat_seen, vec![("approval_requested".to_owned(), format!("{key}:chat"))]);
+    assert_eq!(mail_seen, vec![("approval_requested".to_owned(), format!("{key}:mail"))]);
+    let mut sent: Vec<String> = Vec::new();
+    for _ in 0..100 {
+        sent = events(&e, run)
+            .await
+            .into_iter()
+            .filter(|ev| ev.event_type == "notification_sent")
+            .map(|ev| ev.channel)
+            .collect();
+        if sent.len() == 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    sent.sort();
+    assert_eq!(sent, ["chat", "mail"], "each delivery is audited with its channel");
     cleanup(&e).await;
 }

@@ -34,7 +34,7 @@ use super::entity::{
 use super::query::RunView;
 use super::{Db, StoreError, grant_model, run_model, to_json};
 use crate::audit::{self, AuditEvent};
-use crate::effect::{Effect, NewOutbox, TimerKind};
+use crate::effect::{Effect, NewOutbox, OutboxPayload, TimerKind};
 use crate::ids::{GrantId, OutboxId, RunId, TaskId, TimerId};
 use crate::run::{Grant, Run, RunState, StepState, Vote};
 use crate::runtime::Shared;
@@ -824,26 +824,25 @@ impl JobCtx<'_> {
             }
             Effect::Enqueue(item) => {
                 let item = *item;
-                self.pending.outbox.push(
-                    outbox::Model {
-                        id: item.id.0,
-                        run_id: run.id.0,
-                        step_index: i32::try_from(item.step_index).unwrap_or(i32::MAX),
-                        kind: item.payload.kind().to_owned(),
-                        idempotency_key: item.idempotency_key.clone(),
-                        payload: to_json(&item),
-                        status: "pending".to_owned(),
-                        attempts: 0,
-                        next_attempt_at: self.now,
-                        lease_owner: Some(self.shared.node_id.clone()),
-                        lease_until: Some(self.now + self.shared.lease),
-                        last_error: None,
-                        created_at: self.now,
-                        updated_at: self.now,
+                match &item.payload {
+                    // One item per configured channel, each with its own key, retries and audit.
+                    OutboxPayload::Notify { notification, channel: None } => {
+                        for name in &self.shared.channels {
+                            let key = format!("{}:{name}", item.idempotency_key);
+                            let mut notification = notification.clone();
+                            notification.idempotency_key.clone_from(&key);
+                            let fanned = NewOutbox {
+                                id: OutboxId::new(),
+                                idempotency_key: key,
+                                step_index: item.step_index,
+                                retry: item.retry,
+                                payload: OutboxPayload::Notify { notification, channel: Some(name.clone()) },
+                            };
+                            self.enqueue(run, fanned);
+                        }
                     }
-                    .into_active_model(),
-                );
-                self.pending.after.outbox.push(OutboxWork { id: item.id, run_id: run.id, attempts: 0, item });
+                    _ => self.enqueue(run, item),
+                }
             }
             Effect::ExtendGrant { grant_id, expires_at } => {
                 let Some(g) = grant::Entity::find_by_id(grant_id.0).one(self.c).await? else { return Ok(()) };
@@ -863,6 +862,30 @@ impl JobCtx<'_> {
             }
         }
         Ok(())
+    }
+
+    /// Defers an outbox insert to the end of the batch and hands the item over after commit.
+    fn enqueue(&mut self, run: &Run, item: NewOutbox) {
+        self.pending.outbox.push(
+            outbox::Model {
+                id: item.id.0,
+                run_id: run.id.0,
+                step_index: i32::try_from(item.step_index).unwrap_or(i32::MAX),
+                kind: item.payload.kind().to_owned(),
+                idempotency_key: item.idempotency_key.clone(),
+                payload: to_json(&item),
+                status: "pending".to_owned(),
+                attempts: 0,
+                next_attempt_at: self.now,
+                lease_owner: Some(self.shared.node_id.clone()),
+                lease_until: Some(self.now + self.shared.lease),
+                last_error: None,
+                created_at: self.now,
+                updated_at: self.now,
+            }
+            .into_active_model(),
+        );
+        self.pending.after.outbox.push(OutboxWork { id: item.id, run_id: run.id, attempts: 0, item });
     }
 
     async fn move_wait_timer(&mut self, run_id: uuid::Uuid, due: DateTime<Utc>) -> Result<(), JobError> {

@@ -279,7 +279,7 @@ pub(crate) fn enqueue_notification(
         idempotency_key: key,
         step_index: out.run.step_index,
         retry: NOTIFY_RETRY,
-        payload: OutboxPayload::Notify { notification },
+        payload: OutboxPayload::Notify { notification, channel: None },
     })));
 }
 

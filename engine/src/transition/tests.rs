@@ -184,7 +184,7 @@ fn start_waits_for_approval_with_deadline_reminder_and_notification() {
         .iter()
         .filter_map(|e| match e {
             Effect::Enqueue(item) => match &item.payload {
-                OutboxPayload::Notify { notification } => {
+                OutboxPayload::Notify { notification, .. } => {
                     Some(notification.recipients.iter().map(|r| r.principal.clone()).collect::<Vec<_>>())
                 }
                 OutboxPayload::Action { .. } => None,
