@@ -45,7 +45,8 @@ pub(crate) fn can_view(engine: &Engine, caller: &Caller, run: &Run) -> bool {
 }
 
 async fn load_visible(state: &AppState, caller: &Caller, id: RunId) -> ApiResult<RunView> {
-    let view = query::run_view(&state.engine.db().read, id).await?.ok_or_else(|| ApiError::not_found("request"))?;
+    let view =
+        query::run_view_snapshot(&state.engine.db().read, id).await?.ok_or_else(|| ApiError::not_found("request"))?;
     if !can_view(&state.engine, caller, &view.run) {
         // Indistinguishable from a missing request: ids are not an oracle.
         return Err(ApiError::not_found("request"));
@@ -215,7 +216,7 @@ pub(crate) async fn list(
     }
     let mut out = Vec::with_capacity(items.len());
     for v in items {
-        let full = query::run_view(&state.engine.db().read, v.run.id).await?.unwrap_or(v);
+        let full = query::run_view_snapshot(&state.engine.db().read, v.run.id).await?.unwrap_or(v);
         out.push(render(&state.engine, &full));
     }
     let next_cursor = if exhausted { None } else { out.last().map(|r| r.id.to_string()) };
@@ -269,8 +270,9 @@ pub(crate) async fn decide(
     }
     state.engine.decide(RunId(id), &caller.id, decision, body.comment, channel).await?;
     tracing::info!(run.id = %id, approver = %caller.id, decision = decision.as_str(), "decision recorded");
-    let view =
-        query::run_view(&state.engine.db().read, RunId(id)).await?.ok_or_else(|| ApiError::not_found("request"))?;
+    let view = query::run_view_snapshot(&state.engine.db().read, RunId(id))
+        .await?
+        .ok_or_else(|| ApiError::not_found("request"))?;
     Ok(axum::Json(render(&state.engine, &view)))
 }
 
@@ -289,7 +291,8 @@ pub(crate) async fn cancel(
 ) -> ApiResult<axum::Json<RequestOut>> {
     load_visible(&state, &caller, RunId(id)).await?;
     state.engine.cancel(RunId(id), &caller.id, caller.is_admin(), channel).await?;
-    let view =
-        query::run_view(&state.engine.db().read, RunId(id)).await?.ok_or_else(|| ApiError::not_found("request"))?;
+    let view = query::run_view_snapshot(&state.engine.db().read, RunId(id))
+        .await?
+        .ok_or_else(|| ApiError::not_found("request"))?;
     Ok(axum::Json(render(&state.engine, &view)))
 }

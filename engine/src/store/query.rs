@@ -90,6 +90,21 @@ pub async fn run_view<C: ConnectionTrait>(c: &C, id: RunId) -> Result<Option<Run
     Ok(Some(RunView { run, votes, grant }))
 }
 
+/// One request read from a single snapshot, so the run and its grant (changed together in one
+/// transaction) are never seen half-updated.
+///
+/// # Errors
+/// Database failures.
+pub async fn run_view_snapshot(db: &sea_orm::DatabaseConnection, id: RunId) -> Result<Option<RunView>, StoreError> {
+    use sea_orm::TransactionTrait as _;
+    let isolation =
+        (db.get_database_backend() == sea_orm::DbBackend::Postgres).then_some(sea_orm::IsolationLevel::RepeatableRead);
+    let txn = db.begin_with_config(isolation, None).await?;
+    let view = run_view(&txn, id).await?;
+    txn.commit().await?;
+    Ok(view)
+}
+
 /// A page of requests, newest first, strictly older than `before` (the cursor).
 ///
 /// # Errors
