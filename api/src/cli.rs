@@ -95,8 +95,23 @@ pub enum Command {
         #[command(flatten)]
         client: ClientArgs,
     },
+    /// Email templates.
+    Email {
+        #[command(subcommand)]
+        command: EmailCommand,
+    },
     /// Print the OpenAPI document.
     Openapi,
+}
+
+/// `email` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum EmailCommand {
+    /// Render a template with sample data: subject, plain text, then HTML.
+    Preview {
+        /// Template (event) name; `list` shows them all.
+        template: String,
+    },
 }
 
 /// `workflows` subcommands.
@@ -321,6 +336,22 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
         }
         Command::Deny { id, reason, client } => {
             Client::new(&client)?.decide(&id, "deny", Some(reason), client.json).await
+        }
+        Command::Email { command: EmailCommand::Preview { template } } => {
+            use tollgate_engine::notify::email;
+            if template == "list" {
+                email::EVENTS.iter().for_each(|e| println_out(e));
+                return Ok(0);
+            }
+            let Some(r) = email::preview(&template)? else {
+                eprintln_err(&format!("unknown template {template:?}; one of: {}", email::EVENTS.join(", ")));
+                return Ok(2);
+            };
+            println_out(&format!(
+                "Subject: {}\n\n--- text/plain ---\n{}\n--- text/html ---\n{}",
+                r.subject, r.text, r.html
+            ));
+            Ok(0)
         }
         Command::Openapi => {
             println_out(&crate::app::openapi_json());

@@ -32,6 +32,9 @@ pub struct Config {
     /// Notification channels.
     #[serde(default)]
     pub notifications: NotificationsConfig,
+    /// Email: notifications by SMTP, or `.eml` files in `outbox_dir` when no server is set.
+    #[serde(default)]
+    pub email: tollgate_engine::notify::email::EmailSettings,
     /// First-start bootstrap.
     #[serde(default)]
     pub bootstrap: BootstrapConfig,
@@ -300,6 +303,10 @@ impl Config {
             && !(url.starts_with("http://") || url.starts_with("https://"))
         {
             return Err(ConfigError("public_url: must start with http:// or https://".to_owned()));
+        }
+        if self.email.enabled {
+            tollgate_engine::notify::email::EmailChannel::new(&self.email)
+                .map_err(|e| ConfigError(format!("email: {e}")))?;
         }
         if let Some(w) = &self.notifications.webhook {
             w.resolve_secret().map_err(|e| ConfigError(format!("notifications.webhook: {e}")))?;

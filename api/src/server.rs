@@ -101,6 +101,9 @@ async fn build_engine_locked(config: &Config, clock: Arc<dyn Clock>, workers: bo
         .map_err(|e| anyhow::anyhow!("invalid configuration: {e}"))?;
     // Every notification goes to every configured channel (none configured: the log).
     let mut channels: Vec<Arc<dyn NotificationChannel>> = Vec::new();
+    if config.email.enabled {
+        channels.push(Arc::new(tollgate_engine::notify::email::EmailChannel::new(&config.email).context("email")?));
+    }
     if let Some(w) = &config.notifications.webhook {
         channels.push(Arc::new(
             tollgate_engine::notify::webhook::WebhookChannel::new(w, &http).context("notifications.webhook")?,

@@ -166,3 +166,48 @@ async fn failed_grant_is_notified_with_the_documented_event() -> anyhow::Result<
     assert!(events.iter().any(|e| e == "failed"), "{events:?}");
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_smtp_approval_emails_are_written_as_eml_files() -> anyhow::Result<()> {
+    let t = common::start().await?;
+    let alice = t.server.client("alice").await?;
+    let body = json!({ "integration": "hr-staging", "scopes": ["payroll"], "justification": "<b>pay</b> & run" });
+    let id = id_of(&alice.create_request(&body).await?);
+    notification(&t, &id, "approval_requested").await?;
+    let outbox = t.server.config_path().parent().expect("server dir").join("mail-outbox");
+    let mut mails: Vec<String> = Vec::new();
+    for _ in 0..100 {
+        mails = std::fs::read_dir(&outbox)
+            .map(|d| d.filter_map(|e| e.ok()).map(|e| e.file_name().to_string_lossy().into_owned()).collect())
+            .unwrap_or_default();
+        if mails.iter().filter(|m| m.contains(&id)).count() >= 3 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let mut to: Vec<String> = Vec::new();
+    for name in mails.iter().filter(|m| m.contains(&id) && m.ends_with(".eml")) {
+        let raw = std::fs::read(outbox.join(name))?;
+        let mail = mail_parser::MessageParser::default().parse(&raw).expect("a parseable message");
+        let rcpt = mail.to().and_then(|a| a.first()).and_then(|a| a.address()).unwrap_or_default().to_owned();
+        let text = mail.body_text(0).unwrap_or_default();
+        let html = mail.body_html(0).unwrap_or_default();
+        assert!(text.contains("<b>pay</b> & run"), "justification literal in text: {text}");
+        assert!(!html.contains("<b>pay</b>"), "justification never rendered as markup: {html}");
+        assert!(html.contains("pay") && html.contains("run"), "{html}");
+        to.push(rcpt);
+    }
+    to.sort();
+    assert_eq!(to.len(), 3, "one message per approver with an address: {mails:?}");
+    assert!(to.iter().all(|r| !r.contains("alice")), "the requester is not asked: {to:?}");
+    let audit = t.server.client("admin").await?.get(&format!("/v1/audit?request={id}")).await?;
+    let channels: Vec<&str> = audit.1["items"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|r| r["event_type"] == "notification_sent")
+        .filter_map(|r| r["channel"].as_str())
+        .collect();
+    assert!(channels.contains(&"email") && channels.contains(&"webhook"), "{channels:?}");
+    Ok(())
+}

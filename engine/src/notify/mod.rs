@@ -1,5 +1,6 @@
 //! Notification channels: how approval requests, reminders and outcomes reach people.
 
+pub mod email;
 pub mod webhook;
 
 use chrono::{DateTime, Utc};

@@ -330,6 +330,9 @@ level = {level}
 [engine]
 dispatch_concurrency = 256
 
+[email]
+enabled = false
+
 [notifications.webhook]
 url = "http://127.0.0.1:{rx_port}/notify"
 secret = {notify}
