@@ -111,12 +111,40 @@ fn yes() -> bool {
 }
 
 /// `[notifications]`.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct NotificationsConfig {
     /// Signed JSON POSTs to a chat bridge or any receiver.
     #[serde(default)]
     pub webhook: Option<WebhookSettings>,
+    /// Warn a grant's holder this long before access ends (e.g. `15m`), or `off`.
+    #[serde(default = "default_expiry_warning")]
+    pub expiry_warning: String,
+}
+
+impl Default for NotificationsConfig {
+    fn default() -> Self {
+        Self { webhook: None, expiry_warning: default_expiry_warning() }
+    }
+}
+
+fn default_expiry_warning() -> String {
+    "15m".to_owned()
+}
+
+impl NotificationsConfig {
+    /// The expiry warning lead time, `None` when `off`.
+    ///
+    /// # Errors
+    /// A message when the value is neither a positive duration nor `off`.
+    pub fn expiry_warning(&self) -> Result<Option<chrono::Duration>, ConfigError> {
+        if self.expiry_warning.trim() == "off" {
+            return Ok(None);
+        }
+        let d = tollgate_workflows::Duration::parse(&self.expiry_warning)
+            .map_err(|e| ConfigError(format!("notifications.expiry_warning: {e} (or \"off\")")))?;
+        Ok(Some(chrono::Duration::from_std(d.as_std()).unwrap_or(chrono::Duration::MAX)))
+    }
 }
 
 /// `[bootstrap]`: how the first admin gets a token.
@@ -304,6 +332,7 @@ impl Config {
         {
             return Err(ConfigError("public_url: must start with http:// or https://".to_owned()));
         }
+        self.notifications.expiry_warning()?;
         if self.email.enabled {
             tollgate_engine::notify::email::EmailChannel::new(&self.email)
                 .map_err(|e| ConfigError(format!("email: {e}")))?;

@@ -123,6 +123,7 @@ async fn build_engine_locked(config: &Config, clock: Arc<dyn Clock>, workers: bo
         node_id: settings.node_id.clone(),
         lease: chrono::Duration::from_std(settings.lease).unwrap_or_default(),
         channels: Vec::new(),
+        expiry_warning: config.notifications.expiry_warning()?,
     };
     let engine = if workers {
         Engine::start(db, shared, connectors, channels, settings).await?

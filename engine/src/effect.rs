@@ -18,6 +18,8 @@ pub enum TimerKind {
     Reminder,
     /// The end of a wait step (grant expiry or a plain delay).
     Wait,
+    /// Shortly before a grant expires: warn its holder.
+    ExpiryWarning,
 }
 
 impl TimerKind {
@@ -28,6 +30,7 @@ impl TimerKind {
             Self::ApprovalDeadline => "approval_deadline",
             Self::Reminder => "reminder",
             Self::Wait => "wait",
+            Self::ExpiryWarning => "expiry_warning",
         }
     }
 
@@ -38,6 +41,7 @@ impl TimerKind {
             "approval_deadline" => Some(Self::ApprovalDeadline),
             "reminder" => Some(Self::Reminder),
             "wait" => Some(Self::Wait),
+            "expiry_warning" => Some(Self::ExpiryWarning),
             _ => None,
         }
     }

@@ -42,6 +42,8 @@ pub struct Shared {
     pub lease: chrono::Duration,
     /// Names of the notification channels every notification is fanned out to.
     pub channels: Vec<String>,
+    /// Warn a grant's holder this long before it expires (none: no warning).
+    pub expiry_warning: Option<chrono::Duration>,
 }
 
 impl Shared {

@@ -189,6 +189,7 @@ async fn engine_with(
         node_id: "t".to_owned(),
         lease: chrono::Duration::seconds(60),
         channels: Vec::new(),
+        expiry_warning: Some(chrono::Duration::seconds(1)),
     };
     let connectors: BTreeMap<String, Arc<dyn Connector>> = [("crm".to_owned(), connector as Arc<dyn Connector>)].into();
     let settings = EngineSettings {
@@ -348,5 +349,22 @@ async fn notifications_fan_out_to_every_channel_with_their_own_keys() {
     }
     sent.sort();
     assert_eq!(sent, ["chat", "mail"], "each delivery is audited with its channel");
+    cleanup(&e).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_holder_is_warned_before_access_ends_then_access_is_revoked() {
+    let chat = Arc::new(RecordingChannel("chat", Mutex::default()));
+    let fake = Arc::new(FakeConnector::default());
+    let (e, _dir) = engine_with(fake.clone(), vec![chat.clone() as Arc<dyn NotificationChannel>]).await;
+    let run = ask(&e, "alice", WorkflowKind::Grant, None, 3).await; // warning lead in tests: 1 s
+    e.decide(run, "bob", Decision::Approve, None, "api").await.unwrap();
+    wait_for(&e, run, "completed", |v| v.run.status == RunStatus::Completed).await;
+    let events: Vec<String> = chat.1.lock().unwrap().iter().map(|(event, _)| event.clone()).collect();
+    assert!(events.contains(&"expiring".to_owned()), "{events:?}");
+    let kinds: Vec<String> = self::events(&e, run).await.into_iter().map(|e| e.event_type).collect();
+    let at = |k: &str| kinds.iter().position(|x| x == k);
+    assert!(at("grant_succeeded") < at("access_expiring") && at("access_expiring") < at("access_expired"), "{kinds:?}");
+    assert_eq!(fake.count(Operation::Revoke), 1);
     cleanup(&e).await;
 }

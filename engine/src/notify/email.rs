@@ -42,6 +42,7 @@ pub const EVENTS: &[&str] = &[
     "expired",
     "cancelled",
     "granted",
+    "expiring",
     "revoked",
     "failed",
     "revoke_failed",
@@ -694,6 +695,7 @@ wording! {
     "expired" => expired, "email/events/expired.txt";
     "cancelled" => cancelled, "email/events/cancelled.txt";
     "granted" => granted, "email/events/granted.txt";
+    "expiring" => expiring, "email/events/expiring.txt";
     "revoked" => revoked, "email/events/revoked.txt";
     "failed" => failed, "email/events/failed.txt";
     "revoke_failed" => revoke_failed, "email/events/revoke_failed.txt";

@@ -642,7 +642,13 @@ impl JobCtx<'_> {
         }
         let shared = self.shared;
         let (definition, integration) = shared.resolve_for_request(&request)?;
-        let ctx = Context { definition: &definition, directory: &shared.directory, integration, now: self.now };
+        let ctx = Context {
+            definition: &definition,
+            directory: &shared.directory,
+            integration,
+            now: self.now,
+            expiry_warning: shared.expiry_warning,
+        };
         let outcome = transition::start(request, is_admin, &ctx)?;
         let state = self.persist(outcome, None).await?;
         let view = RunView { run: state.run.clone(), votes: Vec::new(), grant: None };
@@ -699,7 +705,13 @@ impl JobCtx<'_> {
         let definition = shared.definition(&state.run)?;
         let integration =
             shared.directory.integrations.get(&state.run.integration).ok_or(JobError::NotFound("integration"))?;
-        let ctx = Context { definition: &definition, directory: &shared.directory, integration, now: self.now };
+        let ctx = Context {
+            definition: &definition,
+            directory: &shared.directory,
+            integration,
+            now: self.now,
+            expiry_warning: shared.expiry_warning,
+        };
         match transition::apply(state.clone(), command.clone(), &ctx) {
             Ok(Some(outcome)) => {
                 self.persist(outcome, Some(&state)).await?;
@@ -853,6 +865,9 @@ impl JobCtx<'_> {
                     .exec(self.c)
                     .await?;
                 self.move_wait_timer(g.run_id, expires_at).await?;
+                if let Some(lead) = self.shared.expiry_warning {
+                    self.move_timer(g.run_id, TimerKind::ExpiryWarning, expires_at - lead).await?;
+                }
                 self.touch_other_run(RunId(g.run_id)).await?;
             }
             Effect::WakeGrantRun { grant_id } => {
@@ -889,10 +904,16 @@ impl JobCtx<'_> {
     }
 
     async fn move_wait_timer(&mut self, run_id: uuid::Uuid, due: DateTime<Utc>) -> Result<(), JobError> {
+        self.move_timer(run_id, TimerKind::Wait, due).await
+    }
+
+    /// Moves a run's pending timer of `kind` (a renewal moves the expiry and its warning; an
+    /// early revocation brings the expiry forward).
+    async fn move_timer(&mut self, run_id: uuid::Uuid, kind: TimerKind, due: DateTime<Utc>) -> Result<(), JobError> {
         let res = timer::Entity::update_many()
             .col_expr(timer::Column::DueAt, Expr::value(due))
             .filter(timer::Column::RunId.eq(run_id))
-            .filter(timer::Column::Kind.eq(TimerKind::Wait.as_str()))
+            .filter(timer::Column::Kind.eq(kind.as_str()))
             .exec(self.c)
             .await?;
         if res.rows_affected > 0 {

@@ -119,6 +119,12 @@ pub(crate) fn enter_step(out: &mut Outcome, ctx: &Context<'_>) {
                 }
                 out.run.step = StepState::Wait { until, expiry };
                 out.effects.push(Effect::ScheduleTimer { kind: TimerKind::Wait, due_at: until });
+                if let Some(lead) = ctx.expiry_warning.filter(|_| expiry) {
+                    let warn_at = until - lead;
+                    if warn_at > ctx.now {
+                        out.effects.push(Effect::ScheduleTimer { kind: TimerKind::ExpiryWarning, due_at: warn_at });
+                    }
+                }
                 return;
             }
             Step::Notify(n) => {

@@ -315,6 +315,29 @@ fn timer_fired(out: &mut Outcome, votes: &[Vote], kind: TimerKind, ctx: &Context
                 }
             }
         }
+        (TimerKind::ExpiryWarning, Some(Step::Wait(_)), StepState::Wait { expiry: true, until }) => {
+            let holder = out.grant.as_ref().map_or_else(|| out.run.requester.clone(), |g| g.principal.clone());
+            let grant_id = out.run.grant_id.map(|g| g.to_string()).unwrap_or_default();
+            let mut ev = event(
+                &out.run,
+                "access_expiring",
+                "system",
+                "engine",
+                "success",
+                serde_json::json!({ "grant_id": grant_id, "expires_at": until }),
+            );
+            ev.subject = format!("grant:{grant_id}");
+            out.audit.push(ev);
+            let key = format!("{}:{}:expiring:{}", out.run.id, out.run.step_index, until.timestamp());
+            let text = format!(
+                "Your access to {} ({}) ends at {}.",
+                out.run.integration,
+                out.run.scopes.join(", "),
+                until.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+            );
+            let recipients = people(std::slice::from_ref(&holder), ctx);
+            enqueue_notification(out, ctx, "expiring", recipients, text, key);
+        }
         (TimerKind::Wait, Some(Step::Wait(_)), StepState::Wait { expiry, .. }) => {
             if expiry {
                 let grant_id = out.run.grant_id.map(|g| g.to_string());

@@ -30,6 +30,8 @@ pub struct Context<'a> {
     pub integration: &'a Integration,
     /// The current time.
     pub now: DateTime<Utc>,
+    /// Warn a grant's holder this long before it expires (none: no warning).
+    pub expiry_warning: Option<chrono::Duration>,
 }
 
 impl Context<'_> {

@@ -92,7 +92,13 @@ impl Fixture {
     }
 
     fn ctx(&self, now: DateTime<Utc>) -> Context<'_> {
-        Context { definition: &self.def, directory: &self.dir, integration: &self.dir.integrations["crm"], now }
+        Context {
+            definition: &self.def,
+            directory: &self.dir,
+            integration: &self.dir.integrations["crm"],
+            now,
+            expiry_warning: Some(Duration::minutes(15)),
+        }
     }
 
     fn start(&self, requester: &str) -> RunState {
@@ -465,4 +471,48 @@ proptest! {
             prop_assert!(grants <= 1, "more than one grant call");
         }
     }
+}
+
+#[test]
+fn holders_are_warned_before_their_access_expires() {
+    let f = Fixture::new();
+    let s = f.start("alice");
+    let s = decide(&f, &s, "bob", Decision::Approve, t0()).expect("1");
+    let s = decide(&f, &s, "dave", Decision::Approve, t0()).expect("2");
+    let (outbox, _) = pending_action(&s).expect("grant");
+    let ok = Command::ActionSucceeded {
+        outbox_id: outbox,
+        reference: None,
+        at: None,
+        actor: "system".to_owned(),
+        channel: "engine".to_owned(),
+    };
+    let out = apply(s.clone(), ok, &f.ctx(t0())).expect("ok").expect("x");
+    let expiry = t0() + Duration::hours(2);
+    assert!(
+        out.effects.contains(&Effect::ScheduleTimer {
+            kind: TimerKind::ExpiryWarning,
+            due_at: expiry - Duration::minutes(15)
+        })
+    );
+    let s = fold(Some(s), out);
+    let warn = Command::TimerFired { kind: TimerKind::ExpiryWarning, step_index: s.run.step_index };
+    let out = apply(s.clone(), warn, &f.ctx(expiry - Duration::minutes(15))).expect("ok").expect("not stale");
+    assert_eq!(out.run.status, RunStatus::Active, "a warning changes nothing but tells the holder");
+    assert!(out.audit.iter().any(|e| e.event_type == "access_expiring"));
+    let warned: Vec<(String, Vec<String>)> = out
+        .effects
+        .iter()
+        .filter_map(|e| match e {
+            Effect::Enqueue(item) => match &item.payload {
+                OutboxPayload::Notify { notification, .. } => Some((
+                    notification.event.clone(),
+                    notification.recipients.iter().map(|r| r.principal.clone()).collect(),
+                )),
+                OutboxPayload::Action { .. } => None,
+            },
+            _ => None,
+        })
+        .collect();
+    assert_eq!(warned, vec![("expiring".to_owned(), vec!["alice".to_owned()])]);
 }
