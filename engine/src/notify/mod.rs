@@ -16,7 +16,7 @@ pub struct Notification {
     /// Stable per (run, step, event, occurrence): receivers deduplicate on it.
     pub idempotency_key: String,
     /// Event name: `approval_requested`, `approval_reminder`, `approved`, `denied`, `expired`,
-    /// `cancelled`, `granted`, `revoked`, `revoke_failed`, `failed`, `message`.
+    /// `cancelled`, `granted`, `expiring`, `revoked`, `revoke_failed`, `failed`, `message`.
     pub event: String,
     /// The request (run) concerned.
     pub request_id: Uuid,
