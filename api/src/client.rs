@@ -42,7 +42,6 @@ impl Client {
                 "no API token: set TOLLGATE_TOKEN or pass --token (create one with `tollgate token create`)",
             )?;
         let http = tollgate_engine::http::client(Duration::from_secs(30))?;
-        let _ = crate::USER_AGENT;
         Ok(Self { http, base: args.url.trim_end_matches('/').to_owned(), token })
     }
 

@@ -4,7 +4,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use tollgate_engine::audit::AuditRecord;
 use tollgate_engine::directory::{Integration, Principal};
-use tollgate_engine::run::{Grant, RunStatus, StepState};
+use tollgate_engine::run::{Grant, StepState};
 use tollgate_engine::store::query::{RunView, Task};
 use tollgate_workflows::{Step, WorkflowDefinition};
 use utoipa::ToSchema;
@@ -190,10 +190,9 @@ impl RequestOut {
                 .enumerate()
                 .map(|(i, s)| {
                     let i = u32::try_from(i).unwrap_or(u32::MAX);
-                    let current = i == run.step_index && !run.status.is_final()
-                        || (i == run.step_index
-                            && run.status == RunStatus::Failed
-                            && matches!(run.step, StepState::Action { .. }));
+                    // A final run has no current step, except a revocation still being retried.
+                    let current =
+                        i == run.step_index && (!run.status.is_final() || matches!(run.step, StepState::Action { .. }));
                     let state = if current {
                         "current"
                     } else if i < run.step_index {
@@ -340,15 +339,11 @@ impl PrincipalOut {
     pub fn new(p: &Principal, groups: Vec<String>) -> Self {
         Self {
             id: p.id.clone(),
-            kind: serde_json::to_value(p.kind).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default(),
+            kind: p.kind.as_str().to_owned(),
             name: p.name.clone(),
             email: p.email.clone(),
             slack_user_id: p.slack_user_id.clone(),
-            roles: p
-                .roles
-                .iter()
-                .filter_map(|r| serde_json::to_value(r).ok().and_then(|v| v.as_str().map(str::to_owned)))
-                .collect(),
+            roles: p.roles.iter().map(|r| r.as_str().to_owned()).collect(),
             owner: p.owner.clone(),
             groups,
             disabled: p.disabled,

@@ -67,6 +67,17 @@ pub enum PrincipalKind {
     Service,
 }
 
+impl PrincipalKind {
+    /// The snake_case name.
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Person => "person",
+            Self::Service => "service",
+        }
+    }
+}
+
 /// Global roles. Requesting and approving are granted per workflow, not here.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -75,6 +86,17 @@ pub enum Role {
     Admin,
     /// Read everything, export and verify the audit log.
     Auditor,
+}
+
+impl Role {
+    /// The snake_case name.
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Admin => "admin",
+            Self::Auditor => "auditor",
+        }
+    }
 }
 
 /// A named set of principals.

@@ -194,12 +194,6 @@ impl Engine {
         &self.db
     }
 
-    /// The current time.
-    #[must_use]
-    pub fn now(&self) -> DateTime<Utc> {
-        self.shared.clock.now()
-    }
-
     /// Creates a request. `render` produces the response body stored for idempotent replays.
     ///
     /// # Errors

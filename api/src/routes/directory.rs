@@ -53,9 +53,8 @@ pub(crate) async fn workflows(State(state): State<AppState>, _caller: Caller) ->
 #[utoipa::path(get, path = "/v1/principals", tag = "directory",
     responses((status = 200, body = Page<PrincipalOut>), (status = 401, body = ErrorBody)), security(("bearer" = [])))]
 pub(crate) async fn principals(State(state): State<AppState>, _caller: Caller) -> axum::Json<Page<PrincipalOut>> {
-    let dir = &state.engine.shared().directory;
-    let items = dir.principals.values().map(|p| PrincipalOut::new(p, groups_of(&state, &p.id))).collect();
-    let _ = dir;
+    let principals = &state.engine.shared().directory.principals;
+    let items = principals.values().map(|p| PrincipalOut::new(p, groups_of(&state, &p.id))).collect();
     axum::Json(Page { items, next_cursor: None })
 }
 

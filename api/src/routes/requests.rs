@@ -128,17 +128,18 @@ pub(crate) async fn create(
     let render_with = engine.clone();
     let renderer =
         Box::new(move |view: &RunView| serde_json::to_string(&render(&render_with, view)).unwrap_or_default());
-    let (body, replayed) = match engine.create_request(request, caller.is_admin(), idempotency, renderer).await? {
+    let (id, body, replayed) = match engine.create_request(request, caller.is_admin(), idempotency, renderer).await? {
         Created::New { id, body } => {
             tracing::info!(run.id = %id, requester = %caller.id, "request created");
-            (body, false)
+            (id.to_string(), body, false)
         }
-        Created::Replayed { body } => (body, true),
+        Created::Replayed { body } => {
+            // The stored first response is returned as it was; its id names the request.
+            let id =
+                serde_json::from_str::<serde_json::Value>(&body).ok().and_then(|v| v["id"].as_str().map(str::to_owned));
+            (id.unwrap_or_default(), body, true)
+        }
     };
-    let id = serde_json::from_str::<serde_json::Value>(&body)
-        .ok()
-        .and_then(|v| v["id"].as_str().map(str::to_owned))
-        .unwrap_or_default();
     let mut resp = (StatusCode::CREATED, [(header::CONTENT_TYPE, "application/json")], body).into_response();
     if let Ok(loc) = HeaderValue::from_str(&format!("/v1/requests/{id}")) {
         resp.headers_mut().insert(header::LOCATION, loc);
@@ -206,8 +207,7 @@ pub(crate) async fn list(
         for run in batch {
             cursor = Some(run.id);
             if can_view(&state.engine, &caller, &run) && (items.len() as u64) < limit {
-                let view = RunView { run, votes: Vec::new(), grant: None };
-                items.push(view);
+                items.push(run.id);
             }
         }
         if exhausted || items.len() as u64 >= limit {
@@ -215,9 +215,10 @@ pub(crate) async fn list(
         }
     }
     let mut out = Vec::with_capacity(items.len());
-    for v in items {
-        let full = query::run_view_snapshot(&state.engine.db().read, v.run.id).await?.unwrap_or(v);
-        out.push(render(&state.engine, &full));
+    for id in items {
+        if let Some(view) = query::run_view_snapshot(&state.engine.db().read, id).await? {
+            out.push(render(&state.engine, &view));
+        }
     }
     let next_cursor = if exhausted { None } else { out.last().map(|r| r.id.to_string()) };
     Ok(axum::Json(Page { items: out, next_cursor }))

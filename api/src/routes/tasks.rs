@@ -14,7 +14,7 @@ use crate::extract::{Caller, IdPath, Json};
     responses((status = 200, body = Page<TaskOut>), (status = 401, body = ErrorBody)), security(("bearer" = [])))]
 pub(crate) async fn list(State(state): State<AppState>, caller: Caller) -> ApiResult<axum::Json<Page<TaskOut>>> {
     let operator = (!caller.can_read_all()).then_some(caller.id.as_str());
-    let tasks = query::list_tasks(&state.engine.db().read, operator, false).await?;
+    let tasks = query::list_tasks(&state.engine.db().read, operator).await?;
     Ok(axum::Json(Page { items: tasks.into_iter().map(TaskOut::from).collect(), next_cursor: None }))
 }
 
@@ -35,9 +35,6 @@ pub(crate) async fn complete(
         Some(_) => return Err(ApiError::validation("outcome: must be done or failed")),
     };
     state.engine.resolve_task(TaskId(id), &caller.id, caller.is_admin(), done, body.comment).await?;
-    let tasks = query::list_tasks(&state.engine.db().read, None, false).await?;
-    Ok(axum::Json(Page {
-        items: tasks.into_iter().filter(|t| t.id.0 == id).map(TaskOut::from).collect(),
-        next_cursor: None,
-    }))
+    let task = query::task(&state.engine.db().read, TaskId(id)).await?;
+    Ok(axum::Json(Page { items: task.into_iter().map(TaskOut::from).collect(), next_cursor: None }))
 }

@@ -821,7 +821,6 @@ mod tests {
 
     use super::*;
     use crate::clock::ManualClock;
-    use crate::notify::RequestSummary;
 
     const JUSTIFICATION: &str = "INC-42 <script>alert(\"x\")</script> & <b>now</b>\nsecond line";
     const CANARY: &str = "CANARY-smtp-password-0f9d8e";
@@ -922,27 +921,17 @@ mod tests {
         }
     }
 
+    /// The preview sample, with this test's key, request, recipients and justification.
     fn notification(recipients: Vec<RecipientInfo>) -> Notification {
-        Notification {
-            idempotency_key: "run-7:1:approval_requested".to_owned(),
-            event: "approval_requested".to_owned(),
-            request_id: Uuid::from_u128(7),
-            recipients,
-            request: RequestSummary {
-                kind: "grant".to_owned(),
-                requester: "alice".to_owned(),
-                integration: "salesforce-prod".to_owned(),
-                environment: "production".to_owned(),
-                scopes: vec!["api".to_owned(), "refresh_token".to_owned()],
-                duration_secs: 3600,
-                justification: JUSTIFICATION.to_owned(),
-                status: "awaiting_approval".to_owned(),
-                approvals_needed: Some(2),
-                deadline: Some("2030-01-02T09:30:00Z".parse().unwrap()),
-                expires_at: None,
-            },
-            text: "alice asks for api, refresh_token on salesforce-prod".to_owned(),
-        }
+        let mut n = sample("approval_requested");
+        n.idempotency_key = "run-7:1:approval_requested".to_owned();
+        n.request_id = Uuid::from_u128(7);
+        n.recipients = recipients;
+        n.request.justification = JUSTIFICATION.to_owned();
+        n.request.approvals_needed = Some(2);
+        n.request.deadline = Some("2030-01-02T09:30:00Z".parse().unwrap());
+        n.text = "alice asks for api, refresh_token on salesforce-prod".to_owned();
+        n
     }
 
     fn expected_message_id(recipient: &str) -> String {

@@ -165,28 +165,9 @@ pub async fn list_grants<C: ConnectionTrait>(
     q.order_by_desc(grant::Column::Id).limit(limit).all(c).await?.into_iter().map(Grant::try_from).collect()
 }
 
-/// Manual tasks, newest first; only open ones when `open_only`.
-///
-/// # Errors
-/// Database failures.
-pub async fn list_tasks<C: ConnectionTrait>(
-    c: &C,
-    operator: Option<&str>,
-    open_only: bool,
-) -> Result<Vec<Task>, StoreError> {
-    let mut q = task::Entity::find();
-    if let Some(o) = operator {
-        q = q.filter(task::Column::Operator.eq(o));
-    }
-    if open_only {
-        q = q.filter(task::Column::Status.eq("open"));
-    }
-    Ok(q.order_by_desc(task::Column::Id)
-        .limit(500)
-        .all(c)
-        .await?
-        .into_iter()
-        .map(|t| Task {
+impl From<task::Model> for Task {
+    fn from(t: task::Model) -> Self {
+        Self {
             id: TaskId(t.id),
             run_id: RunId(t.run_id),
             operator: t.operator,
@@ -196,8 +177,28 @@ pub async fn list_tasks<C: ConnectionTrait>(
             comment: t.comment,
             resolved_at: t.resolved_at,
             created_at: t.created_at,
-        })
-        .collect())
+        }
+    }
+}
+
+/// Manual tasks, newest first (at most 500), of one operator or of everyone.
+///
+/// # Errors
+/// Database failures.
+pub async fn list_tasks<C: ConnectionTrait>(c: &C, operator: Option<&str>) -> Result<Vec<Task>, StoreError> {
+    let mut q = task::Entity::find();
+    if let Some(o) = operator {
+        q = q.filter(task::Column::Operator.eq(o));
+    }
+    Ok(q.order_by_desc(task::Column::Id).limit(500).all(c).await?.into_iter().map(Task::from).collect())
+}
+
+/// One manual task.
+///
+/// # Errors
+/// Database failures.
+pub async fn task<C: ConnectionTrait>(c: &C, id: TaskId) -> Result<Option<Task>, StoreError> {
+    Ok(task::Entity::find_by_id(id.0).one(c).await?.map(Task::from))
 }
 
 /// The principal bound to an unrevoked token with this SHA-256 hash.
