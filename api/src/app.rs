@@ -13,13 +13,15 @@ use utoipa::{Modify, OpenApi};
 
 use crate::dto;
 use crate::error::{ApiError, ErrorBody, ErrorDetail};
-use crate::routes::{audit, directory, grants, health, requests, tasks};
+use crate::routes::{audit, directory, email_links, grants, health, requests, tasks};
 
 /// What handlers share.
 #[derive(Clone, Debug)]
 pub struct AppState {
     /// The engine.
     pub engine: Arc<Engine>,
+    /// Email approval link pages.
+    pub(crate) links: Arc<email_links::LinkPages>,
 }
 
 /// The OpenAPI document (committed as `api/openapi.json`; a test keeps them equal).
@@ -58,9 +60,9 @@ pub fn openapi_json() -> String {
     ApiDoc::openapi().to_pretty_json().unwrap_or_default()
 }
 
-/// Builds the router.
-pub fn router(engine: Arc<Engine>, max_body_bytes: usize) -> Router {
-    let state = AppState { engine };
+/// Builds the router. `public_url` is the configured base URL of links (never a Host header).
+pub fn router(engine: Arc<Engine>, max_body_bytes: usize, public_url: &str) -> Router {
+    let state = AppState { engine, links: Arc::new(email_links::LinkPages::new(public_url)) };
     Router::new()
         .route("/v1/requests", post(requests::create).get(requests::list))
         .route("/v1/requests/{id}", get(requests::show))
@@ -78,6 +80,7 @@ pub fn router(engine: Arc<Engine>, max_body_bytes: usize) -> Router {
         .route("/v1/audit/verify", get(audit::verify))
         .route("/v1/tasks", get(tasks::list))
         .route("/v1/tasks/{id}/complete", post(tasks::complete))
+        .route("/approvals/email/{token}", get(email_links::show).post(email_links::decide))
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .route(

@@ -251,6 +251,8 @@ const SECTIONS: &[&str] = &[
     "database",
     "workflows",
     "notifications",
+    "email",
+    "slack",
     "bootstrap",
     "http",
     "log",
@@ -362,7 +364,20 @@ impl Config {
             .map_err(|e| ConfigError(e.to_string()))
     }
 
-    /// This replica's name.
+    /// The base URL links are built on: `public_url`, or `http://{listen}` when unset.
+    #[must_use]
+    pub fn public_url(&self) -> String {
+        match &self.public_url {
+            Some(url) => url.trim_end_matches('/').to_owned(),
+            None => {
+                // Good enough on the machine itself; anything reached from elsewhere sets it.
+                let listen = self.listen.replace("0.0.0.0", "localhost").replace("[::]", "localhost");
+                format!("http://{listen}")
+            }
+        }
+    }
+
+    /// This replica's name: `node_id`, or the host name.
     #[must_use]
     pub fn node_id(&self) -> String {
         self.node_id.clone().unwrap_or_else(|| {

@@ -126,6 +126,7 @@ impl From<JobError> for ApiError {
             }
             JobError::NotTaskOperator => Self::forbidden(e.to_string()),
             JobError::TaskResolved => Self::new(StatusCode::CONFLICT, "task_resolved", e.to_string()),
+            JobError::LinkUnusable => Self::not_found("approval link"),
             JobError::Store(s) => {
                 tracing::error!(error = %s, "store error");
                 Self::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "the service is temporarily unavailable")

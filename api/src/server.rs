@@ -102,7 +102,8 @@ async fn build_engine_locked(config: &Config, clock: Arc<dyn Clock>, workers: bo
     // Every notification goes to every configured channel (none configured: the log).
     let mut channels: Vec<Arc<dyn NotificationChannel>> = Vec::new();
     if config.email.enabled {
-        channels.push(Arc::new(tollgate_engine::notify::email::EmailChannel::new(&config.email).context("email")?));
+        let email = tollgate_engine::notify::email::EmailChannel::new(&config.email).context("email")?;
+        channels.push(Arc::new(email.with_public_url(&config.public_url())));
     }
     if let Some(w) = &config.notifications.webhook {
         channels.push(Arc::new(
@@ -163,7 +164,8 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         .with_context(|| format!("cannot listen on {}", config.listen))?;
     let addr = listener.local_addr()?;
     tracing::info!(%addr, database = %redact_url(&config.database.url), "tollgate listening");
-    let app = crate::app::router(engine.clone(), config.http.max_body_bytes);
+    let app = crate::app::router(engine.clone(), config.http.max_body_bytes, &config.public_url());
+    let app = app.into_make_service_with_connect_info::<std::net::SocketAddr>();
     axum::serve(listener, app).with_graceful_shutdown(shutdown_signal()).await?;
     engine.shutdown().await;
     Ok(())

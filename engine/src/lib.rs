@@ -26,6 +26,7 @@ pub mod directory;
 pub mod effect;
 pub mod http;
 pub mod ids;
+pub mod links;
 pub mod notify;
 pub mod run;
 pub mod runtime;

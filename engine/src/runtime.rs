@@ -114,7 +114,7 @@ pub enum Created {
 pub struct Engine {
     shared: Arc<Shared>,
     db: Db,
-    writer: WriterHandle,
+    pub(crate) writer: WriterHandle,
     shutdown: watch::Sender<bool>,
     tasks: Mutex<Vec<JoinHandle<()>>>,
 }
@@ -226,7 +226,25 @@ impl Engine {
         comment: Option<String>,
         channel: &str,
     ) -> Result<(), JobError> {
-        let command = Command::Decide { actor: actor.to_owned(), decision, comment, channel: channel.to_owned() };
+        self.decide_with_origin(run_id, actor, decision, comment, channel, serde_json::Value::Null).await
+    }
+
+    /// Records a decision with channel evidence (e.g. the Slack user and team ids), which the
+    /// audit record keeps under `details.origin`.
+    ///
+    /// # Errors
+    /// [`JobError::Transition`] with the reason when refused.
+    pub async fn decide_with_origin(
+        &self,
+        run_id: RunId,
+        actor: &str,
+        decision: Decision,
+        comment: Option<String>,
+        channel: &str,
+        origin: serde_json::Value,
+    ) -> Result<(), JobError> {
+        let command =
+            Command::Decide { actor: actor.to_owned(), decision, comment, channel: channel.to_owned(), origin };
         self.apply(run_id, command).await
     }
 
@@ -349,7 +367,7 @@ impl Engine {
     }
 }
 
-fn unexpected(output: &JobOutput) -> JobError {
+pub(crate) fn unexpected(output: &JobOutput) -> JobError {
     JobError::Store(StoreError::Corrupt { table: "writer", detail: format!("unexpected job output {output:?}") })
 }
 
@@ -553,7 +571,7 @@ impl Dispatcher {
             let attempt = work.attempts + 1;
             let result = {
                 let _permit = self.permits.acquire().await;
-                self.call(&work.item.payload, attempt).await
+                self.call(&work, attempt).await
             };
             let now = self.shared.clock.now();
             let job = match (&work.item.payload, result) {
@@ -624,18 +642,25 @@ impl Dispatcher {
                                 attempts,
                             }
                         }
-                        OutboxPayload::Notify { notification, channel } => Job::NotificationResult {
-                            outbox_id: work.id,
-                            event: notification_event(
-                                work.run_id,
-                                channel.as_deref().unwrap_or("?"),
-                                notification,
-                                false,
-                                Some(&message),
-                            ),
-                            delivered: false,
-                            attempts: attempt,
-                        },
+                        OutboxPayload::Notify { notification, channel } => {
+                            tracing::error!(
+                                alert = true, run.id = %work.run_id, channel = channel.as_deref().unwrap_or("?"),
+                                event = %notification.event, attempt, error = %message,
+                                "notification could not be delivered; giving up on this channel"
+                            );
+                            Job::NotificationResult {
+                                outbox_id: work.id,
+                                event: notification_event(
+                                    work.run_id,
+                                    channel.as_deref().unwrap_or("?"),
+                                    notification,
+                                    false,
+                                    Some(&message),
+                                ),
+                                delivered: false,
+                                attempts: attempt,
+                            }
+                        }
                     }
                 }
             };
@@ -658,7 +683,8 @@ impl Dispatcher {
         }
     }
 
-    async fn call(&self, payload: &OutboxPayload, attempt: i32) -> Result<Called, ConnectorError> {
+    async fn call(&self, work: &OutboxWork, attempt: i32) -> Result<Called, ConnectorError> {
+        let payload = &work.item.payload;
         match payload {
             OutboxPayload::Action { action } => {
                 let Some(connector) = self.connectors.get(&action.integration.name) else {
@@ -675,7 +701,9 @@ impl Dispatcher {
                     let message = format!("notification channel {channel:?} is not configured");
                     return Err(ConnectorError::Permanent { message });
                 };
-                c.send(notification).await.map(|()| Called::Notified)
+                let ctx =
+                    EngineDelivery { writer: &self.writer, run_id: work.run_id, step_index: work.item.step_index };
+                c.deliver(notification, &ctx).await.map(|()| Called::Notified)
             }
         }
     }
@@ -684,6 +712,25 @@ impl Dispatcher {
 enum Called {
     Action(ActionOutcome),
     Notified,
+}
+
+/// The engine as seen by a channel delivering one outbox item.
+struct EngineDelivery<'a> {
+    writer: &'a WriterHandle,
+    run_id: RunId,
+    step_index: u32,
+}
+
+#[async_trait::async_trait]
+impl crate::notify::DeliveryContext for EngineDelivery<'_> {
+    async fn approval_links(
+        &self,
+        principals: &[String],
+    ) -> Result<Vec<Option<crate::links::IssuedLink>>, ConnectorError> {
+        crate::links::issue(self.writer, self.run_id, self.step_index, principals).await.map_err(|e| {
+            ConnectorError::Retryable { message: format!("cannot record approval links: {e}"), retry_after: None }
+        })
+    }
 }
 
 fn notification_event(

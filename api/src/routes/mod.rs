@@ -2,6 +2,7 @@
 
 pub(crate) mod audit;
 pub(crate) mod directory;
+pub(crate) mod email_links;
 pub(crate) mod grants;
 pub(crate) mod health;
 pub(crate) mod requests;

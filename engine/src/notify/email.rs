@@ -19,7 +19,7 @@ use sha2::{Digest, Sha256};
 use crate::clock::{Clock, SystemClock};
 use crate::connector::webhook::Timeout;
 use crate::connector::{ConfigError, ConnectorError};
-use crate::notify::{Notification, NotificationChannel, RecipientInfo};
+use crate::notify::{DeliveryContext, Notification, NotificationChannel, RecipientInfo};
 
 /// Sender used when the configuration names none: enough for the `.eml` outbox of a quick start.
 pub const DEFAULT_FROM: &str = "Tollgate <tollgate@localhost>";
@@ -247,6 +247,8 @@ pub struct EmailChannel {
     from: Mailbox,
     delivery: Delivery,
     clock: Arc<dyn Clock>,
+    /// Base URL of approval links (`{public_url}/approvals/email/{token}`); none: no links.
+    public_url: Option<String>,
 }
 
 enum Delivery {
@@ -314,7 +316,15 @@ impl EmailChannel {
                 Delivery::Outbox { dir: settings.outbox_dir.clone() }
             }
         };
-        Ok(Self { from, delivery, clock: Arc::new(SystemClock) })
+        Ok(Self { from, delivery, clock: Arc::new(SystemClock), public_url: None })
+    }
+
+    /// Puts a single-use approval link (built on `public_url`, never on a request's Host header)
+    /// into each approval request and reminder, one per approver.
+    #[must_use]
+    pub fn with_public_url(mut self, public_url: &str) -> Self {
+        self.public_url = Some(public_url.trim_end_matches('/').to_owned());
+        self
     }
 
     /// Uses `clock` for the `Date` header instead of the system clock.
@@ -345,7 +355,7 @@ impl EmailChannel {
 
     /// Sends or writes one message. `Err((error, true))` when the server answered about this
     /// message (a reply code), `Err((error, false))` when the way out itself failed.
-    async fn deliver(
+    async fn deliver_one(
         &self,
         n: &Notification,
         message: &Message,
@@ -520,24 +530,71 @@ impl NotificationChannel for EmailChannel {
         "email"
     }
 
-    /// Sends one message per recipient with an address. A connection failure stops at once
-    /// (the outbox retries the whole notification: a recipient may then get a message twice,
-    /// with the same `Message-ID`). A rejected or invalid address does not stop the others; the
-    /// result is then the worst outcome: retryable if any failure was, permanent otherwise.
+    /// Sends one message per recipient with an address, without approval links (see
+    /// [`NotificationChannel::deliver`]).
     async fn send(&self, n: &Notification) -> Result<(), ConnectorError> {
-        let recipients: Vec<(&RecipientInfo, &str)> = n
-            .recipients
-            .iter()
-            .filter_map(|r| r.email.as_deref().map(|e| (r, e.trim())))
-            .filter(|(_, e)| !e.is_empty())
-            .collect();
+        let recipients = addressed(n);
         if recipients.is_empty() {
             return Ok(());
         }
         let rendered = render(n).map_err(|e| ConnectorError::Permanent { message: e.to_string() })?;
+        self.send_each(n, recipients.into_iter().map(|(r, e)| (r, e, rendered.clone())).collect()).await
+    }
+
+    /// Like [`Self::send`], but approval requests and reminders carry a personal approval link
+    /// per approver when a public URL is configured. An approver for whom no link can be issued
+    /// (the requester, no longer eligible, already voted, step over) gets no message: there is
+    /// nothing left for them to decide.
+    async fn deliver(&self, n: &Notification, ctx: &dyn DeliveryContext) -> Result<(), ConnectorError> {
+        let Some(base) = self.public_url.as_deref().filter(|_| LINK_EVENTS.contains(&n.event.as_str())) else {
+            return self.send(n).await;
+        };
+        let recipients = addressed(n);
+        if recipients.is_empty() {
+            return Ok(());
+        }
+        let principals: Vec<String> = recipients.iter().map(|(r, _)| r.principal.clone()).collect();
+        let links = ctx.approval_links(&principals).await?;
+        let mut each = Vec::with_capacity(recipients.len());
+        for ((recipient, email), link) in recipients.into_iter().zip(links) {
+            let Some(link) = link else {
+                tracing::debug!(request.id = %n.request_id, recipient.principal = %recipient.principal, "no approval link: the recipient cannot decide now; not sent");
+                continue;
+            };
+            let link = LinkView { url: format!("{base}/approvals/email/{}", link.token), expires_at: link.expires_at };
+            let rendered =
+                render_with_link(n, Some(&link)).map_err(|e| ConnectorError::Permanent { message: e.to_string() })?;
+            each.push((recipient, email, rendered));
+        }
+        self.send_each(n, each).await
+    }
+}
+
+/// Events whose emails carry an approval link.
+const LINK_EVENTS: &[&str] = &["approval_requested", "approval_reminder"];
+
+/// The recipients with a (non-empty) address.
+fn addressed(n: &Notification) -> Vec<(&RecipientInfo, &str)> {
+    n.recipients
+        .iter()
+        .filter_map(|r| r.email.as_deref().map(|e| (r, e.trim())))
+        .filter(|(_, e)| !e.is_empty())
+        .collect()
+}
+
+impl EmailChannel {
+    /// Sends one rendered message per recipient. A connection failure stops at once (the outbox
+    /// retries the whole notification: a recipient may then get a message twice, with the same
+    /// `Message-ID`). A rejected or invalid address does not stop the others; the result is then
+    /// the worst outcome: retryable if any failure was, permanent otherwise.
+    async fn send_each(
+        &self,
+        n: &Notification,
+        each: Vec<(&RecipientInfo, &str, RenderedEmail)>,
+    ) -> Result<(), ConnectorError> {
         let mut retryable = None;
         let mut permanent = None;
-        for (recipient, email) in &recipients {
+        for (recipient, email, rendered) in each {
             let Ok(address) = email.parse::<Address>() else {
                 tracing::warn!(request.id = %n.request_id, recipient.principal = %recipient.principal, "email: recipient address is invalid; skipped");
                 permanent.get_or_insert(ConnectorError::Permanent {
@@ -547,7 +604,7 @@ impl NotificationChannel for EmailChannel {
             };
             let name = Some(recipient.name.clone()).filter(|name| !name.trim().is_empty());
             let message = self.message(n, &rendered, Mailbox::new(name, address))?;
-            match self.deliver(n, &message, email).await {
+            match self.deliver_one(n, &message, email).await {
                 Ok(()) => {
                     tracing::debug!(request.id = %n.request_id, recipient.principal = %recipient.principal, "email sent");
                 }
@@ -570,6 +627,15 @@ impl NotificationChannel for EmailChannel {
             (None, None) => Ok(()),
         }
     }
+}
+
+/// An approval link as shown in an email.
+#[derive(Debug, Clone)]
+pub struct LinkView {
+    /// The full URL (secret: it carries the token).
+    pub url: String,
+    /// When it stops working.
+    pub expires_at: chrono::DateTime<chrono::Utc>,
 }
 
 /// A rendered email: the subject (one line) and both bodies.
@@ -609,6 +675,8 @@ struct View<'a> {
     deadline: Option<String>,
     expires_at: Option<String>,
     text: &'a str,
+    link: Option<&'a str>,
+    link_expires_at: Option<String>,
 }
 
 impl<'a> View<'a> {
@@ -629,6 +697,8 @@ impl<'a> View<'a> {
             deadline: r.deadline.map(time),
             expires_at: r.expires_at.map(time),
             text: n.text.trim(),
+            link: None,
+            link_expires_at: None,
         }
     }
 }
@@ -725,7 +795,19 @@ struct HtmlLayout<'a> {
 /// # Errors
 /// [`RenderError`] when a template fails, which the data alone cannot cause.
 pub fn render(notification: &Notification) -> Result<RenderedEmail, RenderError> {
-    let v = View::new(notification);
+    render_with_link(notification, None)
+}
+
+/// [`render`] with a personal approval link (approval requests and reminders).
+///
+/// # Errors
+/// [`RenderError`] when a template fails.
+pub fn render_with_link(notification: &Notification, link: Option<&LinkView>) -> Result<RenderedEmail, RenderError> {
+    let mut v = View::new(notification);
+    if let Some(link) = link {
+        v.link = Some(&link.url);
+        v.link_expires_at = Some(link.expires_at.format("%Y-%m-%d %H:%M UTC").to_string());
+    }
     let Wording { subject, headline, lead } = wording(&notification.event, &v)?;
     let subject = one_line(&subject, MAX_SUBJECT_CHARS);
     let (headline, lead) = (headline.trim(), lead.trim());
@@ -760,7 +842,11 @@ pub fn preview(event: &str) -> Result<Option<RenderedEmail>, RenderError> {
     if !EVENTS.contains(&event) {
         return Ok(None);
     }
-    render(&sample(event)).map(Some)
+    let link = LINK_EVENTS.contains(&event).then(|| LinkView {
+        url: "https://tollgate.example.com/approvals/email/SAMPLE-not-a-real-token-0000000000000000000".to_owned(),
+        expires_at: chrono::DateTime::from_timestamp(1_893_499_200, 0).unwrap_or_default(),
+    });
+    render_with_link(&sample(event), link.as_ref()).map(Some)
 }
 
 /// A plausible notification for `event`, with a justification that shows escaping at work.

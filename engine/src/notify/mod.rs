@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::connector::ConnectorError;
+use crate::links::IssuedLink;
 
 /// A notification, rendered by a channel. Contains no secrets by construction: only request
 /// metadata that approvers are entitled to see.
@@ -79,6 +80,39 @@ pub trait NotificationChannel: Send + Sync + std::fmt::Debug {
     /// # Errors
     /// [`ConnectorError::Retryable`] for transient failures, [`ConnectorError::Permanent`] otherwise.
     async fn send(&self, notification: &Notification) -> Result<(), ConnectorError>;
+
+    /// Delivers `notification` with access to the engine (approval links, message records).
+    /// Channels that need nothing from the engine keep the default, [`Self::send`].
+    ///
+    /// # Errors
+    /// As [`Self::send`].
+    async fn deliver(&self, notification: &Notification, _ctx: &dyn DeliveryContext) -> Result<(), ConnectorError> {
+        self.send(notification).await
+    }
+}
+
+/// What a channel may ask of the engine while delivering one outbox item (of one run and step).
+#[async_trait::async_trait]
+pub trait DeliveryContext: Send + Sync {
+    /// Issues single-use email approval links for `principals` at the item's approval step, in
+    /// order; `None` for a principal who cannot decide there (the requester, no longer eligible,
+    /// already voted) and for everyone once the step is over. Each link is stored (hashed)
+    /// before this returns.
+    ///
+    /// # Errors
+    /// [`ConnectorError::Retryable`] when the links cannot be recorded now.
+    async fn approval_links(&self, principals: &[String]) -> Result<Vec<Option<IssuedLink>>, ConnectorError>;
+}
+
+/// A context that offers nothing: no links are issued (previews, tests, channels used alone).
+#[derive(Debug, Default)]
+pub struct NoContext;
+
+#[async_trait::async_trait]
+impl DeliveryContext for NoContext {
+    async fn approval_links(&self, principals: &[String]) -> Result<Vec<Option<IssuedLink>>, ConnectorError> {
+        Ok(vec![None; principals.len()])
+    }
 }
 
 /// A channel that only logs that a notification was produced (used when none is configured).

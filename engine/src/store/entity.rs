@@ -266,3 +266,40 @@ pub mod directory_entry {
     }
     entity_boilerplate!();
 }
+
+pub mod approval_link {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "approval_links")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub id: Uuid,
+        pub token_hash: String,
+        pub run_id: Uuid,
+        pub step_index: i32,
+        pub principal: String,
+        pub created_at: DateTimeUtc,
+        pub expires_at: DateTimeUtc,
+        pub consumed_at: Option<DateTimeUtc>,
+    }
+    entity_boilerplate!();
+}
+
+pub mod slack_message {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "slack_messages")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub id: Uuid,
+        pub run_id: Uuid,
+        pub step_index: i32,
+        pub channel_id: String,
+        pub ts: String,
+        pub recipient: String,
+        pub created_at: DateTimeUtc,
+    }
+    entity_boilerplate!();
+}

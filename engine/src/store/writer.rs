@@ -28,8 +28,8 @@ use tokio::sync::{mpsc, oneshot};
 use tollgate_workflows::WorkflowKind;
 
 use super::entity::{
-    api_token, audit_head, audit_log, decision, directory_entry, grant, idempotency_key, outbox, run, task, timer,
-    workflow_definition,
+    api_token, approval_link, audit_head, audit_log, decision, directory_entry, grant, idempotency_key, outbox, run,
+    task, timer, workflow_definition,
 };
 use super::query::RunView;
 use super::{Db, StoreError, grant_model, run_model, to_json};
@@ -117,6 +117,19 @@ pub(crate) enum Job {
         actor: String,
         channel: String,
     },
+    /// Issue email approval links (hashes only) for an approval step.
+    IssueLinks {
+        run_id: RunId,
+        step_index: u32,
+        principals: Vec<String>,
+        links: Vec<(uuid::Uuid, String)>,
+    },
+    /// Decide through an email link, consuming it.
+    DecideByLink {
+        token_hash: String,
+        decision: crate::run::Decision,
+        comment: Option<String>,
+    },
     Audit(Vec<AuditEvent>),
     Sync(crate::config_sync::SyncPlan),
 }
@@ -124,11 +137,19 @@ pub(crate) enum Job {
 /// What a job produced.
 #[derive(Debug)]
 pub(crate) enum JobOutput {
-    Created { run_id: RunId, body: String },
-    Replayed { body: String },
+    Created {
+        run_id: RunId,
+        body: String,
+    },
+    Replayed {
+        body: String,
+    },
     Applied,
     TaskResolved(RunId),
     TokenCreated(uuid::Uuid),
+    /// The expiry of each issued link, `None` where none was issued.
+    LinksIssued(Vec<Option<DateTime<Utc>>>),
+    LinkDecided(RunId),
     Done,
 }
 
@@ -150,6 +171,9 @@ pub enum JobError {
     /// The task was already resolved.
     #[error("task already resolved")]
     TaskResolved,
+    /// An approval link that is unknown, used, expired, or whose approval is over.
+    #[error("this approval link cannot be used")]
+    LinkUnusable,
     /// Infrastructure.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -580,12 +604,127 @@ impl JobCtx<'_> {
                 });
                 Ok(JobOutput::TokenCreated(id))
             }
+            Job::IssueLinks { run_id, step_index, principals, links } => {
+                self.issue_links(*run_id, *step_index, principals, links).await
+            }
+            Job::DecideByLink { token_hash, decision, comment } => {
+                self.decide_by_link(token_hash, *decision, comment.clone()).await
+            }
             Job::Audit(events) => {
                 self.pending.events.extend(events.iter().cloned());
                 Ok(JobOutput::Done)
             }
             Job::Sync(plan) => self.sync(plan).await,
         }
+    }
+
+    /// Records link hashes for the principals who may decide at the run's current approval step.
+    async fn issue_links(
+        &mut self,
+        run_id: RunId,
+        step_index: u32,
+        principals: &[String],
+        links: &[(uuid::Uuid, String)],
+    ) -> JobResult {
+        let state = self.state(run_id).await?;
+        let run = &state.run;
+        let deadline = match &run.step {
+            StepState::Approval { deadline, .. }
+                if run.status == crate::run::RunStatus::AwaitingApproval
+                    && run.step_index == step_index
+                    && self.now < *deadline =>
+            {
+                *deadline
+            }
+            _ => return Ok(JobOutput::LinksIssued(vec![None; principals.len()])),
+        };
+        let definition = self.shared.definition(run)?;
+        let Some(tollgate_workflows::Step::Approval(step)) = definition.steps.get(step_index as usize) else {
+            return Ok(JobOutput::LinksIssued(vec![None; principals.len()]));
+        };
+        let directory = &self.shared.directory;
+        let integration = directory.integrations.get(&run.integration).ok_or(JobError::NotFound("integration"))?;
+        let mut rows = Vec::new();
+        let mut issued = Vec::with_capacity(principals.len());
+        for (principal, (id, token_hash)) in principals.iter().zip(links) {
+            let may_decide = !directory.is_same_person(principal, &run.requester)
+                && directory.is_eligible_approver(principal, &step.approvers, integration, &run.requester)
+                && !state.votes.iter().any(|v| directory.is_same_person(&v.approver, principal));
+            if !may_decide {
+                issued.push(None);
+                continue;
+            }
+            rows.push(approval_link::ActiveModel {
+                id: Set(*id),
+                token_hash: Set(token_hash.clone()),
+                run_id: Set(run_id.0),
+                step_index: Set(i32::try_from(step_index).unwrap_or(i32::MAX)),
+                principal: Set(principal.clone()),
+                created_at: Set(self.now),
+                expires_at: Set(deadline),
+                consumed_at: Set(None),
+            });
+            self.pending.events.push(AuditEvent {
+                event_type: "approval_link_issued".to_owned(),
+                channel: "email".to_owned(),
+                outcome: "success".to_owned(),
+                actor: "system".to_owned(),
+                subject: format!("request:{run_id}"),
+                run_id: Some(run_id.0),
+                justification: None,
+                workflow_key: Some(run.workflow_key.clone()),
+                workflow_version: i32::try_from(run.workflow_version).ok(),
+                details: serde_json::json!({
+                    "link_id": id, "approver": principal, "step": step_index, "expires_at": deadline,
+                }),
+            });
+            issued.push(Some(deadline));
+        }
+        if !rows.is_empty() {
+            self.wrote = true;
+            approval_link::Entity::insert_many(rows).exec_without_returning(self.c).await?;
+        }
+        Ok(JobOutput::LinksIssued(issued))
+    }
+
+    /// A decision through an email link: the link must be unused, unexpired and for the run's
+    /// current step; it is consumed only when the decision is recorded.
+    async fn decide_by_link(
+        &mut self,
+        token_hash: &str,
+        decision: crate::run::Decision,
+        comment: Option<String>,
+    ) -> JobResult {
+        let link = approval_link::Entity::find()
+            .filter(approval_link::Column::TokenHash.eq(token_hash))
+            .one(self.c)
+            .await?
+            .filter(|l| l.consumed_at.is_none() && self.now < l.expires_at)
+            .ok_or(JobError::LinkUnusable)?;
+        let run_id = RunId(link.run_id);
+        let state = self.state(run_id).await?;
+        if i64::from(state.run.step_index) != i64::from(link.step_index) {
+            return Err(JobError::LinkUnusable.into());
+        }
+        let command = Command::Decide {
+            actor: link.principal.clone(),
+            decision,
+            comment,
+            channel: "email".to_owned(),
+            origin: serde_json::json!({ "link_id": link.id }),
+        };
+        self.apply(run_id, &command).await?;
+        let consumed = approval_link::Entity::update_many()
+            .col_expr(approval_link::Column::ConsumedAt, Expr::value(self.now))
+            .filter(approval_link::Column::Id.eq(link.id))
+            .filter(approval_link::Column::ConsumedAt.is_null())
+            .exec(self.c)
+            .await?;
+        if consumed.rows_affected != 1 {
+            // Used concurrently by another replica: undo the whole batch; the replay refuses it.
+            return Err(StoreError::Conflict.into());
+        }
+        Ok(JobOutput::LinkDecided(run_id))
     }
 
     async fn sync(&mut self, plan: &crate::config_sync::SyncPlan) -> JobResult {
@@ -719,8 +858,11 @@ impl JobCtx<'_> {
             }
             Ok(None) => Ok(JobOutput::Applied),
             Err(err) => match command {
-                Command::Decide { actor, decision, channel, .. } => {
-                    let ev = transition::refusal_event(&state.run, actor, decision.as_str(), channel, &err);
+                Command::Decide { actor, decision, channel, origin, .. } => {
+                    let mut ev = transition::refusal_event(&state.run, actor, decision.as_str(), channel, &err);
+                    if !origin.is_null() {
+                        ev.details["origin"] = origin.clone();
+                    }
                     Err(Refusal::Audited(err.into(), Box::new(ev)))
                 }
                 _ => Err(err.into()),

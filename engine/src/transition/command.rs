@@ -21,6 +21,9 @@ pub enum Command {
         comment: Option<String>,
         /// `api`, `cli`, `slack`, `email`.
         channel: String,
+        /// Channel evidence recorded with the decision (`null` for none): the email link's id,
+        /// or the Slack user and team ids.
+        origin: serde_json::Value,
     },
     /// The requester or an admin withdraws a pending request.
     Cancel {
@@ -84,8 +87,8 @@ pub fn apply(state: RunState, command: Command, ctx: &Context<'_>) -> Result<Opt
     let prior_approvals = u32::try_from(prior).unwrap_or(u32::MAX);
     let mut out = Outcome { run, grant, votes: Vec::new(), audit: Vec::new(), effects: Vec::new(), prior_approvals };
     match command {
-        Command::Decide { actor, decision, comment, channel } => {
-            decide(&mut out, &votes, actor, decision, comment, channel, ctx)?;
+        Command::Decide { actor, decision, comment, channel, origin } => {
+            decide(&mut out, &votes, Ballot { actor, decision, comment, channel, origin }, ctx)?;
         }
         Command::Cancel { actor, is_admin, channel } => {
             if out.run.status != RunStatus::AwaitingApproval {
@@ -155,15 +158,17 @@ pub fn apply(state: RunState, command: Command, ctx: &Context<'_>) -> Result<Opt
     Ok(Some(out))
 }
 
-fn decide(
-    out: &mut Outcome,
-    votes: &[Vote],
+/// One decision as cast.
+struct Ballot {
     actor: String,
     decision: Decision,
     comment: Option<String>,
     channel: String,
-    ctx: &Context<'_>,
-) -> Result<(), TransitionError> {
+    origin: serde_json::Value,
+}
+
+fn decide(out: &mut Outcome, votes: &[Vote], ballot: Ballot, ctx: &Context<'_>) -> Result<(), TransitionError> {
+    let Ballot { actor, decision, comment, channel, origin } = ballot;
     if out.run.status != RunStatus::AwaitingApproval {
         return Err(TransitionError::for_final(out.run.status));
     }
@@ -204,16 +209,13 @@ fn decide(
         Decision::Approve => ("approval_recorded", "approved"),
         Decision::Deny => ("denial_recorded", "denied"),
     };
-    out.audit.push(event(
-        &out.run,
-        event_type,
-        &actor,
-        &channel,
-        outcome,
-        serde_json::json!({
-            "step": out.run.step_index, "comment": comment, "approvals": approvals, "quorum": step.quorum,
-        }),
-    ));
+    let mut details = serde_json::json!({
+        "step": out.run.step_index, "comment": comment, "approvals": approvals, "quorum": step.quorum,
+    });
+    if !origin.is_null() {
+        details["origin"] = origin;
+    }
+    out.audit.push(event(&out.run, event_type, &actor, &channel, outcome, details));
     out.votes.push(vote);
     let requester = people(std::slice::from_ref(&out.run.requester), ctx);
     if approvals >= step.quorum {

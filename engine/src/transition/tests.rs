@@ -134,7 +134,13 @@ fn decide(
     d: Decision,
     at: DateTime<Utc>,
 ) -> Result<RunState, TransitionError> {
-    let cmd = Command::Decide { actor: who.to_owned(), decision: d, comment: None, channel: "api".to_owned() };
+    let cmd = Command::Decide {
+        actor: who.to_owned(),
+        decision: d,
+        comment: None,
+        channel: "api".to_owned(),
+        origin: serde_json::Value::Null,
+    };
     apply(state.clone(), cmd, &f.ctx(at)).map(|o| fold(Some(state.clone()), o.expect("not stale")))
 }
 
@@ -245,6 +251,7 @@ fn quorum_counts_distinct_eligible_people_and_excludes_the_requester() {
         decision: Decision::Approve,
         comment: None,
         channel: "api".to_owned(),
+        origin: serde_json::Value::Null,
     };
     let out = apply(s.clone(), cmd, &f.ctx(t0())).expect("ok").expect("not stale");
     assert_eq!(grant_calls(&out), 1);
@@ -430,6 +437,7 @@ proptest! {
                     decision: if approve { Decision::Approve } else { Decision::Deny },
                     comment: None,
                     channel: "api".to_owned(),
+                    origin: serde_json::Value::Null,
                 },
                 Op::Cancel(w) => Command::Cancel { actor: WHO[w].to_owned(), is_admin: false, channel: "api".to_owned() },
                 Op::Deadline => Command::TimerFired { kind: TimerKind::ApprovalDeadline, step_index: s.run.step_index },

@@ -4,6 +4,10 @@
 /// The signing secret shared by the server's webhooks and the [`crate::Receiver`].
 pub const SECRET: &str = "whsec_tollgate_integration_tests_0123456789abcdef";
 
+/// A secret the receiver puts into every connector answer (a credential in successes, internal
+/// detail in failures). It must never appear in anything Tollgate writes or sends.
+pub const CANARY: &str = "CANARY-client-secret-7d41f0c2e9";
+
 /// The directory: who is who, and what can be requested.
 ///
 /// - `alice` requests; `bob` owns every integration except `ci-runner`; `carol` and `dave` are

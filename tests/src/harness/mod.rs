@@ -5,3 +5,4 @@ pub(crate) mod db;
 pub(crate) mod fixtures;
 pub(crate) mod receiver;
 pub(crate) mod server;
+pub(crate) mod smtp;

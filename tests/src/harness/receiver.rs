@@ -338,7 +338,8 @@ async fn handle(State(inner): State<Arc<Inner>>, uri: Uri, headers: HeaderMap, r
     };
     match action {
         Some(Action::Status(code)) => {
-            (StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR), "scripted").into_response()
+            let status = StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+            (status, format!("scripted failure; internal detail {}", super::fixtures::CANARY)).into_response()
         }
         Some(Action::Hold) => {
             while *release.borrow_and_update() == generation {
@@ -346,8 +347,15 @@ async fn handle(State(inner): State<Arc<Inner>>, uri: Uri, headers: HeaderMap, r
                     break;
                 }
             }
-            axum::Json(json!({ "reference": reference })).into_response()
+            success(&reference)
         }
-        None => axum::Json(json!({ "reference": reference })).into_response(),
+        None => success(&reference),
     }
+}
+
+/// A successful answer: the reference, and — like real SaaS APIs — a credential that must never
+/// travel further (tests look for [`super::fixtures::CANARY`] everywhere).
+fn success(reference: &str) -> Response {
+    axum::Json(json!({ "reference": reference, "credential": { "client_secret": super::fixtures::CANARY } }))
+        .into_response()
 }

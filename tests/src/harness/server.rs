@@ -52,6 +52,8 @@ pub struct ServerOptions {
     pub extra_config: String,
     /// Fixed node id, so a restarted server resumes its own outbox leases at once.
     pub node_id: String,
+    /// Text replacements applied to the directory TOML, e.g. to drop someone from a group.
+    pub directory_patches: Vec<(String, String)>,
 }
 
 impl ServerOptions {
@@ -67,6 +69,7 @@ impl ServerOptions {
             bundled_workflows: false,
             extra_config: String::new(),
             node_id: "test-node".to_owned(),
+            directory_patches: Vec::new(),
         }
     }
 
@@ -196,7 +199,11 @@ revoke_retry_secs = 2
             db = self.db.url(),
             bundled = o.bundled_workflows,
             wf_dir = wf_dir.display(),
-            directory = fixtures::directory_toml(&o.connector_url, &o.connector_timeout),
+            directory = o
+                .directory_patches
+                .iter()
+                .fold(fixtures::directory_toml(&o.connector_url, &o.connector_timeout), |toml, (from, to)| toml
+                    .replace(from, to)),
             extra = o.extra_config,
         );
         std::fs::write(&self.config_path, config)?;
@@ -273,6 +280,17 @@ revoke_retry_secs = 2
     /// When it does not become ready.
     pub async fn restart(&mut self) -> anyhow::Result<()> {
         self.kill();
+        self.spawn_and_wait().await
+    }
+
+    /// Changes the options, rewrites the configuration and restarts (same database).
+    ///
+    /// # Errors
+    /// When it does not become ready.
+    pub async fn restart_with(&mut self, change: impl FnOnce(&mut ServerOptions)) -> anyhow::Result<()> {
+        self.kill();
+        change(&mut self.opts);
+        self.write_config()?;
         self.spawn_and_wait().await
     }
 

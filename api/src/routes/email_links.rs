@@ -1,0 +1,426 @@
+//! The pages behind email approval links: `GET /approvals/email/{token}` shows the request
+//! read-only; only a `POST` of its form, with the anti-CSRF value bound to the cookie the `GET`
+//! set and an explicit choice, decides.
+//!
+//! Mail scanners fetch (and some submit) every link they see, so nothing but that POST changes
+//! state. Every page sends `Cache-Control: no-store`, `Referrer-Policy: no-referrer` and a CSP
+//! that allows nothing but one nonce-tagged style sheet. Unknown, used and expired links, and
+//! links whose approval is over, all get the same page; peers that keep presenting such links
+//! are throttled.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use askama::Template;
+use axum::extract::rejection::FormRejection;
+use axum::extract::{ConnectInfo, FromRequestParts, Path, State};
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use hmac::{Hmac, Mac};
+use rand::Rng;
+use serde::Deserialize;
+use sha2::Sha256;
+use tollgate_engine::links::LinkedApproval;
+use tollgate_engine::run::{Decision, StepState};
+use tollgate_engine::store::writer::JobError;
+use tollgate_engine::transition::TransitionError;
+use tollgate_workflows::Step;
+
+use crate::app::AppState;
+
+/// Name of the cookie carrying the anti-CSRF secret.
+const CSRF_COOKIE: &str = "tollgate_csrf";
+/// Longest reason kept.
+const MAX_REASON_CHARS: usize = 1000;
+
+/// Pages for links, with their guess throttle.
+#[derive(Debug)]
+pub(crate) struct LinkPages {
+    /// Whether cookies get `Secure` (the public URL is https).
+    secure_cookies: bool,
+    throttle: Throttle,
+}
+
+impl LinkPages {
+    /// Pages for a server whose public URL is `public_url`.
+    #[must_use]
+    pub(crate) fn new(public_url: &str) -> Self {
+        Self { secure_cookies: public_url.starts_with("https://"), throttle: Throttle::default() }
+    }
+}
+
+/// Counts unusable links presented per peer address: after [`Throttle::LIMIT`] within
+/// [`Throttle::WINDOW`], every link request from that peer is refused until the window ends.
+/// (Behind a reverse proxy the peer is the proxy, so the limit becomes global: still a bound on
+/// guessing, at the price of throttling everyone during an attack.)
+#[derive(Debug, Default)]
+struct Throttle {
+    failures: Mutex<HashMap<IpAddr, (Instant, u32)>>,
+}
+
+impl Throttle {
+    const LIMIT: u32 = 20;
+    const WINDOW: Duration = Duration::from_secs(600);
+    const MAX_PEERS: usize = 100_000;
+
+    fn blocked(&self, ip: Option<IpAddr>, now: Instant) -> bool {
+        let Some(ip) = ip else { return false };
+        let map = self.failures.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        map.get(&ip).is_some_and(|(since, n)| now.duration_since(*since) < Self::WINDOW && *n >= Self::LIMIT)
+    }
+
+    fn fail(&self, ip: Option<IpAddr>, now: Instant) {
+        let Some(ip) = ip else { return };
+        let mut map = self.failures.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if map.len() >= Self::MAX_PEERS {
+            map.retain(|_, (since, _)| now.duration_since(*since) < Self::WINDOW);
+        }
+        let entry = map.entry(ip).or_insert((now, 0));
+        if now.duration_since(entry.0) >= Self::WINDOW {
+            *entry = (now, 0);
+        }
+        entry.1 += 1;
+    }
+}
+
+/// The peer's address, when the server was started with connection info.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Peer(Option<IpAddr>);
+
+impl<S: Send + Sync> FromRequestParts<S> for Peer {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        Ok(Self(parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip())))
+    }
+}
+
+#[derive(Template)]
+#[template(path = "approval/decide.html")]
+struct DecidePage<'a> {
+    nonce: &'a str,
+    csrf: &'a str,
+    approver: &'a str,
+    request_id: String,
+    kind: &'a str,
+    requester: &'a str,
+    integration: &'a str,
+    environment: String,
+    scopes: String,
+    duration: String,
+    approvals: usize,
+    quorum: u32,
+    approved_by: Vec<&'a str>,
+    deadline: String,
+    expires_at: String,
+    justification: &'a str,
+    reason: &'a str,
+    error: Option<&'a str>,
+}
+
+#[derive(Template)]
+#[template(path = "approval/message.html")]
+struct MessagePage<'a> {
+    nonce: &'a str,
+    title: &'a str,
+    message: &'a str,
+}
+
+/// The form the page posts.
+#[derive(Debug, Deserialize)]
+pub(crate) struct DecisionForm {
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    decision: String,
+    #[serde(default)]
+    reason: String,
+}
+
+/// `GET /approvals/email/{token}` (and `HEAD`): the request, read-only.
+pub(crate) async fn show(
+    State(state): State<AppState>,
+    Peer(peer): Peer,
+    Path(token): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    let pages = &state.links;
+    if pages.throttle.blocked(peer, Instant::now()) {
+        return throttled();
+    }
+    let linked = match state.engine.approval_link(&token).await {
+        Ok(Some(linked)) => linked,
+        Ok(None) => {
+            pages.throttle.fail(peer, Instant::now());
+            return unusable();
+        }
+        Err(e) => return server_error(&e),
+    };
+    let (secret, fresh) = match cookie(&headers) {
+        Some(secret) => (secret, false),
+        None => (new_secret(), true),
+    };
+    let mut response = decide_page(&state, &linked, &secret, "", None, StatusCode::OK);
+    if fresh {
+        set_cookie(&mut response, &secret, pages.secure_cookies);
+    }
+    response
+}
+
+/// `POST /approvals/email/{token}`: decides, once.
+pub(crate) async fn decide(
+    State(state): State<AppState>,
+    Peer(peer): Peer,
+    Path(token): Path<String>,
+    headers: HeaderMap,
+    form: Result<axum::Form<DecisionForm>, FormRejection>,
+) -> Response {
+    let pages = &state.links;
+    if pages.throttle.blocked(peer, Instant::now()) {
+        return throttled();
+    }
+    let linked = match state.engine.approval_link(&token).await {
+        Ok(Some(linked)) => linked,
+        Ok(None) => {
+            pages.throttle.fail(peer, Instant::now());
+            return unusable();
+        }
+        Err(e) => return server_error(&e),
+    };
+    let Ok(axum::Form(form)) = form else {
+        return message(StatusCode::BAD_REQUEST, "Not recorded", "The form could not be read. Open the link again.");
+    };
+    // The form must come from the page: its hidden value is derived from the cookie the page set.
+    let Some(secret) = cookie(&headers).filter(|s| csrf_matches(s, &linked, &form.csrf)) else {
+        return message(
+            StatusCode::FORBIDDEN,
+            "Not recorded",
+            "This form is stale or did not come from the approval page. Open the link from your email again and decide there.",
+        );
+    };
+    let reason = form.reason.trim();
+    let retry = |error: &str| decide_page(&state, &linked, &secret, &form.reason, Some(error), StatusCode::BAD_REQUEST);
+    let decision = match form.decision.as_str() {
+        "approve" => Decision::Approve,
+        "deny" => Decision::Deny,
+        _ => return retry("Choose Approve or Deny."),
+    };
+    if decision == Decision::Deny && reason.is_empty() {
+        return retry("Give a reason to deny.");
+    }
+    if reason.chars().count() > MAX_REASON_CHARS {
+        return retry("The reason is too long (at most 1000 characters).");
+    }
+    let comment = Some(reason.to_owned()).filter(|r| !r.is_empty());
+    match state.engine.decide_by_link(&token, decision, comment).await {
+        Ok(run_id) => {
+            let what = match decision {
+                Decision::Approve => "approval",
+                Decision::Deny => "denial",
+            };
+            let text = format!("Your {what} of request {run_id} was recorded. You can close this page.");
+            message(StatusCode::OK, "Decision recorded", &text)
+        }
+        Err(JobError::LinkUnusable) => unusable(),
+        Err(JobError::Transition(e)) => message(StatusCode::CONFLICT, "Not recorded", refusal_text(&e)),
+        Err(e) => server_error(&e),
+    }
+}
+
+fn refusal_text(e: &TransitionError) -> &'static str {
+    match e {
+        TransitionError::NotAnApprover(_) => "You are no longer an eligible approver for this request.",
+        TransitionError::SelfApproval => "Requesters cannot decide on their own requests.",
+        TransitionError::AlreadyVoted(_) => "You have already decided on this request.",
+        TransitionError::Expired => "The approval deadline has passed.",
+        TransitionError::Cancelled => "The request was cancelled.",
+        _ => "This request no longer awaits a decision.",
+    }
+}
+
+fn decide_page(
+    state: &AppState,
+    linked: &LinkedApproval,
+    secret: &str,
+    reason: &str,
+    error: Option<&str>,
+    status: StatusCode,
+) -> Response {
+    let run = &linked.view.run;
+    let engine = &state.engine;
+    let directory = &engine.shared().directory;
+    let quorum = engine
+        .shared()
+        .catalog
+        .get(&run.workflow_key, run.workflow_version)
+        .and_then(|d| match d.steps.get(run.step_index as usize) {
+            Some(Step::Approval(a)) => Some(a.quorum),
+            _ => None,
+        })
+        .unwrap_or(1);
+    let approved_by: Vec<&str> = linked
+        .view
+        .votes
+        .iter()
+        .filter(|v| v.step_index == run.step_index && v.decision == Decision::Approve)
+        .map(|v| v.approver.as_str())
+        .collect();
+    let time = |t: chrono::DateTime<chrono::Utc>| t.format("%Y-%m-%d %H:%M UTC").to_string();
+    let deadline = match &run.step {
+        StepState::Approval { deadline, .. } => time(*deadline),
+        _ => time(linked.expires_at),
+    };
+    let nonce = new_secret();
+    let page = DecidePage {
+        nonce: &nonce,
+        csrf: &csrf_value(secret, linked),
+        approver: &linked.principal,
+        request_id: run.id.to_string(),
+        kind: run.kind.as_str(),
+        requester: &run.requester,
+        integration: &run.integration,
+        environment: directory.integrations.get(&run.integration).map(|i| i.environment.clone()).unwrap_or_default(),
+        scopes: run.scopes.join(", "),
+        duration: humantime::format_duration(Duration::from_secs(run.duration_secs)).to_string(),
+        approvals: approved_by.len(),
+        quorum,
+        approved_by,
+        deadline,
+        expires_at: time(linked.expires_at),
+        justification: &run.justification,
+        reason,
+        error,
+    };
+    html(status, &nonce, page.render())
+}
+
+fn message(status: StatusCode, title: &str, text: &str) -> Response {
+    let nonce = new_secret();
+    html(status, &nonce, MessagePage { nonce: &nonce, title, message: text }.render())
+}
+
+/// The one page for every link that cannot be used, whatever the reason.
+fn unusable() -> Response {
+    message(
+        StatusCode::NOT_FOUND,
+        "This link cannot be used",
+        "The link is invalid, was already used, or has expired, or the request no longer awaits your decision. \
+         If you still need to act, ask for a new link or use Tollgate directly.",
+    )
+}
+
+fn throttled() -> Response {
+    let mut r = message(StatusCode::TOO_MANY_REQUESTS, "Too many attempts", "Try again later.");
+    r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("600"));
+    r
+}
+
+fn server_error(e: &dyn std::fmt::Display) -> Response {
+    tracing::error!(error = %e, "approval link page failed");
+    message(StatusCode::INTERNAL_SERVER_ERROR, "Something went wrong", "Nothing was recorded. Try again later.")
+}
+
+fn html(status: StatusCode, nonce: &str, body: Result<String, askama::Error>) -> Response {
+    let body = match body {
+        Ok(body) => body,
+        Err(e) => {
+            tracing::error!(error = %e, "approval page template failed");
+            return (StatusCode::INTERNAL_SERVER_ERROR, "internal error").into_response();
+        }
+    };
+    let csp = format!(
+        "default-src 'none'; style-src 'nonce-{nonce}'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
+    );
+    let mut response = (status, body).into_response();
+    let h = response.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/html; charset=utf-8"));
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    h.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
+    h.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+    h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    if let Ok(v) = HeaderValue::from_str(&csp) {
+        h.insert(header::CONTENT_SECURITY_POLICY, v);
+    }
+    response
+}
+
+/// 128 random bits, base64url.
+fn new_secret() -> String {
+    let bytes: [u8; 16] = rand::rng().random();
+    URL_SAFE_NO_PAD.encode(bytes)
+}
+
+/// The anti-CSRF secret from the request's cookie, if well formed.
+fn cookie(headers: &HeaderMap) -> Option<String> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(name, _)| *name == CSRF_COOKIE)
+        .map(|(_, value)| value.to_owned())
+        .filter(|v| v.len() == 22 && v.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'))
+}
+
+fn set_cookie(response: &mut Response, secret: &str, secure: bool) {
+    let secure = if secure { "; Secure" } else { "" };
+    let value =
+        format!("{CSRF_COOKIE}={secret}; Path=/approvals/email/; HttpOnly; SameSite=Strict; Max-Age=86400{secure}");
+    if let Ok(v) = HeaderValue::from_str(&value) {
+        response.headers_mut().append(header::SET_COOKIE, v);
+    }
+}
+
+/// The form's hidden value: HMAC of the link id keyed with the cookie's secret, so it is only
+/// valid with that cookie and for that link.
+fn csrf_value(secret: &str, linked: &LinkedApproval) -> String {
+    hex::encode(csrf_mac(secret, linked).finalize().into_bytes())
+}
+
+fn csrf_matches(secret: &str, linked: &LinkedApproval, presented: &str) -> bool {
+    hex::decode(presented).is_ok_and(|bytes| csrf_mac(secret, linked).verify_slice(&bytes).is_ok())
+}
+
+fn csrf_mac(secret: &str, linked: &LinkedApproval) -> Hmac<Sha256> {
+    let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).unwrap_or_else(|_| unreachable!("any key length"));
+    mac.update(b"approval-link-form\0");
+    mac.update(linked.link_id.as_bytes());
+    mac
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn throttle_blocks_a_peer_after_the_limit_and_forgets_after_the_window() {
+        let t = Throttle::default();
+        let ip = Some(IpAddr::from([10, 0, 0, 1]));
+        let other = Some(IpAddr::from([10, 0, 0, 2]));
+        let start = Instant::now();
+        for _ in 0..Throttle::LIMIT {
+            assert!(!t.blocked(ip, start));
+            t.fail(ip, start);
+        }
+        assert!(t.blocked(ip, start));
+        assert!(!t.blocked(other, start), "per peer");
+        assert!(!t.blocked(ip, start + Throttle::WINDOW), "the window ends");
+        t.fail(ip, start + Throttle::WINDOW);
+        assert!(!t.blocked(ip, start + Throttle::WINDOW), "a new window starts from zero");
+    }
+
+    #[test]
+    fn cookie_parsing_takes_only_a_well_formed_secret() {
+        let mut h = HeaderMap::new();
+        h.insert(header::COOKIE, HeaderValue::from_static("a=b; tollgate_csrf=AAAAAAAAAAAAAAAAAAAAAA; c=d"));
+        assert_eq!(cookie(&h).as_deref(), Some("AAAAAAAAAAAAAAAAAAAAAA"));
+        h.insert(header::COOKIE, HeaderValue::from_static("tollgate_csrf=<script>"));
+        assert_eq!(cookie(&h), None);
+    }
+}
