@@ -31,6 +31,7 @@ pub mod notify;
 pub mod run;
 pub mod runtime;
 pub mod signing;
+pub mod slack;
 pub mod store;
 pub mod transition;
 

@@ -18,6 +18,7 @@ pub use harness::db::{Backend, DATABASE_URL_ENV, TestDb};
 pub use harness::fixtures::{CANARY, SECRET, directory_toml, test_workflows};
 pub use harness::receiver::{Call, Receiver};
 pub use harness::server::{CliOutput, Server, ServerOptions, default_bin};
+pub use harness::slack;
 pub use harness::smtp::{Mail, SmtpServer};
 
 /// The wall clock, as the server reads it (tests compare arrival times with server timestamps).

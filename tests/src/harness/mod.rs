@@ -5,4 +5,5 @@ pub(crate) mod db;
 pub(crate) mod fixtures;
 pub(crate) mod receiver;
 pub(crate) mod server;
+pub mod slack;
 pub(crate) mod smtp;

@@ -121,7 +121,7 @@ impl SmtpServer {
         let sink = Sink::default();
         let received = sink.received.clone();
         let mut server = Server::new(sink);
-        server.with_name("smtp.test").with_num_threads(8).with_tcp_listener(listener);
+        server.with_name("smtp.test").with_num_threads(64).with_tcp_listener(listener);
         std::thread::spawn(move || server.serve().map_err(|e| e.to_string()));
         Ok(Self { port, received })
     }
