@@ -13,7 +13,7 @@ use utoipa::{Modify, OpenApi};
 
 use crate::dto;
 use crate::error::{ApiError, ErrorBody, ErrorDetail};
-use crate::routes::{audit, directory, email_links, grants, health, requests, tasks};
+use crate::routes::{audit, directory, email_links, grants, health, requests, slack, tasks};
 
 /// What handlers share.
 #[derive(Clone, Debug)]
@@ -22,6 +22,8 @@ pub struct AppState {
     pub engine: Arc<Engine>,
     /// Email approval link pages.
     pub(crate) links: Arc<email_links::LinkPages>,
+    /// Slack endpoints, when Slack is configured.
+    pub(crate) slack: Option<Arc<slack::SlackState>>,
 }
 
 /// The OpenAPI document (committed as `api/openapi.json`; a test keeps them equal).
@@ -60,9 +62,16 @@ pub fn openapi_json() -> String {
     ApiDoc::openapi().to_pretty_json().unwrap_or_default()
 }
 
-/// Builds the router. `public_url` is the configured base URL of links (never a Host header).
-pub fn router(engine: Arc<Engine>, max_body_bytes: usize, public_url: &str) -> Router {
-    let state = AppState { engine, links: Arc::new(email_links::LinkPages::new(public_url)) };
+/// Builds the router. `public_url` is the configured base URL of links (never a Host header);
+/// `slack` enables the Slack endpoints.
+pub fn router(
+    engine: Arc<Engine>,
+    max_body_bytes: usize,
+    public_url: &str,
+    slack: Option<(Arc<tollgate_engine::slack::SlackApi>, &tollgate_engine::slack::ResolvedSlack)>,
+) -> Router {
+    let slack = slack.map(|(api, settings)| Arc::new(slack::SlackState::new(api, settings, &engine)));
+    let state = AppState { engine, links: Arc::new(email_links::LinkPages::new(public_url)), slack };
     Router::new()
         .route("/v1/requests", post(requests::create).get(requests::list))
         .route("/v1/requests/{id}", get(requests::show))
@@ -81,6 +90,8 @@ pub fn router(engine: Arc<Engine>, max_body_bytes: usize, public_url: &str) -> R
         .route("/v1/tasks", get(tasks::list))
         .route("/v1/tasks/{id}/complete", post(tasks::complete))
         .route("/approvals/email/{token}", get(email_links::show).post(email_links::decide))
+        .route("/slack/interactions", post(slack::interactions))
+        .route("/slack/commands", post(slack::commands))
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .route(

@@ -35,6 +35,9 @@ pub struct Config {
     /// Email: notifications by SMTP, or `.eml` files in `outbox_dir` when no server is set.
     #[serde(default)]
     pub email: tollgate_engine::notify::email::EmailSettings,
+    /// Slack: approval messages with buttons, the interactivity endpoint and the slash command.
+    #[serde(default)]
+    pub slack: Option<tollgate_engine::slack::SlackSettings>,
     /// First-start bootstrap.
     #[serde(default)]
     pub bootstrap: BootstrapConfig,
@@ -339,6 +342,7 @@ impl Config {
             tollgate_engine::notify::email::EmailChannel::new(&self.email)
                 .map_err(|e| ConfigError(format!("email: {e}")))?;
         }
+        self.slack()?;
         if let Some(w) = &self.notifications.webhook {
             w.resolve_secret().map_err(|e| ConfigError(format!("notifications.webhook: {e}")))?;
         }
@@ -362,6 +366,17 @@ impl Config {
     pub fn directory(&self) -> Result<Directory, ConfigError> {
         Directory::new(self.principals.clone(), self.groups.clone(), self.integrations.clone())
             .map_err(|e| ConfigError(e.to_string()))
+    }
+
+    /// The resolved `[slack]` settings, when Slack is configured and enabled.
+    ///
+    /// # Errors
+    /// A missing or empty bot token or signing secret, or an invalid setting, naming the key.
+    pub fn slack(&self) -> Result<Option<tollgate_engine::slack::ResolvedSlack>, ConfigError> {
+        match &self.slack {
+            Some(s) if s.enabled => s.resolve().map(Some).map_err(|e| ConfigError(format!("slack: {e}"))),
+            _ => Ok(None),
+        }
     }
 
     /// The base URL links are built on: `public_url`, or `http://{listen}` when unset.

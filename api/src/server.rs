@@ -105,6 +105,10 @@ async fn build_engine_locked(config: &Config, clock: Arc<dyn Clock>, workers: bo
         let email = tollgate_engine::notify::email::EmailChannel::new(&config.email).context("email")?;
         channels.push(Arc::new(email.with_public_url(&config.public_url())));
     }
+    if let Some(settings) = config.slack()? {
+        let api = Arc::new(tollgate_engine::slack::SlackApi::new(&settings).context("slack")?);
+        channels.push(Arc::new(tollgate_engine::slack::SlackChannel::new(api, &settings)));
+    }
     if let Some(w) = &config.notifications.webhook {
         channels.push(Arc::new(
             tollgate_engine::notify::webhook::WebhookChannel::new(w, &http).context("notifications.webhook")?,
@@ -164,7 +168,14 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         .with_context(|| format!("cannot listen on {}", config.listen))?;
     let addr = listener.local_addr()?;
     tracing::info!(%addr, database = %redact_url(&config.database.url), "tollgate listening");
-    let app = crate::app::router(engine.clone(), config.http.max_body_bytes, &config.public_url());
+    let slack = match config.slack()? {
+        Some(settings) => {
+            Some((Arc::new(tollgate_engine::slack::SlackApi::new(&settings).context("slack")?), settings))
+        }
+        None => None,
+    };
+    let slack = slack.as_ref().map(|(api, settings)| (api.clone(), settings));
+    let app = crate::app::router(engine.clone(), config.http.max_body_bytes, &config.public_url(), slack);
     let app = app.into_make_service_with_connect_info::<std::net::SocketAddr>();
     axum::serve(listener, app).with_graceful_shutdown(shutdown_signal()).await?;
     engine.shutdown().await;

@@ -593,6 +593,8 @@ impl Dispatcher {
                 (OutboxPayload::Action { .. }, Ok(Called::Notified)) => return, // a connector never answers "notified"
                 (OutboxPayload::Notify { notification, channel }, Ok(_)) => Job::NotificationResult {
                     outbox_id: work.id,
+                    run_id: work.run_id,
+                    fallback: None,
                     event: notification_event(work.run_id, channel.as_deref().unwrap_or("?"), notification, true, None),
                     delivered: true,
                     attempts: attempt,
@@ -650,6 +652,8 @@ impl Dispatcher {
                             );
                             Job::NotificationResult {
                                 outbox_id: work.id,
+                                run_id: work.run_id,
+                                fallback: self.fallback(&work, notification, channel.as_deref()),
                                 event: notification_event(
                                     work.run_id,
                                     channel.as_deref().unwrap_or("?"),
@@ -683,6 +687,32 @@ impl Dispatcher {
         }
     }
 
+    /// The email copy of a notification another channel failed to deliver, when email is
+    /// configured and the notification was not routed to email already.
+    fn fallback(
+        &self,
+        work: &OutboxWork,
+        n: &crate::notify::Notification,
+        channel: Option<&str>,
+    ) -> Option<Box<crate::effect::NewOutbox>> {
+        let email = "email";
+        let already = n.route.channels.is_empty() || n.route.channels.iter().any(|c| c == email);
+        if channel == Some(email) || already || !self.channels.contains_key(email) {
+            return None;
+        }
+        let key = format!("{}:fallback:{email}", work.item.idempotency_key);
+        let mut notification = n.clone();
+        notification.idempotency_key.clone_from(&key);
+        tracing::warn!(run.id = %work.run_id, event = %n.event, "falling back to email");
+        Some(Box::new(crate::effect::NewOutbox {
+            id: crate::ids::OutboxId::new(),
+            idempotency_key: key,
+            step_index: work.item.step_index,
+            retry: work.item.retry,
+            payload: OutboxPayload::Notify { notification, channel: Some(email.to_owned()) },
+        }))
+    }
+
     async fn call(&self, work: &OutboxWork, attempt: i32) -> Result<Called, ConnectorError> {
         let payload = &work.item.payload;
         match payload {
@@ -701,8 +731,12 @@ impl Dispatcher {
                     let message = format!("notification channel {channel:?} is not configured");
                     return Err(ConnectorError::Permanent { message });
                 };
-                let ctx =
-                    EngineDelivery { writer: &self.writer, run_id: work.run_id, step_index: work.item.step_index };
+                let ctx = EngineDelivery {
+                    writer: &self.writer,
+                    db: &self.db,
+                    run_id: work.run_id,
+                    step_index: work.item.step_index,
+                };
                 c.deliver(notification, &ctx).await.map(|()| Called::Notified)
             }
         }
@@ -717,6 +751,7 @@ enum Called {
 /// The engine as seen by a channel delivering one outbox item.
 struct EngineDelivery<'a> {
     writer: &'a WriterHandle,
+    db: &'a Db,
     run_id: RunId,
     step_index: u32,
 }
@@ -729,6 +764,27 @@ impl crate::notify::DeliveryContext for EngineDelivery<'_> {
     ) -> Result<Vec<Option<crate::links::IssuedLink>>, ConnectorError> {
         crate::links::issue(self.writer, self.run_id, self.step_index, principals).await.map_err(|e| {
             ConnectorError::Retryable { message: format!("cannot record approval links: {e}"), retry_after: None }
+        })
+    }
+
+    async fn slack_messages(&self) -> Result<Vec<crate::notify::SlackMessageRef>, ConnectorError> {
+        query::slack_messages(&self.db.read, self.run_id).await.map_err(|e| ConnectorError::Retryable {
+            message: format!("cannot read Slack messages: {e}"),
+            retry_after: None,
+        })
+    }
+
+    async fn record_slack_message(&self, m: &crate::notify::SlackMessageRef) -> Result<(), ConnectorError> {
+        let job = Job::RecordSlackMessage {
+            run_id: self.run_id,
+            step_index: m.step_index,
+            channel_id: m.channel_id.clone(),
+            ts: m.ts.clone(),
+            recipient: m.recipient.clone(),
+        };
+        self.writer.submit_internal(job).await.map(drop).map_err(|e| ConnectorError::Retryable {
+            message: format!("cannot record a Slack message: {e}"),
+            retry_after: None,
         })
     }
 }

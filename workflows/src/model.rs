@@ -314,6 +314,15 @@ pub struct ApprovalStep {
     /// Remind pending approvers at this interval.
     #[serde(default)]
     pub reminder: Option<Duration>,
+    /// Channels the approval request and reminders go to (`slack`, `email`, `webhook`); empty or
+    /// absent: every configured channel. If none of them is configured, every configured channel
+    /// is used instead (an approval request is never dropped).
+    #[serde(default)]
+    pub channels: Vec<String>,
+    /// Slack channel id (e.g. `C0123ABCD`) to post the approval request in; absent: the
+    /// `[slack] approvals_channel`, or a direct message to each approver.
+    #[serde(default)]
+    pub slack_channel: Option<String>,
 }
 
 /// Who may approve.

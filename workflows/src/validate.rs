@@ -39,6 +39,9 @@ struct Validator {
     problems: Vec<Problem>,
 }
 
+/// The notification channels a step may route to.
+const CHANNELS: &[&str] = &["slack", "email", "webhook"];
+
 impl Validator {
     fn report(&mut self, path: impl Into<String>, message: impl Into<String>) {
         self.problems.push(Problem { path: path.into(), message: message.into() });
@@ -136,6 +139,21 @@ impl Validator {
         }
         if s.quorum < 1 {
             self.report(format!("{at}.quorum"), "quorum must be at least 1");
+        }
+        for (i, c) in s.channels.iter().enumerate() {
+            if !CHANNELS.contains(&c.as_str()) {
+                self.report(
+                    format!("{at}.channels[{i}]"),
+                    format!("unknown channel {c:?}; expected one of {CHANNELS:?}"),
+                );
+            }
+        }
+        if let Some(c) = &s.slack_channel
+            && !(c.len() >= 9
+                && c.starts_with(['C', 'G'])
+                && c.bytes().all(|b| b.is_ascii_uppercase() || b.is_ascii_digit()))
+        {
+            self.report(format!("{at}.slack_channel"), "must be a Slack channel id such as C0123ABCD (not a #name)");
         }
         if s.deny_quorum < 1 {
             self.report(format!("{at}.deny_quorum"), "deny_quorum must be at least 1");

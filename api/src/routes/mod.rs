@@ -6,4 +6,5 @@ pub(crate) mod email_links;
 pub(crate) mod grants;
 pub(crate) mod health;
 pub(crate) mod requests;
+pub(crate) mod slack;
 pub(crate) mod tasks;

@@ -892,6 +892,7 @@ fn sample(event: &str) -> Notification {
             expires_at: None,
         },
         text: text.to_owned(),
+        route: crate::notify::Route::default(),
     }
 }
 

@@ -27,6 +27,34 @@ pub struct Notification {
     pub request: RequestSummary,
     /// Human-readable text (already filled in from templates).
     pub text: String,
+    /// Where the workflow sends it and what it is about, for channels that keep state (Slack).
+    #[serde(default, skip_serializing_if = "Route::is_empty")]
+    pub route: Route,
+}
+
+/// Routing and context of a notification beyond its text.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Route {
+    /// The approval step concerned (approval requests, reminders and their outcomes).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub step: Option<u32>,
+    /// Who decided, cancelled or let it expire (`system`), for outcomes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub actor: Option<String>,
+    /// The channels the workflow routes it to; empty: every configured channel.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub channels: Vec<String>,
+    /// A Slack channel id to post approval requests in, instead of messaging each approver.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub slack_channel: Option<String>,
+}
+
+impl Route {
+    /// Whether nothing is set.
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self == &Self::default()
+    }
 }
 
 /// A person to notify.
@@ -102,6 +130,36 @@ pub trait DeliveryContext: Send + Sync {
     /// # Errors
     /// [`ConnectorError::Retryable`] when the links cannot be recorded now.
     async fn approval_links(&self, principals: &[String]) -> Result<Vec<Option<IssuedLink>>, ConnectorError>;
+
+    /// The Slack messages already posted about this run, oldest first.
+    ///
+    /// # Errors
+    /// [`ConnectorError::Retryable`] when they cannot be read now.
+    async fn slack_messages(&self) -> Result<Vec<SlackMessageRef>, ConnectorError> {
+        Ok(Vec::new())
+    }
+
+    /// Records a Slack message posted about this run (before anything else is posted, so a
+    /// retried delivery skips it).
+    ///
+    /// # Errors
+    /// [`ConnectorError::Retryable`] when it cannot be recorded now.
+    async fn record_slack_message(&self, _message: &SlackMessageRef) -> Result<(), ConnectorError> {
+        Ok(())
+    }
+}
+
+/// A Slack message posted about a run: an approval request, in a channel or a direct message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SlackMessageRef {
+    /// The approval step it asks about.
+    pub step_index: u32,
+    /// Conversation id (`C…`, or `D…` for a direct message).
+    pub channel_id: String,
+    /// Message timestamp (Slack's message id).
+    pub ts: String,
+    /// The principal it was sent to, or empty for a shared channel.
+    pub recipient: String,
 }
 
 /// A context that offers nothing: no links are issued (previews, tests, channels used alone).

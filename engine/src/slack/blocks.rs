@@ -512,6 +512,7 @@ mod tests {
                 expires_at: None,
             },
             text: String::new(),
+            route: crate::notify::Route::default(),
         }
     }
 

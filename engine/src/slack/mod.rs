@@ -8,9 +8,11 @@
 
 pub mod api;
 pub mod blocks;
+pub mod channel;
 pub mod settings;
 pub mod verify;
 
 pub use api::{PostedMessage, SlackApi};
+pub use channel::SlackChannel;
 pub use settings::{ResolvedSlack, SlackSettings};
 pub use verify::VerifyError;

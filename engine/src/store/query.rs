@@ -408,3 +408,28 @@ pub(crate) async fn due_timers<C: ConnectionTrait>(
         })
         .collect()
 }
+
+/// The Slack messages posted about `run`, oldest first.
+///
+/// # Errors
+/// Database failures.
+pub async fn slack_messages<C: ConnectionTrait>(
+    c: &C,
+    run: RunId,
+) -> Result<Vec<crate::notify::SlackMessageRef>, StoreError> {
+    use super::entity::slack_message;
+    let rows = slack_message::Entity::find()
+        .filter(slack_message::Column::RunId.eq(run.0))
+        .order_by_asc(slack_message::Column::Id)
+        .all(c)
+        .await?;
+    Ok(rows
+        .into_iter()
+        .map(|m| crate::notify::SlackMessageRef {
+            step_index: u32::try_from(m.step_index).unwrap_or_default(),
+            channel_id: m.channel_id,
+            ts: m.ts,
+            recipient: m.recipient,
+        })
+        .collect())
+}

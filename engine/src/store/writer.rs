@@ -29,7 +29,7 @@ use tollgate_workflows::WorkflowKind;
 
 use super::entity::{
     api_token, approval_link, audit_head, audit_log, decision, directory_entry, grant, idempotency_key, outbox, run,
-    task, timer, workflow_definition,
+    slack_message, task, timer, workflow_definition,
 };
 use super::query::RunView;
 use super::{Db, StoreError, grant_model, run_model, to_json};
@@ -93,9 +93,19 @@ pub(crate) enum Job {
     },
     NotificationResult {
         outbox_id: OutboxId,
+        run_id: RunId,
         event: AuditEvent,
         delivered: bool,
         attempts: i32,
+        /// On a final failure, the same notification for another channel (Slack → email).
+        fallback: Option<Box<NewOutbox>>,
+    },
+    RecordSlackMessage {
+        run_id: RunId,
+        step_index: u32,
+        channel_id: String,
+        ts: String,
+        recipient: String,
     },
     OpenTask {
         outbox_id: OutboxId,
@@ -558,7 +568,10 @@ impl JobCtx<'_> {
                     .await?;
                 Ok(JobOutput::Done)
             }
-            Job::NotificationResult { outbox_id, event, delivered, attempts } => {
+            Job::NotificationResult { outbox_id, run_id, event, delivered, attempts, fallback } => {
+                if let Some(item) = fallback {
+                    self.enqueue_for(*run_id, (**item).clone());
+                }
                 if *delivered {
                     self.pending.done.entry(*attempts).or_default().push(outbox_id.0);
                 } else {
@@ -609,6 +622,21 @@ impl JobCtx<'_> {
             }
             Job::DecideByLink { token_hash, decision, comment } => {
                 self.decide_by_link(token_hash, *decision, comment.clone()).await
+            }
+            Job::RecordSlackMessage { run_id, step_index, channel_id, ts, recipient } => {
+                self.wrote = true;
+                slack_message::Entity::insert(slack_message::ActiveModel {
+                    id: Set(uuid::Uuid::now_v7()),
+                    run_id: Set(run_id.0),
+                    step_index: Set(i32::try_from(*step_index).unwrap_or(i32::MAX)),
+                    channel_id: Set(channel_id.clone()),
+                    ts: Set(ts.clone()),
+                    recipient: Set(recipient.clone()),
+                    created_at: Set(self.now),
+                })
+                .exec_without_returning(self.c)
+                .await?;
+                Ok(JobOutput::Done)
             }
             Job::Audit(events) => {
                 self.pending.events.extend(events.iter().cloned());
@@ -981,7 +1009,18 @@ impl JobCtx<'_> {
                 match &item.payload {
                     // One item per configured channel, each with its own key, retries and audit.
                     OutboxPayload::Notify { notification, channel: None } => {
-                        for name in &self.shared.channels {
+                        let routed: Vec<&String> = self
+                            .shared
+                            .channels
+                            .iter()
+                            .filter(|c| {
+                                notification.route.channels.is_empty() || notification.route.channels.contains(c)
+                            })
+                            .collect();
+                        // A route naming no configured channel falls back to all of them: an
+                        // approval request is never dropped for want of a channel.
+                        let targets = if routed.is_empty() { self.shared.channels.iter().collect() } else { routed };
+                        for name in targets {
                             let key = format!("{}:{name}", item.idempotency_key);
                             let mut notification = notification.clone();
                             notification.idempotency_key.clone_from(&key);
@@ -1023,10 +1062,14 @@ impl JobCtx<'_> {
 
     /// Defers an outbox insert to the end of the batch and hands the item over after commit.
     fn enqueue(&mut self, run: &Run, item: NewOutbox) {
+        self.enqueue_for(run.id, item);
+    }
+
+    fn enqueue_for(&mut self, run_id: RunId, item: NewOutbox) {
         self.pending.outbox.push(
             outbox::Model {
                 id: item.id.0,
-                run_id: run.id.0,
+                run_id: run_id.0,
                 step_index: i32::try_from(item.step_index).unwrap_or(i32::MAX),
                 kind: item.payload.kind().to_owned(),
                 idempotency_key: item.idempotency_key.clone(),
@@ -1042,7 +1085,7 @@ impl JobCtx<'_> {
             }
             .into_active_model(),
         );
-        self.pending.after.outbox.push(OutboxWork { id: item.id, run_id: run.id, attempts: 0, item });
+        self.pending.after.outbox.push(OutboxWork { id: item.id, run_id, attempts: 0, item });
     }
 
     async fn move_wait_timer(&mut self, run_id: uuid::Uuid, due: DateTime<Utc>) -> Result<(), JobError> {

@@ -8,7 +8,7 @@ use crate::audit::AuditEvent;
 use crate::connector::{ConnectorAction, IntegrationRef};
 use crate::effect::{Effect, NewOutbox, OutboxPayload, TimerKind};
 use crate::ids::OutboxId;
-use crate::notify::{Notification, RecipientInfo, RequestSummary};
+use crate::notify::{Notification, RecipientInfo, RequestSummary, Route};
 use crate::run::{Grant, GrantStatus, Run, RunStatus, StepState};
 
 /// Retry policy for notifications: they must not hang a run, but must not be dropped lightly.
@@ -173,6 +173,12 @@ fn enter_approval(out: &mut Outcome, a: &ApprovalStep, ctx: &Context<'_>) {
     let recipients = people(&approvers, ctx);
     let key = format!("{}:{}:approval_requested", out.run.id, out.run.step_index);
     enqueue_notification(out, ctx, "approval_requested", recipients, text, key);
+    route_last(out, approval_route(a, out.run.step_index));
+}
+
+/// The route of an approval step's requests and reminders.
+pub(crate) fn approval_route(a: &ApprovalStep, step: u32) -> Route {
+    Route { step: Some(step), actor: None, channels: a.channels.clone(), slack_channel: a.slack_channel.clone() }
 }
 
 /// Enters an action step. Returns false when the step has nothing to do and was skipped.
@@ -261,6 +267,15 @@ fn enter_action(out: &mut Outcome, a: &ActionStep, ctx: &Context<'_>) -> bool {
 }
 
 /// Queues a notification (no-op without recipients).
+/// Sets the route of the notification [`enqueue_notification`] just queued (if it queued one).
+pub(crate) fn route_last(out: &mut Outcome, route: Route) {
+    if let Some(Effect::Enqueue(item)) = out.effects.last_mut()
+        && let OutboxPayload::Notify { notification, .. } = &mut item.payload
+    {
+        notification.route = route;
+    }
+}
+
 pub(crate) fn enqueue_notification(
     out: &mut Outcome,
     ctx: &Context<'_>,
@@ -279,6 +294,7 @@ pub(crate) fn enqueue_notification(
         recipients,
         request: summary(out, ctx),
         text,
+        route: Route::default(),
     };
     out.effects.push(Effect::Enqueue(Box::new(NewOutbox {
         id: OutboxId::new(),

@@ -2,10 +2,14 @@
 
 use tollgate_workflows::{Operation, Step, TimeoutOutcome};
 
-use super::advance::{chrono_duration, complete_step, current_step, enqueue_notification, event, finish, people};
+use super::advance::{
+    approval_route, chrono_duration, complete_step, current_step, enqueue_notification, event, finish, people,
+    route_last,
+};
 use super::{Context, Outcome, TransitionError};
 use crate::effect::{Effect, TimerKind};
 use crate::ids::OutboxId;
+use crate::notify::Route;
 use crate::run::{Decision, GrantStatus, RunState, RunStatus, StepState, Vote};
 
 /// Something that happens to a run.
@@ -112,10 +116,12 @@ pub fn apply(state: RunState, command: Command, ctx: &Context<'_>) -> Result<Opt
                 out.run.scopes.join(", "),
                 out.run.integration
             );
+            let step = out.run.step_index;
             finish(&mut out, RunStatus::Cancelled, None);
             fail_unstarted_grant(&mut out);
             let recipients = people(&approvers, ctx);
             enqueue_notification(&mut out, ctx, "cancelled", recipients, text, key);
+            route_last(&mut out, outcome_route(step, &actor));
         }
         Command::TimerFired { kind, step_index } => {
             if step_index != out.run.step_index || out.run.status.is_final() {
@@ -229,8 +235,10 @@ fn decide(out: &mut Outcome, votes: &[Vote], ballot: Ballot, ctx: &Context<'_>) 
         ));
         let key = format!("{}:{}:approved", out.run.id, out.run.step_index);
         let text = format!("Your request for {} on {} was approved.", out.run.scopes.join(", "), out.run.integration);
+        let step = out.run.step_index;
         complete_step(out, ctx);
         enqueue_notification(out, ctx, "approved", requester, text, key);
+        route_last(out, outcome_route(step, &actor));
     } else if denials >= step.deny_quorum {
         out.audit.push(event(
             &out.run,
@@ -243,11 +251,18 @@ fn decide(out: &mut Outcome, votes: &[Vote], ballot: Ballot, ctx: &Context<'_>) 
         let key = format!("{}:{}:denied", out.run.id, out.run.step_index);
         let text =
             format!("Your request for {} on {} was denied by {actor}.", out.run.scopes.join(", "), out.run.integration);
+        let step = out.run.step_index;
         finish(out, RunStatus::Denied, comment);
         fail_unstarted_grant(out);
         enqueue_notification(out, ctx, "denied", requester, text, key);
+        route_last(out, outcome_route(step, &actor));
     }
     Ok(())
+}
+
+/// The route of an approval's outcome: which step ended, and who ended it.
+fn outcome_route(step: u32, actor: &str) -> Route {
+    Route { step: Some(step), actor: Some(actor.to_owned()), ..Route::default() }
 }
 
 /// Returns false when the timer does not belong to the current step (stale).
@@ -271,9 +286,11 @@ fn timer_fired(out: &mut Outcome, votes: &[Vote], kind: TimerKind, ctx: &Context
                         out.run.scopes.join(", "),
                         out.run.integration
                     );
+                    let step = out.run.step_index;
                     finish(out, RunStatus::Expired, Some("approval deadline passed".to_owned()));
                     fail_unstarted_grant(out);
                     enqueue_notification(out, ctx, "expired", requester, text, key);
+                    route_last(out, outcome_route(step, "system"));
                 }
                 TimeoutOutcome::Approve => {
                     out.audit.push(event(
@@ -309,6 +326,7 @@ fn timer_fired(out: &mut Outcome, votes: &[Vote], kind: TimerKind, ctx: &Context
                 format!("Reminder: {} is waiting for your approval on {}.", out.run.requester, out.run.integration);
             let recipients = people(&pending, ctx);
             enqueue_notification(out, ctx, "approval_reminder", recipients, text, key);
+            route_last(out, approval_route(step, out.run.step_index));
             out.run.step = StepState::Approval { reached_at, deadline, reminders: n };
             if let Some(every) = step.reminder {
                 let due = ctx.now + chrono_duration(every);

@@ -88,7 +88,9 @@ async fn run(args: Args) -> anyhow::Result<()> {
                 let log = server.log();
                 let sent = log.matches("email sent").count();
                 let tail: Vec<&str> = log.lines().filter(|l| !l.contains("request created")).rev().take(30).collect();
-                let tail = std::iter::once(format!("{sent} emails sent according to the log")).chain(tail.into_iter().map(str::to_owned)).collect::<Vec<_>>();
+                let tail = std::iter::once(format!("{sent} emails sent according to the log"))
+                    .chain(tail.into_iter().map(str::to_owned))
+                    .collect::<Vec<_>>();
                 e.context(format!("server log tail:\n{}", tail.join("\n")))
             })?;
         for (id, t0) in &at {
