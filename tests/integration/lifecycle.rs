@@ -116,11 +116,12 @@ async fn approved_request_is_granted_then_revoked_at_expiry_with_a_verifiable_au
         .receiver
         .wait_for("revoked notification", PATIENCE, |c| {
             of_run(c, &id)
-                .any(|c| c.event() == Some("message") && c.body["text"].as_str().is_some_and(|t| t.contains("revoked")))
+                .any(|c| c.event() == Some("revoked") && c.body["text"].as_str().is_some_and(|t| t.contains("revoked")))
         })
         .await?;
-    let messages: Vec<_> = of_run(&calls, &id).filter(|c| c.event() == Some("message")).collect();
-    assert_eq!(messages.len(), 2, "granted + revoked messages");
+    let messages: Vec<_> = of_run(&calls, &id).filter(|c| matches!(c.event(), Some("granted" | "revoked"))).collect();
+    assert_eq!(messages.len(), 2, "granted + revoked notifications");
+    assert_eq!((messages[0].event(), messages[1].event()), (Some("granted"), Some("revoked")));
     assert_eq!(principals(&messages[0].body["recipients"]), ["alice"]);
     assert!(messages[0].body["text"].as_str().unwrap().contains(&format!("Request: {id}")));
     assert_eq!(principals(&messages[1].body["recipients"]), ["alice", "bob"]);

@@ -495,7 +495,14 @@ pub struct NotifyStep {
     /// Message; `{requester}`, `{integration}`, `{scopes}`, `{expires_at}`, `{request}`
     /// placeholders are filled in.
     pub message: String,
+    /// The event this notification announces, which picks its email wording and Slack headline:
+    /// one of [`NOTIFY_EVENTS`]; default `message`.
+    #[serde(default)]
+    pub event: Option<String>,
 }
+
+/// The events a `notify` step may announce.
+pub const NOTIFY_EVENTS: &[&str] = &["granted", "revoked", "renewed", "rotated", "message"];
 
 /// A notification recipient role.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]

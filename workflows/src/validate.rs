@@ -239,6 +239,12 @@ impl Validator {
     }
 
     fn notify(&mut self, at: &str, s: &NotifyStep) {
+        if let Some(e) = s.event.as_deref().filter(|e| !crate::NOTIFY_EVENTS.contains(e)) {
+            self.report(
+                format!("{at}.event"),
+                format!("unknown event {e:?}; expected one of {:?}", crate::NOTIFY_EVENTS),
+            );
+        }
         if s.to.is_empty() {
             self.report(format!("{at}.to"), "notify without recipients: name requester, approvers or owner");
         }

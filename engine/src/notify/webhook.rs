@@ -95,7 +95,7 @@ mod tests {
                 expires_at: None,
             },
             text: "alice asks for api on salesforce-prod".to_owned(),
-            route: super::Route::default(),
+            route: crate::notify::Route::default(),
         }
     }
 

@@ -131,7 +131,8 @@ pub(crate) fn enter_step(out: &mut Outcome, ctx: &Context<'_>) {
                 let recipients = recipients(&out.run, &n.to, ctx);
                 let text = fill(&n.message, &out.run, out.grant.as_ref());
                 let key = format!("{}:{}:notify", out.run.id, index);
-                enqueue_notification(out, ctx, "message", recipients, text, key);
+                let event = n.event.as_deref().unwrap_or("message");
+                enqueue_notification(out, ctx, event, recipients, text, key);
                 out.run.step_index += 1;
             }
         }

@@ -119,6 +119,7 @@ const GRANT_TAIL: &str = r#"
       retry: {max_attempts: 5, backoff: 200ms, max_backoff: 1s}
   - notify:
       id: granted
+      event: granted
       to: [requester]
       message: "Access to {integration} ({scopes}) granted until {expires_at}. Request: {request}"
   - wait:
@@ -130,6 +131,7 @@ const GRANT_TAIL: &str = r#"
       retry: {max_attempts: 3, backoff: 200ms, max_backoff: 400ms}
   - notify:
       id: revoked
+      event: revoked
       to: [requester, owner]
       message: "Access of {requester} to {integration} ({scopes}) revoked. Request: {request}"
 "#;
@@ -231,6 +233,7 @@ steps:
       retry: {max_attempts: 3, backoff: 200ms, max_backoff: 400ms}
   - notify:
       id: revoked
+      event: revoked
       to: [requester, owner]
       message: "Access to {integration} revoked early. Request: {request}"
 "#;

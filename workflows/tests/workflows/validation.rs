@@ -250,3 +250,29 @@ fn the_first_problem_in_document_order_is_reported() {
     let e = reject(&text);
     assert_eq!((e.path.as_str(), e.line), ("version", Some(2)), "{e}");
 }
+
+#[test]
+fn approval_routes_name_known_channels_and_slack_channel_ids() {
+    let base = "      approvers: {owner: true}\n      timeout: 1h\n";
+    accept(&approval(&format!("{base}      channels: [slack, email]\n      slack_channel: C0123ABCD\n")));
+    reject_at(
+        &approval(&format!("{base}      channels: [slack, teams]\n")),
+        "steps[0].approval.channels[1]",
+        "unknown channel \"teams\"",
+    );
+    reject_at(
+        &approval(&format!("{base}      slack_channel: \"#approvals\"\n")),
+        "steps[0].approval.slack_channel",
+        "channel id",
+    );
+}
+
+#[test]
+fn notify_events_are_known_ones() {
+    let notify = |event: &str| {
+        grant_with(&format!("  - notify:\n      to: [requester]\n      message: hi\n      event: {event}\n"))
+    };
+    accept(&notify("granted"));
+    accept(&notify("revoked"));
+    reject_at(&notify("approved"), "steps[0].notify.event", "unknown event \"approved\"");
+}
