@@ -252,7 +252,7 @@ pub struct EmailChannel {
 }
 
 enum Delivery {
-    Smtp { host: String, builder: Box<AsyncSmtpTransportBuilder>, pool: OnceLock<Pool> },
+    Smtp { host: String, builder: Box<AsyncSmtpTransportBuilder>, pool: OnceLock<Pool>, limit: Duration },
     Outbox { dir: PathBuf },
 }
 
@@ -308,6 +308,8 @@ impl EmailChannel {
                 host: smtp.host.clone(),
                 builder: Box::new(smtp_transport(smtp)?),
                 pool: OnceLock::new(),
+                // Greeting, EHLO, (STARTTLS, AUTH,) MAIL, RCPT, DATA, body: a few commands' worth.
+                limit: smtp.timeout() * 3,
             },
             None => {
                 if settings.outbox_dir.as_os_str().is_empty() {
@@ -362,13 +364,21 @@ impl EmailChannel {
         recipient: &str,
     ) -> Result<(), (ConnectorError, bool)> {
         match &self.delivery {
-            Delivery::Smtp { host, builder, pool } => {
+            Delivery::Smtp { host, builder, pool, limit } => {
                 let pool = pool.get_or_init(|| Pool(Some(builder.as_ref().clone().build())));
                 let Some(mailer) = &pool.0 else {
                     let message = format!("smtp {host}: transport closed");
                     return Err((ConnectorError::Permanent { message }, false));
                 };
-                mailer.send(message.clone()).await.map(drop).map_err(|e| (smtp_error(host, &e), e.status().is_some()))
+                // lettre's timeout covers each command, not waiting for a pooled connection or a
+                // server that accepts and never greets: bound the whole send as well.
+                match tokio::time::timeout(*limit, mailer.send(message.clone())).await {
+                    Ok(sent) => sent.map(drop).map_err(|e| (smtp_error(host, &e), e.status().is_some())),
+                    Err(_) => {
+                        let message = format!("smtp {host}: no answer within {}s", limit.as_secs());
+                        Err((ConnectorError::Retryable { message, retry_after: None }, false))
+                    }
+                }
             }
             Delivery::Outbox { dir } => {
                 write_eml(dir, &eml_file_name(&n.idempotency_key, recipient), &message.formatted()).await.map_err(|e| {
@@ -1133,6 +1143,28 @@ mod tests {
         assert!(matches!(err, ConnectorError::Retryable { .. }), "{err:?}");
         let delivered: Vec<_> = sink.messages().into_iter().map(|m| m.to).collect();
         assert_eq!(delivered, [["carol@example.com"], ["carol@example.com"]]);
+    }
+
+    #[tokio::test]
+    async fn a_server_that_accepts_and_never_answers_is_retryable_not_a_hang() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        // Accept every connection and keep it open without ever greeting.
+        let held = tokio::spawn(async move {
+            let mut open = Vec::new();
+            while let Ok((socket, _)) = listener.accept().await {
+                open.push(socket);
+            }
+        });
+        let mut settings = smtp(port);
+        settings.timeout = Some(Timeout::new(Duration::from_secs(1)).unwrap());
+        let carol = notification(vec![person("carol", "Carol", Some("carol@example.com"))]);
+        let sent =
+            tokio::time::timeout(Duration::from_secs(10), channel(Some(settings), Path::new("unused")).send(&carol))
+                .await
+                .expect("the send gives up by itself");
+        assert!(matches!(sent, Err(ConnectorError::Retryable { .. })), "{sent:?}");
+        held.abort();
     }
 
     #[tokio::test]
