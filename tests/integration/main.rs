@@ -13,4 +13,5 @@ mod lifecycle;
 mod notifications;
 mod openapi;
 mod replicas;
+mod slack;
 mod workflows;

@@ -132,7 +132,13 @@ async fn interaction(state: &AppState, headers: &HeaderMap, body: &[u8]) -> Resu
     let user_team = str_at(&payload, &["user", "team_id"]).or_else(|| str_at(&payload, &["team", "id"]));
     let team = str_at(&payload, &["team", "id"]);
     let origin = json!({ "slack_user_id": user, "slack_team_id": user_team });
-    let refused = |reason: &str| refusal_event(user, user_team, reason, None);
+    // The request a refused click or dialog was about, so the refusal shows in its history.
+    let about = payload["actions"][0]["value"]
+        .as_str()
+        .or_else(|| str_at(&payload, &["view", "private_metadata"]))
+        .and_then(blocks::parse_request_ref)
+        .map(|(id, _)| RunId(id));
+    let refused = |reason: &str| refusal_event(user, user_team, reason, about);
     if !slack.expected_source(team, str_at(&payload, &["api_app_id"])) {
         audit(&state.engine, refused("foreign_workspace_or_app")).await;
         return Ok(ack());
@@ -214,12 +220,19 @@ async fn deny_submission(
     principal: &str,
     origin: Value,
 ) -> Result<Response, ApiError> {
-    let Some((run_id, _step)) = str_at(payload, &["view", "private_metadata"]).and_then(blocks::parse_request_ref)
+    let Some((run_id, step)) = str_at(payload, &["view", "private_metadata"]).and_then(blocks::parse_request_ref)
     else {
         return Ok(ack());
     };
+    // The dialog may have stayed open while its step was decided and the next one began: a
+    // denial meant for that step must not land on this one.
+    let view = query::run_view(&state.engine.db().read, RunId(run_id)).await?;
+    if view.is_some_and(|v| v.run.step_index != step && v.run.status == RunStatus::AwaitingApproval) {
+        return Ok(modal_error(blocks::BLOCK_DENY_REASON, "This approval step is over; nothing was recorded."));
+    }
     let values = &payload["view"]["state"]["values"];
-    let reason = str_at(values, &[blocks::BLOCK_DENY_REASON, blocks::INPUT_DENY_REASON]).map(str::trim).unwrap_or("");
+    let reason =
+        str_at(values, &[blocks::BLOCK_DENY_REASON, blocks::INPUT_DENY_REASON, "value"]).map(str::trim).unwrap_or("");
     if reason.is_empty() {
         return Ok(modal_error(blocks::BLOCK_DENY_REASON, "Give a reason to deny."));
     }
