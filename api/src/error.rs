@@ -94,6 +94,7 @@ impl From<TransitionError> for ApiError {
             | TransitionError::Expired
             | TransitionError::Cancelled
             | TransitionError::AlreadyVoted(_)
+            | TransitionError::StepOver
             | TransitionError::GrantNotActive(_) => StatusCode::CONFLICT,
             TransitionError::SelfApproval | TransitionError::NotAnApprover(_) | TransitionError::NotAllowed => {
                 StatusCode::FORBIDDEN

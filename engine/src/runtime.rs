@@ -92,6 +92,23 @@ impl Default for EngineSettings {
     }
 }
 
+/// A decision cast through a channel.
+#[derive(Debug, Clone)]
+pub struct Cast {
+    /// The approver (a principal id).
+    pub actor: String,
+    /// Approve or deny.
+    pub decision: Decision,
+    /// Comment (a reason, for denials).
+    pub comment: Option<String>,
+    /// `api`, `cli`, `slack`, `email`.
+    pub channel: String,
+    /// Channel evidence for the audit record (`null` for none).
+    pub origin: serde_json::Value,
+    /// The approval step it was cast on; refused with `step_over` once the run moved on.
+    pub step: Option<u32>,
+}
+
 /// Result of creating a request.
 #[derive(Debug, Clone)]
 pub enum Created {
@@ -226,26 +243,25 @@ impl Engine {
         comment: Option<String>,
         channel: &str,
     ) -> Result<(), JobError> {
-        self.decide_with_origin(run_id, actor, decision, comment, channel, serde_json::Value::Null).await
+        let cast = Cast {
+            actor: actor.to_owned(),
+            decision,
+            comment,
+            channel: channel.to_owned(),
+            origin: serde_json::Value::Null,
+            step: None,
+        };
+        self.cast(run_id, cast).await
     }
 
-    /// Records a decision with channel evidence (e.g. the Slack user and team ids), which the
-    /// audit record keeps under `details.origin`.
+    /// Records a decision cast through a channel that brings evidence (kept under
+    /// `details.origin` in the audit record) and names the approval step it was cast on.
     ///
     /// # Errors
-    /// [`JobError::Transition`] with the reason when refused.
-    pub async fn decide_with_origin(
-        &self,
-        run_id: RunId,
-        actor: &str,
-        decision: Decision,
-        comment: Option<String>,
-        channel: &str,
-        origin: serde_json::Value,
-    ) -> Result<(), JobError> {
-        let command =
-            Command::Decide { actor: actor.to_owned(), decision, comment, channel: channel.to_owned(), origin };
-        self.apply(run_id, command).await
+    /// [`JobError::Transition`] with the reason when refused (audited).
+    pub async fn cast(&self, run_id: RunId, cast: Cast) -> Result<(), JobError> {
+        let Cast { actor, decision, comment, channel, origin, step } = cast;
+        self.apply(run_id, Command::Decide { actor, decision, comment, channel, origin, step }).await
     }
 
     /// Cancels a pending request.

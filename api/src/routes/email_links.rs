@@ -239,6 +239,7 @@ fn refusal_text(e: &TransitionError) -> &'static str {
         TransitionError::AlreadyVoted(_) => "You have already decided on this request.",
         TransitionError::Expired => "The approval deadline has passed.",
         TransitionError::Cancelled => "The request was cancelled.",
+        TransitionError::StepOver => "This approval step is over.",
         _ => "This request no longer awaits a decision.",
     }
 }

@@ -22,6 +22,7 @@ use tollgate_engine::audit::AuditEvent;
 use tollgate_engine::ids::RunId;
 use tollgate_engine::notify::RequestSummary;
 use tollgate_engine::run::{Decision, RunStatus};
+use tollgate_engine::runtime::Cast;
 use tollgate_engine::slack::blocks::{self, ACTION_APPROVE, ACTION_DENY, CALLBACK_DENY, CALLBACK_REQUEST};
 use tollgate_engine::slack::verify::{self, SIGNATURE_HEADER, TIMESTAMP_HEADER};
 use tollgate_engine::slack::{ResolvedSlack, SlackApi};
@@ -181,18 +182,12 @@ async fn block_action(
     };
     let user = str_at(payload, &["user", "id"]).unwrap_or_default();
     let channel = str_at(payload, &["container", "channel_id"]).unwrap_or_default();
-    let view =
-        query::run_view(&state.engine.db().read, RunId(run_id)).await?.ok_or_else(|| ApiError::not_found("request"))?;
-    if view.run.step_index != step && view.run.status == RunStatus::AwaitingApproval {
-        ephemeral(slack, channel, user, "This approval step is over; nothing was recorded.");
-        return Ok(ack());
-    }
     match action_id {
         ACTION_APPROVE => {
-            let decided = state
-                .engine
-                .decide_with_origin(RunId(run_id), principal, Decision::Approve, None, "slack", origin)
-                .await;
+            // No read first: the engine checks the step, the approver and the deadline in the
+            // decision's own transaction, and audits a refusal.
+            let decided =
+                state.engine.cast(RunId(run_id), cast(principal, Decision::Approve, None, origin, step)).await;
             let text = match decided {
                 Ok(()) => "✅ Your approval is recorded.".to_owned(),
                 Err(JobError::Transition(e)) => format!("Not recorded: {}", refusal_text(&e)),
@@ -203,6 +198,13 @@ async fn block_action(
         }
         ACTION_DENY => {
             let Some(trigger) = str_at(payload, &["trigger_id"]) else { return Ok(ack()) };
+            let view = query::run_view(&state.engine.db().read, RunId(run_id))
+                .await?
+                .ok_or_else(|| ApiError::not_found("request"))?;
+            if view.run.step_index != step && view.run.status == RunStatus::AwaitingApproval {
+                ephemeral(slack, channel, user, "This approval step is over; nothing was recorded.");
+                return Ok(ack());
+            }
             let summary = summary(&state.engine, &view);
             if let Err(e) = slack.api.open_view(trigger, blocks::deny_modal(run_id, step, &summary)).await {
                 tracing::warn!(error = %e, "slack: cannot open the deny dialog");
@@ -224,12 +226,6 @@ async fn deny_submission(
     else {
         return Ok(ack());
     };
-    // The dialog may have stayed open while its step was decided and the next one began: a
-    // denial meant for that step must not land on this one.
-    let view = query::run_view(&state.engine.db().read, RunId(run_id)).await?;
-    if view.is_some_and(|v| v.run.step_index != step && v.run.status == RunStatus::AwaitingApproval) {
-        return Ok(modal_error(blocks::BLOCK_DENY_REASON, "This approval step is over; nothing was recorded."));
-    }
     let values = &payload["view"]["state"]["values"];
     let reason =
         str_at(values, &[blocks::BLOCK_DENY_REASON, blocks::INPUT_DENY_REASON, "value"]).map(str::trim).unwrap_or("");
@@ -237,7 +233,9 @@ async fn deny_submission(
         return Ok(modal_error(blocks::BLOCK_DENY_REASON, "Give a reason to deny."));
     }
     let comment = Some(reason.chars().take(blocks::MAX_DENY_REASON_CHARS).collect());
-    match state.engine.decide_with_origin(RunId(run_id), principal, Decision::Deny, comment, "slack", origin).await {
+    // The dialog may have stayed open while its step was decided and the next one began: the
+    // engine refuses a denial meant for that step (`step_over`) instead of applying it here.
+    match state.engine.cast(RunId(run_id), cast(principal, Decision::Deny, comment, origin, step)).await {
         Ok(()) => Ok(ack()),
         Err(JobError::Transition(e)) => Ok(modal_error(blocks::BLOCK_DENY_REASON, refusal_text(&e))),
         Err(e) => Err(e.into()),
@@ -377,6 +375,10 @@ async fn command(state: &AppState, headers: &HeaderMap, body: &[u8]) -> Result<R
     }
 }
 
+fn cast(principal: &str, decision: Decision, comment: Option<String>, origin: Value, step: u32) -> Cast {
+    Cast { actor: principal.to_owned(), decision, comment, channel: "slack".to_owned(), origin, step: Some(step) }
+}
+
 fn modal_error(block: &str, text: &str) -> Response {
     axum::Json(json!({ "response_action": "errors", "errors": { block: text } })).into_response()
 }
@@ -388,6 +390,7 @@ fn refusal_text(e: &TransitionError) -> &'static str {
         TransitionError::AlreadyVoted(_) => "you have already decided on this request.",
         TransitionError::Expired => "the approval deadline has passed.",
         TransitionError::Cancelled => "the request was cancelled.",
+        TransitionError::StepOver => "this approval step is over.",
         _ => "this request no longer awaits a decision.",
     }
 }

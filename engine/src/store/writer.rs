@@ -740,6 +740,7 @@ impl JobCtx<'_> {
             comment,
             channel: "email".to_owned(),
             origin: serde_json::json!({ "link_id": link.id }),
+            step: u32::try_from(link.step_index).ok(),
         };
         self.apply(run_id, &command).await?;
         let consumed = approval_link::Entity::update_many()

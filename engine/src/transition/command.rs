@@ -28,6 +28,9 @@ pub enum Command {
         /// Channel evidence recorded with the decision (`null` for none): the email link's id,
         /// or the Slack user and team ids.
         origin: serde_json::Value,
+        /// The approval step the decision was cast on (a button or link names one); refused
+        /// if the run has moved on. `None`: the current step.
+        step: Option<u32>,
     },
     /// The requester or an admin withdraws a pending request.
     Cancel {
@@ -91,8 +94,8 @@ pub fn apply(state: RunState, command: Command, ctx: &Context<'_>) -> Result<Opt
     let prior_approvals = u32::try_from(prior).unwrap_or(u32::MAX);
     let mut out = Outcome { run, grant, votes: Vec::new(), audit: Vec::new(), effects: Vec::new(), prior_approvals };
     match command {
-        Command::Decide { actor, decision, comment, channel, origin } => {
-            decide(&mut out, &votes, Ballot { actor, decision, comment, channel, origin }, ctx)?;
+        Command::Decide { actor, decision, comment, channel, origin, step } => {
+            decide(&mut out, &votes, Ballot { actor, decision, comment, channel, origin, step }, ctx)?;
         }
         Command::Cancel { actor, is_admin, channel } => {
             if out.run.status != RunStatus::AwaitingApproval {
@@ -171,12 +174,16 @@ struct Ballot {
     comment: Option<String>,
     channel: String,
     origin: serde_json::Value,
+    step: Option<u32>,
 }
 
 fn decide(out: &mut Outcome, votes: &[Vote], ballot: Ballot, ctx: &Context<'_>) -> Result<(), TransitionError> {
-    let Ballot { actor, decision, comment, channel, origin } = ballot;
+    let Ballot { actor, decision, comment, channel, origin, step: cast_on } = ballot;
     if out.run.status != RunStatus::AwaitingApproval {
         return Err(TransitionError::for_final(out.run.status));
+    }
+    if cast_on.is_some_and(|s| s != out.run.step_index) {
+        return Err(TransitionError::StepOver);
     }
     let (Some(Step::Approval(step)), StepState::Approval { deadline, .. }) =
         (current_step(&out.run, ctx), &out.run.step)

@@ -92,6 +92,10 @@ pub enum TransitionError {
     /// The grant is not active, so it cannot be revoked or renewed now.
     #[error("grant is not active (status {0})")]
     GrantNotActive(String),
+    /// The decision was cast on an approval step the run has left (a message or dialog from an
+    /// earlier step).
+    #[error("that approval step is over")]
+    StepOver,
     /// The request cannot be created.
     #[error(transparent)]
     Invalid(#[from] start::RequestError),
@@ -110,6 +114,7 @@ impl TransitionError {
             Self::AlreadyVoted(_) => "already_voted",
             Self::NotAllowed => "forbidden",
             Self::GrantNotActive(_) => "grant_not_active",
+            Self::StepOver => "step_over",
             Self::Invalid(e) => e.code(),
         }
     }

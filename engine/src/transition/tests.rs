@@ -140,6 +140,7 @@ fn decide(
         comment: None,
         channel: "api".to_owned(),
         origin: serde_json::Value::Null,
+        step: None,
     };
     apply(state.clone(), cmd, &f.ctx(at)).map(|o| fold(Some(state.clone()), o.expect("not stale")))
 }
@@ -252,6 +253,7 @@ fn quorum_counts_distinct_eligible_people_and_excludes_the_requester() {
         comment: None,
         channel: "api".to_owned(),
         origin: serde_json::Value::Null,
+        step: None,
     };
     let out = apply(s.clone(), cmd, &f.ctx(t0())).expect("ok").expect("not stale");
     assert_eq!(grant_calls(&out), 1);
@@ -438,6 +440,7 @@ proptest! {
                     comment: None,
                     channel: "api".to_owned(),
                     origin: serde_json::Value::Null,
+        step: None,
                 },
                 Op::Cancel(w) => Command::Cancel { actor: WHO[w].to_owned(), is_admin: false, channel: "api".to_owned() },
                 Op::Deadline => Command::TimerFired { kind: TimerKind::ApprovalDeadline, step_index: s.run.step_index },
@@ -523,4 +526,23 @@ fn holders_are_warned_before_their_access_expires() {
         })
         .collect();
     assert_eq!(warned, vec![("expiring".to_owned(), vec!["alice".to_owned()])]);
+}
+
+#[test]
+fn a_decision_cast_on_another_step_is_refused_and_records_nothing() {
+    let f = Fixture::new();
+    let s = f.start("alice");
+    let cast = |step| Command::Decide {
+        actor: "bob".to_owned(),
+        decision: Decision::Approve,
+        comment: None,
+        channel: "slack".to_owned(),
+        origin: serde_json::json!({ "slack_user_id": "U0BOB" }),
+        step: Some(step),
+    };
+    let stale = apply(s.clone(), cast(s.run.step_index + 1), &f.ctx(t0()));
+    assert_eq!(stale.unwrap_err(), TransitionError::StepOver);
+    let out = apply(s.clone(), cast(s.run.step_index), &f.ctx(t0())).expect("ok").expect("not stale");
+    let recorded = out.audit.iter().find(|e| e.event_type == "approval_recorded").expect("audited");
+    assert_eq!(recorded.details["origin"]["slack_user_id"], "U0BOB", "channel evidence is kept");
 }
