@@ -20,6 +20,8 @@ pub enum TimerKind {
     Wait,
     /// Shortly before a grant expires: warn its holder.
     ExpiryWarning,
+    /// An undecided approval step widens its approvers.
+    Escalation,
 }
 
 impl TimerKind {
@@ -31,6 +33,7 @@ impl TimerKind {
             Self::Reminder => "reminder",
             Self::Wait => "wait",
             Self::ExpiryWarning => "expiry_warning",
+            Self::Escalation => "escalation",
         }
     }
 
@@ -42,6 +45,7 @@ impl TimerKind {
             "reminder" => Some(Self::Reminder),
             "wait" => Some(Self::Wait),
             "expiry_warning" => Some(Self::ExpiryWarning),
+            "escalation" => Some(Self::Escalation),
             _ => None,
         }
     }

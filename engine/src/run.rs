@@ -182,6 +182,9 @@ pub enum StepState {
         deadline: DateTime<Utc>,
         /// Reminders sent so far.
         reminders: u32,
+        /// Whether the step's escalation happened (its approvers may decide too).
+        #[serde(default)]
+        escalated: bool,
     },
     /// Waiting for a connector call.
     Action {

@@ -326,3 +326,62 @@ async fn a_permanent_rejection_is_audited_and_alerted_and_secrets_never_reach_an
     }
     Ok(())
 }
+
+const ESCALATION: &str = r#"key: test-escalation
+version: 1
+kind: grant
+applies_to:
+  integrations: [ci-runner]
+parameters:
+  default_duration: 1h
+  max_duration: 1h
+steps:
+  - approval:
+      approvers: { users: [bob] }
+      timeout: 5m
+      escalation: { after: 1s, to: { users: [erin] } }
+  - action: { operation: grant }
+  - wait: { until: expiry }
+  - action: { operation: revoke }
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_escalation_emails_the_added_approvers_a_link_that_lets_them_decide() -> anyhow::Result<()> {
+    let smtp = SmtpServer::start()?;
+    let t = start(smtp.port(), |o| {
+        o.workflows.push(("test-escalation.yaml".to_owned(), ESCALATION.to_owned()));
+    })
+    .await?;
+    let alice = t.server.client("alice").await?;
+    let id = id_of(&alice.create_request(&ask("ci-runner", "deploy")).await?);
+    approval_mails(&smtp, &id, &["bob@example.com"]).await?;
+    // erin may not decide before the escalation (she may have been too quick for the timer,
+    // in which case the API accepts her: only check when the step has not escalated yet).
+    let records = t.server.client("audrey").await?.audit(Some(&id)).await?;
+    if !records.iter().any(|r| r["event_type"] == "approval_escalated") {
+        assert!(!smtp.messages().iter().any(|m| m.is_for("erin@example.com")), "erin is not asked before");
+    }
+    let escalated = smtp
+        .wait_for("the escalation email to erin", PATIENCE, |ms| {
+            ms.iter()
+                .any(|m| m.is_for("erin@example.com") && m.subject.starts_with("Escalated") && m.text.contains(&id))
+        })
+        .await?
+        .into_iter()
+        .find(|m| m.is_for("erin@example.com"))
+        .unwrap();
+    let link = escalated.approval_link().expect("the escalation email carries a link");
+    let http = browser();
+    let page = open(&http, &link).await?;
+    assert_eq!(page.status, 200, "{}", page.body);
+    let form = [("csrf", page.csrf.as_deref().unwrap()), ("decision", "approve")];
+    let (st, body) = post(&http, &link, page.cookie.as_deref(), &form).await?;
+    assert_eq!(st, 200, "{body}");
+    alice.wait_status(&id, "active", PATIENCE).await?;
+    let records = t.server.client("audrey").await?.audit(Some(&id)).await?;
+    let esc = records.iter().find(|r| r["event_type"] == "approval_escalated").expect("audited");
+    assert_eq!(esc["details"]["approvers"], json!(["erin"]));
+    let vote = records.iter().find(|r| r["event_type"] == "approval_recorded").unwrap();
+    assert_eq!((vote["actor"].as_str(), vote["channel"].as_str()), (Some("erin"), Some("email")));
+    Ok(())
+}

@@ -323,6 +323,33 @@ pub struct ApprovalStep {
     /// `[slack] approvals_channel`, or a direct message to each approver.
     #[serde(default)]
     pub slack_channel: Option<String>,
+    /// Widen the circle of approvers when the step is still undecided after a while.
+    #[serde(default)]
+    pub escalation: Option<Escalation>,
+}
+
+impl ApprovalStep {
+    /// Who may approve: [`Self::approvers`], plus the escalation's approvers once `escalated`.
+    #[must_use]
+    pub fn approvers_at(&self, escalated: bool) -> Approvers {
+        let mut all = self.approvers.clone();
+        if let Some(e) = self.escalation.as_ref().filter(|_| escalated) {
+            all.groups.extend(e.to.groups.iter().filter(|g| !self.approvers.groups.contains(g)).cloned());
+            all.users.extend(e.to.users.iter().filter(|u| !self.approvers.users.contains(u)).cloned());
+            all.owner |= e.to.owner;
+        }
+        all
+    }
+}
+
+/// An approval step's escalation: after `after`, `to` may approve as well (and are asked to).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Escalation {
+    /// How long after the step is reached; shorter than the step's timeout.
+    pub after: Duration,
+    /// Who is added.
+    pub to: Approvers,
 }
 
 /// Who may approve.

@@ -188,6 +188,24 @@ impl Validator {
             }
             self.duration(&format!("{at}.reminder"), reminder);
         }
+        if let Some(e) = &s.escalation {
+            if e.to.is_empty() {
+                self.report(
+                    format!("{at}.escalation.to"),
+                    "escalation without approvers: name groups, users or `owner: true`",
+                );
+            }
+            if e.after >= s.timeout {
+                self.report(
+                    format!("{at}.escalation.after"),
+                    format!(
+                        "escalation after {} is not shorter than timeout {}: it would never happen",
+                        e.after, s.timeout
+                    ),
+                );
+            }
+            self.duration(&format!("{at}.escalation.after"), e.after);
+        }
     }
 
     fn action(&mut self, at: &str, s: &ActionStep, kind: WorkflowKind) {

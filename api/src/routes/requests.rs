@@ -41,7 +41,7 @@ pub(crate) fn can_view(engine: &Engine, caller: &Caller, run: &Run) -> bool {
     ) else {
         return false;
     };
-    def.steps.iter().any(|s| matches!(s, Step::Approval(a) if shared.directory.is_eligible_approver(&caller.id, &a.approvers, integration, &run.requester)))
+    def.steps.iter().any(|s| matches!(s, Step::Approval(a) if shared.directory.is_eligible_approver(&caller.id, &a.approvers_at(true), integration, &run.requester)))
 }
 
 async fn load_visible(state: &AppState, caller: &Caller, id: RunId) -> ApiResult<RunView> {

@@ -37,6 +37,7 @@ pub const MAX_SUBJECT_CHARS: usize = 160;
 pub const EVENTS: &[&str] = &[
     "approval_requested",
     "approval_reminder",
+    "approval_escalated",
     "approved",
     "denied",
     "expired",
@@ -581,7 +582,7 @@ impl NotificationChannel for EmailChannel {
 }
 
 /// Events whose emails carry an approval link.
-const LINK_EVENTS: &[&str] = &["approval_requested", "approval_reminder"];
+const LINK_EVENTS: &[&str] = &["approval_requested", "approval_reminder", "approval_escalated"];
 
 /// The recipients with a (non-empty) address.
 fn addressed(n: &Notification) -> Vec<(&RecipientInfo, &str)> {
@@ -770,6 +771,7 @@ macro_rules! wording {
 wording! {
     "approval_requested" => approval_requested, "email/events/approval_requested.txt";
     "approval_reminder" => approval_reminder, "email/events/approval_reminder.txt";
+    "approval_escalated" => approval_escalated, "email/events/approval_escalated.txt";
     "approved" => approved, "email/events/approved.txt";
     "denied" => denied, "email/events/denied.txt";
     "expired" => expired, "email/events/expired.txt";
@@ -864,10 +866,13 @@ fn sample(event: &str) -> Notification {
     use crate::notify::RequestSummary;
 
     let deadline = chrono::DateTime::from_timestamp(1_893_499_200, 0); // 2030-01-01 12:00 UTC
-    let pending = matches!(event, "approval_requested" | "approval_reminder");
+    let pending = matches!(event, "approval_requested" | "approval_reminder" | "approval_escalated");
     let text = match event {
         "approval_requested" => "alice asks for api, refresh_token on salesforce-prod (production) for 1h.",
         "approval_reminder" => "Reminder: alice is waiting for your approval on salesforce-prod.",
+        "approval_escalated" => {
+            "Escalated: alice is still waiting for approval on salesforce-prod; you may now decide."
+        }
         "approved" => "Your request for api, refresh_token on salesforce-prod was approved.",
         "denied" => "Your request for api, refresh_token on salesforce-prod was denied by carol.",
         "expired" => "Your request for api, refresh_token on salesforce-prod expired without approval.",

@@ -16,7 +16,7 @@ use crate::links::IssuedLink;
 pub struct Notification {
     /// Stable per (run, step, event, occurrence): receivers deduplicate on it.
     pub idempotency_key: String,
-    /// Event name: `approval_requested`, `approval_reminder`, `approved`, `denied`, `expired`,
+    /// Event name: `approval_requested`, `approval_reminder`, `approval_escalated`, `approved`, `denied`, `expired`,
     /// `cancelled`, `granted`, `expiring`, `revoked`, `revoke_failed`, `failed`, `message`.
     pub event: String,
     /// The request (run) concerned.

@@ -230,7 +230,7 @@ pub fn thread_reply(n: &Notification) -> SlackMessageContent {
             Some(k) => format!("⏰ *Reminder*: this request still needs {k} approvals"),
             None => "⏰ *Reminder*: this request still awaits a decision".to_owned(),
         },
-        "escalated" => "📣 *Escalated*".to_owned(),
+        "escalated" | "approval_escalated" => "📣 *Escalated*".to_owned(),
         "expired" => "⌛ *Expired*".to_owned(),
         "failed" => "⚠️ *Failed*".to_owned(),
         "approved" => "✅ *Approved*".to_owned(),

@@ -72,6 +72,11 @@ impl SlackChannel {
         Ok(found)
     }
 
+    /// Whether approval requests of `n`'s step go to a shared channel rather than DMs.
+    fn shared_channel(&self, n: &Notification) -> bool {
+        n.route.slack_channel.is_some() || self.approvals_channel.is_some()
+    }
+
     /// Posts the approval request: once in the shared channel, or once per approver by DM.
     async fn request(&self, n: &Notification, ctx: &dyn DeliveryContext) -> Result<(), ConnectorError> {
         let step = n.route.step.unwrap_or_default();
@@ -167,6 +172,9 @@ impl NotificationChannel for SlackChannel {
     async fn deliver(&self, n: &Notification, ctx: &dyn DeliveryContext) -> Result<(), ConnectorError> {
         match n.event.as_str() {
             "approval_requested" => self.request(n, ctx).await,
+            // The added approvers get the request with its buttons (by DM); in a shared channel,
+            // where they can already see it, the thread says it was escalated.
+            "approval_escalated" if !self.shared_channel(n) => self.request(n, ctx).await,
             event if OUTCOMES.contains(&event) => self.outcome(n, ctx).await,
             _ => self.follow_up(n, ctx).await,
         }

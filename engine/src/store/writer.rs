@@ -672,11 +672,12 @@ impl JobCtx<'_> {
         };
         let directory = &self.shared.directory;
         let integration = directory.integrations.get(&run.integration).ok_or(JobError::NotFound("integration"))?;
+        let approvers = step.approvers_at(matches!(run.step, StepState::Approval { escalated: true, .. }));
         let mut rows = Vec::new();
         let mut issued = Vec::with_capacity(principals.len());
         for (principal, (id, token_hash)) in principals.iter().zip(links) {
             let may_decide = !directory.is_same_person(principal, &run.requester)
-                && directory.is_eligible_approver(principal, &step.approvers, integration, &run.requester)
+                && directory.is_eligible_approver(principal, &approvers, integration, &run.requester)
                 && !state.votes.iter().any(|v| directory.is_same_person(&v.approver, principal));
             if !may_decide {
                 issued.push(None);

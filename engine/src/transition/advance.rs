@@ -142,8 +142,14 @@ pub(crate) fn enter_step(out: &mut Outcome, ctx: &Context<'_>) {
 fn enter_approval(out: &mut Outcome, a: &ApprovalStep, ctx: &Context<'_>) {
     let deadline = ctx.now + chrono_duration(a.timeout);
     out.run.status = RunStatus::AwaitingApproval;
-    out.run.step = StepState::Approval { reached_at: ctx.now, deadline, reminders: 0 };
+    out.run.step = StepState::Approval { reached_at: ctx.now, deadline, reminders: 0, escalated: false };
     out.effects.push(Effect::ScheduleTimer { kind: TimerKind::ApprovalDeadline, due_at: deadline });
+    if let Some(e) = &a.escalation {
+        let due = ctx.now + chrono_duration(e.after);
+        if due < deadline {
+            out.effects.push(Effect::ScheduleTimer { kind: TimerKind::Escalation, due_at: due });
+        }
+    }
     if let Some(every) = a.reminder {
         let due = ctx.now + chrono_duration(every);
         if due < deadline {

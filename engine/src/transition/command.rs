@@ -108,7 +108,8 @@ pub fn apply(state: RunState, command: Command, ctx: &Context<'_>) -> Result<Opt
             out.audit.push(ev);
             let approvers = match current_step(&out.run, ctx) {
                 Some(Step::Approval(a)) => {
-                    ctx.directory.eligible_approvers(&a.approvers, ctx.integration, &out.run.requester)
+                    let escalated = matches!(out.run.step, StepState::Approval { escalated: true, .. });
+                    ctx.directory.eligible_approvers(&a.approvers_at(escalated), ctx.integration, &out.run.requester)
                 }
                 _ => Vec::new(),
             };
@@ -185,7 +186,7 @@ fn decide(out: &mut Outcome, votes: &[Vote], ballot: Ballot, ctx: &Context<'_>) 
     if cast_on.is_some_and(|s| s != out.run.step_index) {
         return Err(TransitionError::StepOver);
     }
-    let (Some(Step::Approval(step)), StepState::Approval { deadline, .. }) =
+    let (Some(Step::Approval(step)), StepState::Approval { deadline, escalated, .. }) =
         (current_step(&out.run, ctx), &out.run.step)
     else {
         return Err(TransitionError::AlreadyDecided(out.run.status));
@@ -196,7 +197,8 @@ fn decide(out: &mut Outcome, votes: &[Vote], ballot: Ballot, ctx: &Context<'_>) 
     if ctx.directory.is_same_person(&actor, &out.run.requester) {
         return Err(TransitionError::SelfApproval);
     }
-    if !ctx.directory.is_eligible_approver(&actor, &step.approvers, ctx.integration, &out.run.requester) {
+    let approvers = step.approvers_at(*escalated);
+    if !ctx.directory.is_eligible_approver(&actor, &approvers, ctx.integration, &out.run.requester) {
         return Err(TransitionError::NotAnApprover(actor));
     }
     // One vote per person per run: someone who decided at an earlier approval step does not count
@@ -312,10 +314,14 @@ fn timer_fired(out: &mut Outcome, votes: &[Vote], kind: TimerKind, ctx: &Context
                 }
             }
         }
-        (TimerKind::Reminder, Some(Step::Approval(step)), StepState::Approval { deadline, reached_at, reminders }) => {
+        (
+            TimerKind::Reminder,
+            Some(Step::Approval(step)),
+            StepState::Approval { deadline, reached_at, reminders, escalated },
+        ) => {
             let pending: Vec<String> = ctx
                 .directory
-                .eligible_approvers(&step.approvers, ctx.integration, &out.run.requester)
+                .eligible_approvers(&step.approvers_at(escalated), ctx.integration, &out.run.requester)
                 .into_iter()
                 .filter(|a| !votes.iter().any(|v| &v.approver == a))
                 .collect();
@@ -334,13 +340,43 @@ fn timer_fired(out: &mut Outcome, votes: &[Vote], kind: TimerKind, ctx: &Context
             let recipients = people(&pending, ctx);
             enqueue_notification(out, ctx, "approval_reminder", recipients, text, key);
             route_last(out, approval_route(step, out.run.step_index));
-            out.run.step = StepState::Approval { reached_at, deadline, reminders: n };
+            out.run.step = StepState::Approval { reached_at, deadline, reminders: n, escalated };
             if let Some(every) = step.reminder {
                 let due = ctx.now + chrono_duration(every);
                 if due < deadline {
                     out.effects.push(Effect::ScheduleTimer { kind: TimerKind::Reminder, due_at: due });
                 }
             }
+        }
+        (
+            TimerKind::Escalation,
+            Some(Step::Approval(step)),
+            StepState::Approval { deadline, reached_at, reminders, escalated: false },
+        ) => {
+            let before = ctx.directory.eligible_approvers(&step.approvers, ctx.integration, &out.run.requester);
+            let added: Vec<String> = ctx
+                .directory
+                .eligible_approvers(&step.approvers_at(true), ctx.integration, &out.run.requester)
+                .into_iter()
+                .filter(|a| !before.contains(a) && !votes.iter().any(|v| ctx.directory.is_same_person(&v.approver, a)))
+                .collect();
+            out.audit.push(event(
+                &out.run,
+                "approval_escalated",
+                "system",
+                "engine",
+                "success",
+                serde_json::json!({ "step": out.run.step_index, "approvers": added }),
+            ));
+            out.run.step = StepState::Approval { reached_at, deadline, reminders, escalated: true };
+            let key = format!("{}:{}:escalated", out.run.id, out.run.step_index);
+            let text = format!(
+                "Escalated: {} is still waiting for approval on {}; you may now decide.",
+                out.run.requester, out.run.integration
+            );
+            let recipients = people(&added, ctx);
+            enqueue_notification(out, ctx, "approval_escalated", recipients, text, key);
+            route_last(out, approval_route(step, out.run.step_index));
         }
         (TimerKind::ExpiryWarning, Some(Step::Wait(_)), StepState::Wait { expiry: true, until }) => {
             let holder = out.grant.as_ref().map_or_else(|| out.run.requester.clone(), |g| g.principal.clone());

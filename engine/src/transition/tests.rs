@@ -546,3 +546,41 @@ fn a_decision_cast_on_another_step_is_refused_and_records_nothing() {
     let recorded = out.audit.iter().find(|e| e.event_type == "approval_recorded").expect("audited");
     assert_eq!(recorded.details["origin"]["slack_user_id"], "U0BOB", "channel evidence is kept");
 }
+
+#[test]
+fn an_escalation_widens_the_approvers_and_asks_only_the_new_ones() {
+    let yaml = WORKFLOW.replace(
+        "      reminder: 20m\n",
+        "      reminder: 20m\n      escalation: { after: 30m, to: { users: [erin] } }\n",
+    );
+    let f = Fixture { def: parse_definition("test.yaml", &yaml).expect("valid workflow"), dir: directory() };
+    let s = f.start("alice");
+    assert!(matches!(decide(&f, &s, "erin", Decision::Approve, t0()), Err(TransitionError::NotAnApprover(_))));
+    let s = decide(&f, &s, "bob", Decision::Approve, t0()).expect("owner approves");
+
+    let at = t0() + Duration::minutes(30);
+    let fired = Command::TimerFired { kind: TimerKind::Escalation, step_index: 0 };
+    let out = apply(s.clone(), fired.clone(), &f.ctx(at)).expect("ok").expect("not stale");
+    let escalated = out.audit.iter().find(|e| e.event_type == "approval_escalated").expect("audited");
+    assert_eq!(escalated.details["approvers"], serde_json::json!(["erin"]), "only the new approver");
+    let asked: Vec<_> = out
+        .effects
+        .iter()
+        .filter_map(|e| match e {
+            Effect::Enqueue(item) => match &item.payload {
+                crate::effect::OutboxPayload::Notify { notification, .. } => Some(notification.clone()),
+                crate::effect::OutboxPayload::Action { .. } => None,
+            },
+            _ => None,
+        })
+        .collect();
+    assert_eq!(asked.len(), 1);
+    assert_eq!(asked[0].event, "approval_escalated");
+    assert_eq!(asked[0].recipients.iter().map(|r| r.principal.as_str()).collect::<Vec<_>>(), ["erin"]);
+    let s = fold(Some(s), out);
+    assert!(matches!(s.run.step, StepState::Approval { escalated: true, .. }));
+    assert!(apply(s.clone(), fired, &f.ctx(at)).expect("ok").is_none(), "escalates once");
+
+    let s = decide(&f, &s, "erin", Decision::Approve, at).expect("erin may approve now");
+    assert_eq!(s.run.status, RunStatus::Provisioning, "bob + erin meet the quorum");
+}

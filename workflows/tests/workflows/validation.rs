@@ -276,3 +276,19 @@ fn notify_events_are_known_ones() {
     accept(&notify("revoked"));
     reject_at(&notify("approved"), "steps[0].notify.event", "unknown event \"approved\"");
 }
+
+#[test]
+fn an_escalation_names_approvers_and_comes_before_the_timeout() {
+    let base = "      approvers: {owner: true}\n      timeout: 1h\n";
+    accept(&approval(&format!("{base}      escalation: {{after: 30m, to: {{groups: [security]}}}}\n")));
+    reject_at(
+        &approval(&format!("{base}      escalation: {{after: 30m, to: {{}}}}\n")),
+        "steps[0].approval.escalation.to",
+        "escalation without approvers",
+    );
+    reject_at(
+        &approval(&format!("{base}      escalation: {{after: 1h, to: {{users: [ann]}}}}\n")),
+        "steps[0].approval.escalation.after",
+        "not shorter than timeout",
+    );
+}
