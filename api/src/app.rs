@@ -62,15 +62,22 @@ pub fn openapi_json() -> String {
     ApiDoc::openapi().to_pretty_json().unwrap_or_default()
 }
 
+/// `path` as logs may show it: an email approval link's token is replaced by `…`.
+fn loggable_path(path: &str) -> &str {
+    if path.starts_with(LINK_PREFIX) { "/approvals/email/…" } else { path }
+}
+
+const LINK_PREFIX: &str = "/approvals/email/";
+
 /// Builds the router. `public_url` is the configured base URL of links (never a Host header);
 /// `slack` enables the Slack endpoints.
 pub fn router(
     engine: Arc<Engine>,
     max_body_bytes: usize,
     public_url: &str,
-    slack: Option<(Arc<tollgate_engine::slack::SlackApi>, &tollgate_engine::slack::ResolvedSlack)>,
+    slack: Option<&crate::server::Slack>,
 ) -> Router {
-    let slack = slack.map(|(api, settings)| Arc::new(slack::SlackState::new(api, settings, &engine)));
+    let slack = slack.map(|(api, settings)| Arc::new(slack::SlackState::new(api.clone(), settings, &engine)));
     let state = AppState { engine, links: Arc::new(email_links::LinkPages::new(public_url)), slack };
     Router::new()
         .route("/v1/requests", post(requests::create).get(requests::list))
@@ -104,8 +111,19 @@ pub fn router(
         })
         .layer(DefaultBodyLimit::max(max_body_bytes))
         .layer(TraceLayer::new_for_http().make_span_with(|req: &axum::http::Request<_>| {
-            // Method and path only: never query strings or headers (they may carry tokens).
-            tracing::info_span!("http", method = %req.method(), path = %req.uri().path())
+            // Method and path only: never query strings or headers (they may carry tokens), and
+            // never an approval link's token.
+            tracing::info_span!("http", method = %req.method(), path = %loggable_path(req.uri().path()))
         }))
         .with_state(state)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn approval_link_tokens_never_reach_the_log() {
+        let token = "Zm9vYmFyYmF6cXV4cXV1eHF1dXhxdXV4cXV1eHF1dXg";
+        assert_eq!(super::loggable_path(&format!("/approvals/email/{token}")), "/approvals/email/…");
+        assert_eq!(super::loggable_path("/v1/requests"), "/v1/requests");
+    }
 }

@@ -269,7 +269,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
                 directory.active_principal(&principal).is_some(),
                 "unknown or disabled principal {principal:?}"
             );
-            let engine = crate::server::build_engine(&config, Arc::new(SystemClock), false).await?;
+            let engine = crate::server::build_engine(&config, Arc::new(SystemClock), false, None).await?;
             let (id, token) = engine.create_token(&principal, &name, "system", "cli").await?;
             engine.shutdown().await;
             eprintln_err(&format!("token {id} created for {principal}; it is shown once:"));

@@ -9,6 +9,7 @@ use secrecy::ExposeSecret;
 use tollgate_engine::clock::{Clock, SystemClock};
 use tollgate_engine::config_sync::{self, WorkflowSource};
 use tollgate_engine::notify::NotificationChannel;
+use tollgate_engine::slack::{ResolvedSlack, SlackApi};
 use tollgate_engine::store::{self, Db};
 use tollgate_engine::{Engine, EngineSettings, Shared};
 use tollgate_workflows::parse_definition;
@@ -65,6 +66,9 @@ pub fn read_dir(path: &Path) -> anyhow::Result<Vec<WorkflowSource>> {
     Ok(out)
 }
 
+/// The Slack Web API client and the settings it was built from.
+pub type Slack = (Arc<SlackApi>, ResolvedSlack);
+
 /// Connects and migrates.
 ///
 /// # Errors
@@ -82,16 +86,26 @@ pub async fn open_db(config: &Config) -> anyhow::Result<Db> {
 ///
 /// # Errors
 /// Invalid configuration or database failures.
-pub async fn build_engine(config: &Config, clock: Arc<dyn Clock>, workers: bool) -> anyhow::Result<Arc<Engine>> {
+pub async fn build_engine(
+    config: &Config,
+    clock: Arc<dyn Clock>,
+    workers: bool,
+    slack: Option<&Slack>,
+) -> anyhow::Result<Arc<Engine>> {
     // Replicas starting together must not migrate or sync the configuration concurrently.
     let lock =
         store::StartupLock::acquire(&config.database.url).await.context("cannot open the database (database.url)")?;
-    let built = build_engine_locked(config, clock, workers).await;
+    let built = build_engine_locked(config, clock, workers, slack).await;
     lock.release().await;
     built
 }
 
-async fn build_engine_locked(config: &Config, clock: Arc<dyn Clock>, workers: bool) -> anyhow::Result<Arc<Engine>> {
+async fn build_engine_locked(
+    config: &Config,
+    clock: Arc<dyn Clock>,
+    workers: bool,
+    slack: Option<&Slack>,
+) -> anyhow::Result<Arc<Engine>> {
     let db = open_db(config).await?;
     let directory = config.directory()?;
     let sources = workflow_sources(config)?;
@@ -105,9 +119,8 @@ async fn build_engine_locked(config: &Config, clock: Arc<dyn Clock>, workers: bo
         let email = tollgate_engine::notify::email::EmailChannel::new(&config.email).context("email")?;
         channels.push(Arc::new(email.with_public_url(&config.public_url())));
     }
-    if let Some(settings) = config.slack()? {
-        let api = Arc::new(tollgate_engine::slack::SlackApi::new(&settings).context("slack")?);
-        channels.push(Arc::new(tollgate_engine::slack::SlackChannel::new(api, &settings)));
+    if let Some((api, settings)) = slack {
+        channels.push(Arc::new(tollgate_engine::slack::SlackChannel::new(api.clone(), settings)));
     }
     if let Some(w) = &config.notifications.webhook {
         channels.push(Arc::new(
@@ -162,20 +175,18 @@ async fn bootstrap(config: &Config, engine: &Engine) -> anyhow::Result<()> {
 /// # Errors
 /// Start-up failures.
 pub async fn serve(config: Config) -> anyhow::Result<()> {
-    let engine = build_engine(&config, Arc::new(SystemClock), true).await?;
+    // One Slack client serves both the notification channel and the interactivity endpoints.
+    let slack = match config.slack()? {
+        Some(settings) => Some((Arc::new(SlackApi::new(&settings).context("slack")?), settings)),
+        None => None,
+    };
+    let engine = build_engine(&config, Arc::new(SystemClock), true, slack.as_ref()).await?;
     let listener = tokio::net::TcpListener::bind(&config.listen)
         .await
         .with_context(|| format!("cannot listen on {}", config.listen))?;
     let addr = listener.local_addr()?;
     tracing::info!(%addr, database = %redact_url(&config.database.url), "tollgate listening");
-    let slack = match config.slack()? {
-        Some(settings) => {
-            Some((Arc::new(tollgate_engine::slack::SlackApi::new(&settings).context("slack")?), settings))
-        }
-        None => None,
-    };
-    let slack = slack.as_ref().map(|(api, settings)| (api.clone(), settings));
-    let app = crate::app::router(engine.clone(), config.http.max_body_bytes, &config.public_url(), slack);
+    let app = crate::app::router(engine.clone(), config.http.max_body_bytes, &config.public_url(), slack.as_ref());
     let app = app.into_make_service_with_connect_info::<std::net::SocketAddr>();
     axum::serve(listener, app).with_graceful_shutdown(shutdown_signal()).await?;
     engine.shutdown().await;

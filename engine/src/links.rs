@@ -19,7 +19,6 @@ use crate::ids::RunId;
 use crate::run::{Decision, RunStatus, StepState};
 use crate::runtime::Engine;
 use crate::store::StoreError;
-use crate::store::entity::approval_link;
 use crate::store::query::{self, RunView};
 use crate::store::writer::{Job, JobError, JobOutput, WriterHandle};
 
@@ -85,17 +84,11 @@ impl Engine {
     /// # Errors
     /// Database failures.
     pub async fn approval_link(&self, token: &str) -> Result<Option<LinkedApproval>, StoreError> {
-        use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
-
         if !is_well_formed(token) {
             return Ok(None);
         }
         let db = &self.db().read;
-        let Some(link) =
-            approval_link::Entity::find().filter(approval_link::Column::TokenHash.eq(hash(token))).one(db).await?
-        else {
-            return Ok(None);
-        };
+        let Some(link) = query::approval_link_by_hash(db, &hash(token)).await? else { return Ok(None) };
         let now = self.shared().clock.now();
         if link.consumed_at.is_some() || now >= link.expires_at {
             return Ok(None);
@@ -132,24 +125,11 @@ impl Engine {
             other => Err(crate::runtime::unexpected(&other)),
         }
     }
-
-    /// Issues links for `principals` on the approval step `step_index` of `run_id`, one per
-    /// principal in order; `None` for a principal who cannot decide there (the requester or the
-    /// same person, no longer eligible, already voted) or for everyone once the step is over.
-    ///
-    /// # Errors
-    /// Database failures.
-    pub async fn issue_approval_links(
-        &self,
-        run_id: RunId,
-        step_index: u32,
-        principals: &[String],
-    ) -> Result<Vec<Option<IssuedLink>>, JobError> {
-        issue(&self.writer, run_id, step_index, principals).await
-    }
 }
 
-/// See [`Engine::issue_approval_links`].
+/// Issues links for `principals` on the approval step `step_index` of `run_id`, one per
+/// principal in order; `None` for a principal who cannot decide there (the requester or the
+/// same person, no longer eligible, already voted) or for everyone once the step is over.
 pub(crate) async fn issue(
     writer: &WriterHandle,
     run_id: RunId,

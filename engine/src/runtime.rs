@@ -25,7 +25,7 @@ use crate::store::writer::{
     self, IdempotencyClaim, Job, JobError, JobOutput, OutboxWork, Renderer, Sinks, WriterHandle,
 };
 use crate::store::{Db, StoreError};
-use crate::transition::{Command, NewRequest};
+use crate::transition::{Cast, Command, NewRequest};
 
 /// State every component reads and nobody mutates while running.
 #[derive(Debug)]
@@ -90,23 +90,6 @@ impl Default for EngineSettings {
             scan_interval: Duration::from_secs(5),
         }
     }
-}
-
-/// A decision cast through a channel.
-#[derive(Debug, Clone)]
-pub struct Cast {
-    /// The approver (a principal id).
-    pub actor: String,
-    /// Approve or deny.
-    pub decision: Decision,
-    /// Comment (a reason, for denials).
-    pub comment: Option<String>,
-    /// `api`, `cli`, `slack`, `email`.
-    pub channel: String,
-    /// Channel evidence for the audit record (`null` for none).
-    pub origin: serde_json::Value,
-    /// The approval step it was cast on; refused with `step_over` once the run moved on.
-    pub step: Option<u32>,
 }
 
 /// Result of creating a request.
@@ -243,15 +226,7 @@ impl Engine {
         comment: Option<String>,
         channel: &str,
     ) -> Result<(), JobError> {
-        let cast = Cast {
-            actor: actor.to_owned(),
-            decision,
-            comment,
-            channel: channel.to_owned(),
-            origin: serde_json::Value::Null,
-            step: None,
-        };
-        self.cast(run_id, cast).await
+        self.cast(run_id, Cast::new(actor, decision, comment, channel)).await
     }
 
     /// Records a decision cast through a channel that brings evidence (kept under
@@ -260,8 +235,7 @@ impl Engine {
     /// # Errors
     /// [`JobError::Transition`] with the reason when refused (audited).
     pub async fn cast(&self, run_id: RunId, cast: Cast) -> Result<(), JobError> {
-        let Cast { actor, decision, comment, channel, origin, step } = cast;
-        self.apply(run_id, Command::Decide { actor, decision, comment, channel, origin, step }).await
+        self.apply(run_id, Command::Decide(cast)).await
     }
 
     /// Cancels a pending request.

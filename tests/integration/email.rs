@@ -181,6 +181,7 @@ async fn an_approval_link_shows_the_request_and_decides_only_on_a_deliberate_pos
     let token = link.rsplit('/').next().unwrap();
     let everything = serde_json::to_string(&records)?;
     assert!(!everything.contains(token), "the token never reaches the audit log");
+    assert!(!t.server.log().contains(token), "nor the server's log");
     Ok(())
 }
 

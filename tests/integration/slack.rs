@@ -33,29 +33,14 @@ struct Env {
     http: reqwest::Client,
 }
 
-/// The `[slack]` section for `fake`: approval requests go to `channel`, or by DM without one.
-fn slack_config(fake: &FakeSlack, channel: Option<&str>) -> String {
-    let channel = channel.map(|c| format!("approvals_channel = \"{c}\"\n")).unwrap_or_default();
-    format!(
-        "\n[slack]\nbot_token = \"{BOT_TOKEN}\"\nsigning_secret = \"{SIGNING_SECRET}\"\napi_url = \"{api}\"\n\
-         team_id = \"{team}\"\napp_id = \"{app}\"\n{channel}",
-        api = fake.api_url().trim_end_matches('/'),
-        team = FakeSlack::TEAM_ID,
-        app = FakeSlack::APP_ID,
-    )
-}
-
 /// A fake Slack and a server using it, with Slack ids for alice, carol, dave and erin.
 async fn start(channel: Option<&str>, adjust: impl FnOnce(ServerOptions) -> ServerOptions) -> anyhow::Result<Env> {
     tollgate_tests::install_crypto_provider();
     let slack = FakeSlack::try_start(BOT_TOKEN).await?;
-    let config = slack_config(&slack, channel);
+    let config = slack.config(SIGNING_SECRET, channel);
     let t = common::start_with(|mut o| {
         o.extra_config.push_str(&config);
-        for (principal, id) in SLACK_IDS {
-            let email = format!(r#"email = "{principal}@example.com""#);
-            o.directory_patches.push((email.clone(), format!("{email}\nslack_user_id = \"{id}\"")));
-        }
+        let o = SLACK_IDS.iter().fold(o, |o, (principal, id)| o.slack_user(principal, id));
         adjust(o)
     })
     .await?;

@@ -142,6 +142,23 @@ pub(crate) struct DecisionForm {
     reason: String,
 }
 
+/// The approval behind `token`, or the page to answer instead: throttled peers and unusable
+/// links (which count against the peer) never reach the request.
+async fn usable_link(state: &AppState, peer: Option<IpAddr>, token: &str) -> Result<LinkedApproval, Response> {
+    let throttle = &state.links.throttle;
+    if throttle.blocked(peer, Instant::now()) {
+        return Err(throttled());
+    }
+    match state.engine.approval_link(token).await {
+        Ok(Some(linked)) => Ok(linked),
+        Ok(None) => {
+            throttle.fail(peer, Instant::now());
+            Err(unusable())
+        }
+        Err(e) => Err(server_error(&e)),
+    }
+}
+
 /// `GET /approvals/email/{token}` (and `HEAD`): the request, read-only.
 pub(crate) async fn show(
     State(state): State<AppState>,
@@ -149,17 +166,9 @@ pub(crate) async fn show(
     Path(token): Path<String>,
     headers: HeaderMap,
 ) -> Response {
-    let pages = &state.links;
-    if pages.throttle.blocked(peer, Instant::now()) {
-        return throttled();
-    }
-    let linked = match state.engine.approval_link(&token).await {
-        Ok(Some(linked)) => linked,
-        Ok(None) => {
-            pages.throttle.fail(peer, Instant::now());
-            return unusable();
-        }
-        Err(e) => return server_error(&e),
+    let linked = match usable_link(&state, peer, &token).await {
+        Ok(linked) => linked,
+        Err(page) => return page,
     };
     let (secret, fresh) = match cookie(&headers) {
         Some(secret) => (secret, false),
@@ -167,7 +176,7 @@ pub(crate) async fn show(
     };
     let mut response = decide_page(&state, &linked, &secret, "", None, StatusCode::OK);
     if fresh {
-        set_cookie(&mut response, &secret, pages.secure_cookies);
+        set_cookie(&mut response, &secret, state.links.secure_cookies);
     }
     response
 }
@@ -180,17 +189,9 @@ pub(crate) async fn decide(
     headers: HeaderMap,
     form: Result<axum::Form<DecisionForm>, FormRejection>,
 ) -> Response {
-    let pages = &state.links;
-    if pages.throttle.blocked(peer, Instant::now()) {
-        return throttled();
-    }
-    let linked = match state.engine.approval_link(&token).await {
-        Ok(Some(linked)) => linked,
-        Ok(None) => {
-            pages.throttle.fail(peer, Instant::now());
-            return unusable();
-        }
-        Err(e) => return server_error(&e),
+    let linked = match usable_link(&state, peer, &token).await {
+        Ok(linked) => linked,
+        Err(page) => return page,
     };
     let Ok(axum::Form(form)) = form else {
         return message(StatusCode::BAD_REQUEST, "Not recorded", "The form could not be read. Open the link again.");

@@ -22,13 +22,12 @@ use tollgate_engine::audit::AuditEvent;
 use tollgate_engine::ids::RunId;
 use tollgate_engine::notify::RequestSummary;
 use tollgate_engine::run::{Decision, RunStatus};
-use tollgate_engine::runtime::Cast;
 use tollgate_engine::slack::blocks::{self, ACTION_APPROVE, ACTION_DENY, CALLBACK_DENY, CALLBACK_REQUEST};
 use tollgate_engine::slack::verify::{self, SIGNATURE_HEADER, TIMESTAMP_HEADER};
 use tollgate_engine::slack::{ResolvedSlack, SlackApi};
 use tollgate_engine::store::query::{self, RunView};
 use tollgate_engine::store::writer::JobError;
-use tollgate_engine::transition::{NewRequest, TransitionError};
+use tollgate_engine::transition::{Cast, NewRequest, TransitionError};
 use tollgate_engine::{Created, run::Run};
 use tollgate_workflows::{Duration, WorkflowKind};
 
@@ -45,7 +44,7 @@ pub(crate) struct SlackState {
     /// Slack user id → principal.
     principals: HashMap<String, String>,
     /// Signatures seen in the replay window, with their timestamps.
-    seen: Mutex<HashMap<String, i64>>,
+    seen: Mutex<Seen>,
 }
 
 impl SlackState {
@@ -65,7 +64,7 @@ impl SlackState {
             team_id: settings.team_id.clone(),
             app_id: settings.app_id.clone(),
             principals,
-            seen: Mutex::new(HashMap::new()),
+            seen: Mutex::new(Seen::default()),
         }
     }
 
@@ -79,10 +78,7 @@ impl SlackState {
                 ApiError::new(status, "invalid_slack_signature", e.to_string())
             })?;
         let signature = header(SIGNATURE_HEADER).unwrap_or_default().to_owned();
-        let mut seen = self.seen.lock().unwrap_or_else(PoisonError::into_inner);
-        let horizon = now.timestamp() - 2 * i64::try_from(verify::MAX_AGE_SECS).unwrap_or(300);
-        seen.retain(|_, t| *t >= horizon);
-        Ok(seen.insert(signature, ts).is_none())
+        Ok(self.seen.lock().unwrap_or_else(PoisonError::into_inner).first_time(signature, ts, now.timestamp()))
     }
 
     /// Whether the request comes from the configured workspace and app.
@@ -96,6 +92,26 @@ impl SlackState {
             return None;
         }
         self.principals.get(user?).map(String::as_str)
+    }
+}
+
+/// Signatures of verified requests still inside the signature window (older ones fail
+/// verification anyway), pruned at most once a minute rather than on every request.
+#[derive(Debug, Default)]
+struct Seen {
+    by_signature: HashMap<String, i64>,
+    pruned_at: i64,
+}
+
+impl Seen {
+    /// Records `signature` (timestamp `ts`); false if it was seen before.
+    fn first_time(&mut self, signature: String, ts: i64, now: i64) -> bool {
+        if now - self.pruned_at >= 60 {
+            let horizon = now - 2 * i64::try_from(verify::MAX_AGE_SECS).unwrap_or(300);
+            self.by_signature.retain(|_, t| *t >= horizon);
+            self.pruned_at = now;
+        }
+        self.by_signature.insert(signature, ts).is_none()
     }
 }
 
@@ -376,7 +392,7 @@ async fn command(state: &AppState, headers: &HeaderMap, body: &[u8]) -> Result<R
 }
 
 fn cast(principal: &str, decision: Decision, comment: Option<String>, origin: Value, step: u32) -> Cast {
-    Cast { actor: principal.to_owned(), decision, comment, channel: "slack".to_owned(), origin, step: Some(step) }
+    Cast { origin, step: Some(step), ..Cast::new(principal, decision, comment, "slack") }
 }
 
 fn modal_error(block: &str, text: &str) -> Response {

@@ -10,6 +10,7 @@ pub mod webhook;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
+use secrecy::SecretString;
 use serde::{Deserialize, Serialize};
 use tollgate_workflows::Operation;
 use uuid::Uuid;
@@ -82,6 +83,31 @@ pub enum ConnectorError {
         /// Short description, safe to log.
         message: String,
     },
+}
+
+impl ConfigError {
+    /// [`ConfigError::Invalid`] for `field`.
+    pub(crate) fn invalid(field: &'static str, reason: &str) -> Self {
+        Self::Invalid { field, reason: reason.to_owned() }
+    }
+}
+
+/// Reads a secret file named by the setting `field`, dropping one trailing newline (editors and
+/// `echo` add one). The error names the file and the kind of failure, never any content.
+pub(crate) fn read_secret_file(field: &'static str, path: &std::path::Path) -> Result<SecretString, ConfigError> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| ConfigError::Invalid { field, reason: format!("cannot read {}: {}", path.display(), e.kind()) })?;
+    let text = text.strip_suffix('\n').map(|t| t.strip_suffix('\r').unwrap_or(t)).unwrap_or(&text);
+    Ok(SecretString::from(text.to_owned()))
+}
+
+/// Stands in for a secret in `Debug` output.
+pub(crate) struct Redacted;
+
+impl std::fmt::Debug for Redacted {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("[redacted]")
+    }
 }
 
 /// A connector instance bound to one integration's settings.

@@ -15,7 +15,7 @@ use reqwest::{StatusCode, Url};
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 
-use super::{ActionOutcome, ConfigError, Connector, ConnectorAction, ConnectorError};
+use super::{ActionOutcome, ConfigError, Connector, ConnectorAction, ConnectorError, Redacted, read_secret_file};
 use crate::clock::{Clock, SystemClock};
 use crate::signing;
 
@@ -72,7 +72,7 @@ impl WebhookSettings {
     ) -> Result<SecretString, ConfigError> {
         let (field, secret) = match (&self.secret, &self.secret_file, &self.secret_env) {
             (Some(secret), None, None) => ("secret", secret.clone()),
-            (None, Some(path), None) => ("secret_file", read_secret_file(path)?),
+            (None, Some(path), None) => ("secret_file", read_secret_file("secret_file", path)?),
             (None, None, Some(name)) => ("secret_env", read_secret_env(name, env)?),
             (secret, file, var) => {
                 let set: Vec<&str> =
@@ -85,7 +85,7 @@ impl WebhookSettings {
             }
         };
         if secret.expose_secret().is_empty() {
-            return Err(invalid(field, "the signing secret is empty"));
+            return Err(ConfigError::invalid(field, "the signing secret is empty"));
         }
         if secret.expose_secret().len() < 16 {
             tracing::warn!(
@@ -103,28 +103,13 @@ impl WebhookSettings {
     }
 }
 
-/// Reads a secret file, dropping one trailing newline (editors and `echo` add one).
-fn read_secret_file(path: &std::path::Path) -> Result<SecretString, ConfigError> {
-    let mut text = std::fs::read_to_string(path).map_err(|e| ConfigError::Invalid {
-        field: "secret_file",
-        reason: format!("cannot read {}: {e}", path.display()),
-    })?;
-    if text.ends_with('\n') {
-        text.pop();
-        if text.ends_with('\r') {
-            text.pop();
-        }
-    }
-    Ok(SecretString::from(text))
-}
-
 /// Reads a secret from the environment variable `name` through `env`.
 fn read_secret_env(
     name: &str,
     env: impl FnOnce(&str) -> Result<String, std::env::VarError>,
 ) -> Result<SecretString, ConfigError> {
     if name.is_empty() {
-        return Err(invalid("secret_env", "the variable name is empty"));
+        return Err(ConfigError::invalid("secret_env", "the variable name is empty"));
     }
     let value = env(name).map_err(|e| ConfigError::Invalid {
         field: "secret_env",
@@ -208,15 +193,6 @@ impl<'de> Deserialize<'de> for Timeout {
     }
 }
 
-/// Stands in for a secret in `Debug` output.
-struct Redacted;
-
-impl fmt::Debug for Redacted {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("[redacted]")
-    }
-}
-
 /// `scheme://host[:port]` plus `/…` when a path or query was cut: safe to print.
 fn redacted_url(url: &str) -> String {
     let Ok(parsed) = Url::parse(url) else {
@@ -230,10 +206,6 @@ fn redacted_url(url: &str) -> String {
         shown.push_str("/…");
     }
     shown
-}
-
-fn invalid(field: &'static str, reason: &str) -> ConfigError {
-    ConfigError::Invalid { field, reason: reason.to_owned() }
 }
 
 /// A validated webhook endpoint with its resolved secret: signs and POSTs JSON bodies and
@@ -274,11 +246,11 @@ impl SignedEndpoint {
         let url = Url::parse(&settings.url)
             .map_err(|e| ConfigError::Invalid { field: "url", reason: format!("not a valid URL: {e}") })?;
         if !matches!(url.scheme(), "https" | "http") {
-            return Err(invalid("url", "the scheme must be https or http"));
+            return Err(ConfigError::invalid("url", "the scheme must be https or http"));
         }
         let host = match url.host_str() {
             Some(host) if !host.is_empty() => host.to_owned(),
-            _ => return Err(invalid("url", "the URL has no host")),
+            _ => return Err(ConfigError::invalid("url", "the URL has no host")),
         };
         Ok(Self {
             url,

@@ -18,7 +18,7 @@ use sha2::{Digest, Sha256};
 
 use crate::clock::{Clock, SystemClock};
 use crate::connector::webhook::Timeout;
-use crate::connector::{ConfigError, ConnectorError};
+use crate::connector::{ConfigError, ConnectorError, Redacted, read_secret_file};
 use crate::notify::{DeliveryContext, Notification, NotificationChannel, RecipientInfo};
 
 /// Sender used when the configuration names none: enough for the `.eml` outbox of a quick start.
@@ -200,45 +200,24 @@ impl SmtpSettings {
     /// appears in the error.
     pub fn resolve_password(&self) -> Result<Option<SecretString>, ConfigError> {
         let password = match (&self.password, &self.password_file) {
-            (Some(_), Some(_)) => return Err(invalid("password", "set `password` or `password_file`, not both")),
+            (Some(_), Some(_)) => {
+                return Err(ConfigError::invalid("password", "set `password` or `password_file`, not both"));
+            }
             (Some(password), None) => Some(("password", password.clone())),
-            (None, Some(path)) => Some(("password_file", read_secret_file(path)?)),
+            (None, Some(path)) => Some(("password_file", read_secret_file("password_file", path)?)),
             (None, None) => None,
         };
         match (&self.username, password) {
             (None, None) => Ok(None),
             (Some(_), None) => {
-                Err(invalid("password", "`username` is set but neither `password` nor `password_file` is"))
+                Err(ConfigError::invalid("password", "`username` is set but neither `password` nor `password_file` is"))
             }
-            (None, Some((field, _))) => Err(invalid(field, "a password is set but `username` is not")),
+            (None, Some((field, _))) => Err(ConfigError::invalid(field, "a password is set but `username` is not")),
             (Some(_), Some((field, password))) if password.expose_secret().is_empty() => {
-                Err(invalid(field, "the password is empty"))
+                Err(ConfigError::invalid(field, "the password is empty"))
             }
             (Some(_), Some((_, password))) => Ok(Some(password)),
         }
-    }
-}
-
-/// Reads a secret file, dropping one trailing newline (editors and `echo` add one).
-fn read_secret_file(path: &Path) -> Result<SecretString, ConfigError> {
-    let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Invalid {
-        field: "password_file",
-        reason: format!("cannot read {}: {}", path.display(), e.kind()),
-    })?;
-    let text = text.strip_suffix('\n').map(|t| t.strip_suffix('\r').unwrap_or(t)).unwrap_or(&text);
-    Ok(SecretString::from(text.to_owned()))
-}
-
-fn invalid(field: &'static str, reason: &str) -> ConfigError {
-    ConfigError::Invalid { field, reason: reason.to_owned() }
-}
-
-/// Stands in for a secret in `Debug` output.
-struct Redacted;
-
-impl fmt::Debug for Redacted {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("[redacted]")
     }
 }
 
@@ -314,7 +293,7 @@ impl EmailChannel {
             },
             None => {
                 if settings.outbox_dir.as_os_str().is_empty() {
-                    return Err(invalid("outbox_dir", "must not be empty"));
+                    return Err(ConfigError::invalid("outbox_dir", "must not be empty"));
                 }
                 Delivery::Outbox { dir: settings.outbox_dir.clone() }
             }
@@ -394,14 +373,14 @@ impl EmailChannel {
 /// Validates `smtp` and prepares (without connecting) the transport.
 fn smtp_transport(smtp: &SmtpSettings) -> Result<AsyncSmtpTransportBuilder, ConfigError> {
     if smtp.host.trim().is_empty() {
-        return Err(invalid("smtp.host", "must not be empty"));
+        return Err(ConfigError::invalid("smtp.host", "must not be empty"));
     }
     if smtp.pool_max == 0 {
-        return Err(invalid("smtp.pool_max", "must be at least 1"));
+        return Err(ConfigError::invalid("smtp.pool_max", "must be at least 1"));
     }
     let password = smtp.resolve_password()?;
     if password.is_some() && smtp.tls == SmtpTls::None && !is_loopback(&smtp.host) {
-        return Err(invalid(
+        return Err(ConfigError::invalid(
             "smtp.tls",
             "`none` would send the SMTP password in clear text to a remote host; use `starttls` or `tls`",
         ));

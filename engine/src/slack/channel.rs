@@ -51,13 +51,6 @@ impl SlackChannel {
         }
     }
 
-    /// Uses `clock` instead of the system clock.
-    #[must_use]
-    pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Self {
-        self.clock = clock;
-        self
-    }
-
     /// The Slack user id of `r`: from the directory, or looked up by email when enabled.
     async fn user_id(&self, r: &RecipientInfo) -> Result<Option<String>, ConnectorError> {
         if let Some(id) = r.slack_user_id.as_deref().filter(|id| !id.is_empty()) {

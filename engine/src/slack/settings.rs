@@ -8,8 +8,8 @@ use reqwest::Url;
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 
-use crate::connector::ConfigError;
 use crate::connector::webhook::Timeout;
+use crate::connector::{ConfigError, Redacted, read_secret_file};
 
 /// Slack Web API base URL when the configuration names none.
 pub const DEFAULT_API_URL: &str = "https://slack.com/api/";
@@ -125,7 +125,10 @@ impl SlackSettings {
         )?;
         let approvals_channel = id("approvals_channel", self.approvals_channel.as_deref())?;
         if approvals_channel.as_deref().is_some_and(|c| c.starts_with('#')) {
-            return Err(invalid("approvals_channel", "use the channel id (e.g. C0123456789), not its name"));
+            return Err(ConfigError::invalid(
+                "approvals_channel",
+                "use the channel id (e.g. C0123456789), not its name",
+            ));
         }
         Ok(ResolvedSlack {
             bot_token,
@@ -188,24 +191,18 @@ fn resolve_secret(
 ) -> Result<SecretString, ConfigError> {
     let (field, secret) = match (value, file) {
         (Some(_), Some(_)) => {
-            return Err(invalid(value_field, &format!("set `{value_field}` or `{file_field}`, not both")));
+            return Err(ConfigError::invalid(value_field, &format!("set `{value_field}` or `{file_field}`, not both")));
         }
-        (None, None) => return Err(invalid(value_field, &format!("set `{value_field}` or `{file_field}`"))),
+        (None, None) => {
+            return Err(ConfigError::invalid(value_field, &format!("set `{value_field}` or `{file_field}`")));
+        }
         (Some(secret), None) => (value_field, secret.clone()),
         (None, Some(path)) => (file_field, read_secret_file(file_field, path)?),
     };
     if secret.expose_secret().is_empty() {
-        return Err(invalid(field, &format!("the {what} is empty")));
+        return Err(ConfigError::invalid(field, &format!("the {what} is empty")));
     }
     Ok(secret)
-}
-
-/// Reads a secret file, dropping one trailing newline (editors and `echo` add one).
-fn read_secret_file(field: &'static str, path: &Path) -> Result<SecretString, ConfigError> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| ConfigError::Invalid { field, reason: format!("cannot read {}: {}", path.display(), e.kind()) })?;
-    let text = text.strip_suffix('\n').map(|t| t.strip_suffix('\r').unwrap_or(t)).unwrap_or(&text);
-    Ok(SecretString::from(text.to_owned()))
 }
 
 /// Checks that `url` is an http(s) base URL and returns it ending with `/`.
@@ -213,16 +210,22 @@ fn normalize_api_url(url: &str) -> Result<String, ConfigError> {
     let parsed = Url::parse(url.trim())
         .map_err(|e| ConfigError::Invalid { field: "api_url", reason: format!("not a valid URL: {e}") })?;
     if !matches!(parsed.scheme(), "https" | "http") {
-        return Err(invalid("api_url", "the scheme must be https or http"));
+        return Err(ConfigError::invalid("api_url", "the scheme must be https or http"));
     }
     if parsed.host_str().is_none_or(str::is_empty) {
-        return Err(invalid("api_url", "the URL has no host"));
+        return Err(ConfigError::invalid("api_url", "the URL has no host"));
     }
     if parsed.query().is_some() || parsed.fragment().is_some() {
-        return Err(invalid("api_url", "a base URL such as https://slack.com/api/ takes no query or fragment"));
+        return Err(ConfigError::invalid(
+            "api_url",
+            "a base URL such as https://slack.com/api/ takes no query or fragment",
+        ));
     }
     if !parsed.username().is_empty() || parsed.password().is_some() {
-        return Err(invalid("api_url", "credentials do not belong in the URL; the bot token is sent as a header"));
+        return Err(ConfigError::invalid(
+            "api_url",
+            "credentials do not belong in the URL; the bot token is sent as a header",
+        ));
     }
     let mut normalized = parsed.to_string();
     if !normalized.ends_with('/') {
@@ -235,22 +238,9 @@ fn normalize_api_url(url: &str) -> Result<String, ConfigError> {
 fn id(field: &'static str, value: Option<&str>) -> Result<Option<String>, ConfigError> {
     match value.map(str::trim) {
         None => Ok(None),
-        Some("") => Err(invalid(field, "must not be empty (leave it out instead)")),
-        Some(v) if v.contains(char::is_whitespace) => Err(invalid(field, "must not contain spaces")),
+        Some("") => Err(ConfigError::invalid(field, "must not be empty (leave it out instead)")),
+        Some(v) if v.contains(char::is_whitespace) => Err(ConfigError::invalid(field, "must not contain spaces")),
         Some(v) => Ok(Some(v.to_owned())),
-    }
-}
-
-fn invalid(field: &'static str, reason: &str) -> ConfigError {
-    ConfigError::Invalid { field, reason: reason.to_owned() }
-}
-
-/// Stands in for a secret in `Debug` output.
-struct Redacted;
-
-impl fmt::Debug for Redacted {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("[redacted]")
     }
 }
 

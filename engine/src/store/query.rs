@@ -433,3 +433,15 @@ pub async fn slack_messages<C: ConnectionTrait>(
         })
         .collect())
 }
+
+/// The approval link whose token hashes to `token_hash`, used or not.
+///
+/// # Errors
+/// Database failures.
+pub async fn approval_link_by_hash<C: ConnectionTrait>(
+    c: &C,
+    token_hash: &str,
+) -> Result<Option<super::entity::approval_link::Model>, StoreError> {
+    use super::entity::approval_link;
+    Ok(approval_link::Entity::find().filter(approval_link::Column::TokenHash.eq(token_hash)).one(c).await?)
+}

@@ -38,7 +38,7 @@ use crate::effect::{Effect, NewOutbox, OutboxPayload, TimerKind};
 use crate::ids::{GrantId, OutboxId, RunId, TaskId, TimerId};
 use crate::run::{Grant, Run, RunState, StepState, Vote};
 use crate::runtime::Shared;
-use crate::transition::{self, Command, Context, NewRequest, Outcome, TransitionError};
+use crate::transition::{self, Cast, Command, Context, NewRequest, Outcome, TransitionError};
 
 /// How many jobs one transaction may carry.
 const MAX_BATCH: usize = 128;
@@ -676,10 +676,9 @@ impl JobCtx<'_> {
         let mut rows = Vec::new();
         let mut issued = Vec::with_capacity(principals.len());
         for (principal, (id, token_hash)) in principals.iter().zip(links) {
-            let may_decide = !directory.is_same_person(principal, &run.requester)
-                && directory.is_eligible_approver(principal, &approvers, integration, &run.requester)
-                && !state.votes.iter().any(|v| directory.is_same_person(&v.approver, principal));
-            if !may_decide {
+            if transition::may_decide(directory, integration, &approvers, &run.requester, &state.votes, principal)
+                .is_err()
+            {
                 issued.push(None);
                 continue;
             }
@@ -724,9 +723,7 @@ impl JobCtx<'_> {
         decision: crate::run::Decision,
         comment: Option<String>,
     ) -> JobResult {
-        let link = approval_link::Entity::find()
-            .filter(approval_link::Column::TokenHash.eq(token_hash))
-            .one(self.c)
+        let link = super::query::approval_link_by_hash(self.c, token_hash)
             .await?
             .filter(|l| l.consumed_at.is_none() && self.now < l.expires_at)
             .ok_or(JobError::LinkUnusable)?;
@@ -735,14 +732,11 @@ impl JobCtx<'_> {
         if i64::from(state.run.step_index) != i64::from(link.step_index) {
             return Err(JobError::LinkUnusable.into());
         }
-        let command = Command::Decide {
-            actor: link.principal.clone(),
-            decision,
-            comment,
-            channel: "email".to_owned(),
+        let command = Command::Decide(Cast {
             origin: serde_json::json!({ "link_id": link.id }),
             step: u32::try_from(link.step_index).ok(),
-        };
+            ..Cast::new(&link.principal, decision, comment, "email")
+        });
         self.apply(run_id, &command).await?;
         let consumed = approval_link::Entity::update_many()
             .col_expr(approval_link::Column::ConsumedAt, Expr::value(self.now))
@@ -888,7 +882,7 @@ impl JobCtx<'_> {
             }
             Ok(None) => Ok(JobOutput::Applied),
             Err(err) => match command {
-                Command::Decide { actor, decision, channel, origin, .. } => {
+                Command::Decide(Cast { actor, decision, channel, origin, .. }) => {
                     let mut ev = transition::refusal_event(&state.run, actor, decision.as_str(), channel, &err);
                     if !origin.is_null() {
                         ev.details["origin"] = origin.clone();

@@ -12,26 +12,45 @@ use crate::ids::OutboxId;
 use crate::notify::Route;
 use crate::run::{Decision, GrantStatus, RunState, RunStatus, StepState, Vote};
 
+/// A decision as cast by an approver, through any channel.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Cast {
+    /// The authenticated approver (a principal id).
+    pub actor: String,
+    /// Approve or deny.
+    pub decision: Decision,
+    /// Comment (a reason, for denials).
+    pub comment: Option<String>,
+    /// `api`, `cli`, `slack`, `email`.
+    pub channel: String,
+    /// Channel evidence recorded with the decision (`null` for none): the email link's id, or
+    /// the Slack user and team ids.
+    pub origin: serde_json::Value,
+    /// The approval step the decision was cast on (a button or link names one); refused with
+    /// `step_over` once the run moved on. `None`: the current step.
+    pub step: Option<u32>,
+}
+
+impl Cast {
+    /// A plain decision on the current step, without channel evidence (API, CLI).
+    #[must_use]
+    pub fn new(actor: &str, decision: Decision, comment: Option<String>, channel: &str) -> Self {
+        Self {
+            actor: actor.to_owned(),
+            decision,
+            comment,
+            channel: channel.to_owned(),
+            origin: serde_json::Value::Null,
+            step: None,
+        }
+    }
+}
+
 /// Something that happens to a run.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Command {
     /// An approver decides.
-    Decide {
-        /// Authenticated approver.
-        actor: String,
-        /// Approve or deny.
-        decision: Decision,
-        /// Comment (a reason, for denials).
-        comment: Option<String>,
-        /// `api`, `cli`, `slack`, `email`.
-        channel: String,
-        /// Channel evidence recorded with the decision (`null` for none): the email link's id,
-        /// or the Slack user and team ids.
-        origin: serde_json::Value,
-        /// The approval step the decision was cast on (a button or link names one); refused
-        /// if the run has moved on. `None`: the current step.
-        step: Option<u32>,
-    },
+    Decide(Cast),
     /// The requester or an admin withdraws a pending request.
     Cancel {
         /// Who.
@@ -94,8 +113,8 @@ pub fn apply(state: RunState, command: Command, ctx: &Context<'_>) -> Result<Opt
     let prior_approvals = u32::try_from(prior).unwrap_or(u32::MAX);
     let mut out = Outcome { run, grant, votes: Vec::new(), audit: Vec::new(), effects: Vec::new(), prior_approvals };
     match command {
-        Command::Decide { actor, decision, comment, channel, origin, step } => {
-            decide(&mut out, &votes, Ballot { actor, decision, comment, channel, origin, step }, ctx)?;
+        Command::Decide(cast) => {
+            decide(&mut out, &votes, cast, ctx)?;
         }
         Command::Cancel { actor, is_admin, channel } => {
             if out.run.status != RunStatus::AwaitingApproval {
@@ -168,18 +187,32 @@ pub fn apply(state: RunState, command: Command, ctx: &Context<'_>) -> Result<Opt
     Ok(Some(out))
 }
 
-/// One decision as cast.
-struct Ballot {
-    actor: String,
-    decision: Decision,
-    comment: Option<String>,
-    channel: String,
-    origin: serde_json::Value,
-    step: Option<u32>,
+/// Whether `actor` may decide on a run of `requester` with `approvers`: not the requester (nor
+/// the same person), eligible now, and not yet voted on this run. One vote per person per run:
+/// someone who decided at an earlier approval step does not count again at a later one (a
+/// two-person rule on top of an owner approval means three people).
+pub(crate) fn may_decide(
+    directory: &crate::directory::Directory,
+    integration: &crate::directory::Integration,
+    approvers: &tollgate_workflows::Approvers,
+    requester: &str,
+    votes: &[Vote],
+    actor: &str,
+) -> Result<(), TransitionError> {
+    if directory.is_same_person(actor, requester) {
+        return Err(TransitionError::SelfApproval);
+    }
+    if !directory.is_eligible_approver(actor, approvers, integration, requester) {
+        return Err(TransitionError::NotAnApprover(actor.to_owned()));
+    }
+    if votes.iter().any(|v| directory.is_same_person(&v.approver, actor)) {
+        return Err(TransitionError::AlreadyVoted(actor.to_owned()));
+    }
+    Ok(())
 }
 
-fn decide(out: &mut Outcome, votes: &[Vote], ballot: Ballot, ctx: &Context<'_>) -> Result<(), TransitionError> {
-    let Ballot { actor, decision, comment, channel, origin, step: cast_on } = ballot;
+fn decide(out: &mut Outcome, votes: &[Vote], cast: Cast, ctx: &Context<'_>) -> Result<(), TransitionError> {
+    let Cast { actor, decision, comment, channel, origin, step: cast_on } = cast;
     if out.run.status != RunStatus::AwaitingApproval {
         return Err(TransitionError::for_final(out.run.status));
     }
@@ -194,18 +227,7 @@ fn decide(out: &mut Outcome, votes: &[Vote], ballot: Ballot, ctx: &Context<'_>) 
     if ctx.now >= *deadline {
         return Err(TransitionError::Expired);
     }
-    if ctx.directory.is_same_person(&actor, &out.run.requester) {
-        return Err(TransitionError::SelfApproval);
-    }
-    let approvers = step.approvers_at(*escalated);
-    if !ctx.directory.is_eligible_approver(&actor, &approvers, ctx.integration, &out.run.requester) {
-        return Err(TransitionError::NotAnApprover(actor));
-    }
-    // One vote per person per run: someone who decided at an earlier approval step does not count
-    // again at a later one (a two-person rule on top of an owner approval means three people).
-    if votes.iter().any(|v| ctx.directory.is_same_person(&v.approver, &actor)) {
-        return Err(TransitionError::AlreadyVoted(actor));
-    }
+    may_decide(ctx.directory, ctx.integration, &step.approvers_at(*escalated), &out.run.requester, votes, &actor)?;
     let vote = Vote {
         step_index: out.run.step_index,
         approver: actor.clone(),

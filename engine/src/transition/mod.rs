@@ -11,7 +11,8 @@ mod start;
 use chrono::{DateTime, Utc};
 use tollgate_workflows::{Risk, WorkflowDefinition};
 
-pub use command::{Command, apply};
+pub(crate) use command::may_decide;
+pub use command::{Cast, Command, apply};
 pub use start::{NewRequest, start};
 
 use crate::audit::AuditEvent;

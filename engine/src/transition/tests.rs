@@ -6,7 +6,7 @@ use chrono::{DateTime, Duration, TimeZone, Utc};
 use proptest::prelude::*;
 use tollgate_workflows::{Operation, WorkflowDefinition, WorkflowKind, parse_definition};
 
-use super::{Command, Context, NewRequest, Outcome, TransitionError, apply, start};
+use super::{Cast, Command, Context, NewRequest, Outcome, TransitionError, apply, start};
 use crate::connector::ConnectorConfig;
 use crate::connector::manual::ManualSettings;
 use crate::directory::{Directory, Group, Integration, Principal, PrincipalKind, ScopeDef};
@@ -134,14 +134,7 @@ fn decide(
     d: Decision,
     at: DateTime<Utc>,
 ) -> Result<RunState, TransitionError> {
-    let cmd = Command::Decide {
-        actor: who.to_owned(),
-        decision: d,
-        comment: None,
-        channel: "api".to_owned(),
-        origin: serde_json::Value::Null,
-        step: None,
-    };
+    let cmd = Command::Decide(Cast::new(who, d, None, "api"));
     apply(state.clone(), cmd, &f.ctx(at)).map(|o| fold(Some(state.clone()), o.expect("not stale")))
 }
 
@@ -247,14 +240,7 @@ fn quorum_counts_distinct_eligible_people_and_excludes_the_requester() {
     assert_eq!(s.run.status, RunStatus::AwaitingApproval, "quorum is 2");
     assert!(matches!(decide(&f, &s, "bob", Decision::Approve, t0()), Err(TransitionError::AlreadyVoted(_))));
     assert!(matches!(decide(&f, &s, "bob", Decision::Deny, t0()), Err(TransitionError::AlreadyVoted(_))));
-    let cmd = Command::Decide {
-        actor: "carol".to_owned(),
-        decision: Decision::Approve,
-        comment: None,
-        channel: "api".to_owned(),
-        origin: serde_json::Value::Null,
-        step: None,
-    };
+    let cmd = Command::Decide(Cast::new("carol", Decision::Approve, None, "api"));
     let out = apply(s.clone(), cmd, &f.ctx(t0())).expect("ok").expect("not stale");
     assert_eq!(grant_calls(&out), 1);
     let s = fold(Some(s), out);
@@ -434,14 +420,7 @@ proptest! {
         let mut approvers: Vec<&str> = Vec::new();
         for o in ops {
             let cmd = match o {
-                Op::Decide(w, approve) => Command::Decide {
-                    actor: WHO[w].to_owned(),
-                    decision: if approve { Decision::Approve } else { Decision::Deny },
-                    comment: None,
-                    channel: "api".to_owned(),
-                    origin: serde_json::Value::Null,
-        step: None,
-                },
+                Op::Decide(w, approve) => Command::Decide(Cast::new(WHO[w], if approve { Decision::Approve } else { Decision::Deny }, None, "api")),
                 Op::Cancel(w) => Command::Cancel { actor: WHO[w].to_owned(), is_admin: false, channel: "api".to_owned() },
                 Op::Deadline => Command::TimerFired { kind: TimerKind::ApprovalDeadline, step_index: s.run.step_index },
                 Op::Reminder => Command::TimerFired { kind: TimerKind::Reminder, step_index: s.run.step_index },
@@ -457,8 +436,8 @@ proptest! {
                 }
             };
             let was_final = s.run.status.is_final();
-            let is_decision = matches!(cmd, Command::Decide { .. });
-            let actor = match &cmd { Command::Decide { actor, decision: Decision::Approve, .. } => Some(actor.clone()), _ => None };
+            let is_decision = matches!(cmd, Command::Decide(_));
+            let actor = match &cmd { Command::Decide(Cast { actor, decision: Decision::Approve, .. }) => Some(actor.clone()), _ => None };
             match apply(s.clone(), cmd, &f.ctx(now)) {
                 Ok(Some(out)) => {
                     prop_assert!(!(was_final && is_decision), "a final run accepted a decision");
@@ -532,13 +511,12 @@ fn holders_are_warned_before_their_access_expires() {
 fn a_decision_cast_on_another_step_is_refused_and_records_nothing() {
     let f = Fixture::new();
     let s = f.start("alice");
-    let cast = |step| Command::Decide {
-        actor: "bob".to_owned(),
-        decision: Decision::Approve,
-        comment: None,
-        channel: "slack".to_owned(),
-        origin: serde_json::json!({ "slack_user_id": "U0BOB" }),
-        step: Some(step),
+    let cast = |step| {
+        Command::Decide(Cast {
+            origin: serde_json::json!({ "slack_user_id": "U0BOB" }),
+            step: Some(step),
+            ..Cast::new("bob", Decision::Approve, None, "slack")
+        })
     };
     let stale = apply(s.clone(), cast(s.run.step_index + 1), &f.ctx(t0()));
     assert_eq!(stale.unwrap_err(), TransitionError::StepOver);

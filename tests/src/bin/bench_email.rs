@@ -47,8 +47,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     tollgate_tests::install_crypto_provider();
     let smtp = SmtpServer::start()?;
     let receiver = Receiver::start().await?;
-    let bin = std::env::current_exe()?.parent().context("no directory")?.join("tollgate-server");
-    let mut opts = ServerOptions::new(&receiver).bin(bin);
+    let mut opts = ServerOptions::new(&receiver);
     opts.notify_url = None;
     opts.extra_config.push_str(&SmtpServer::config(smtp.port()));
     opts.extra_config = opts.extra_config.replace("timeout = \"2s\"", "timeout = \"10s\"\npool_max = 8");

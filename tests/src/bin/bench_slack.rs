@@ -53,20 +53,10 @@ async fn run(args: Args) -> anyhow::Result<()> {
     tollgate_tests::install_crypto_provider();
     let fake = FakeSlack::try_start(BOT_TOKEN).await?;
     let receiver = Receiver::start().await?;
-    let bin = std::env::current_exe()?.parent().context("no directory")?.join("tollgate-server");
-    let mut opts = ServerOptions::new(&receiver).bin(bin);
+    let mut opts = ServerOptions::new(&receiver).slack_user("carol", "U0CAROL").slack_user("dave", "U0DAVE");
     opts.notify_url = None;
-    opts.extra_config.push_str(&format!(
-        "\n[email]\nenabled = false\n\n[slack]\nbot_token = \"{BOT_TOKEN}\"\nsigning_secret = \"{SIGNING_SECRET}\"\n\
-         api_url = \"{api}\"\nteam_id = \"{team}\"\napp_id = \"{app}\"\napprovals_channel = \"{CHANNEL}\"\n",
-        api = fake.api_url().trim_end_matches('/'),
-        team = FakeSlack::TEAM_ID,
-        app = FakeSlack::APP_ID,
-    ));
-    for (principal, id) in [("carol", "U0CAROL"), ("dave", "U0DAVE")] {
-        let email = format!(r#"email = "{principal}@example.com""#);
-        opts.directory_patches.push((email.clone(), format!("{email}\nslack_user_id = \"{id}\"")));
-    }
+    opts.extra_config.push_str("\n[email]\nenabled = false\n");
+    opts.extra_config.push_str(&fake.config(SIGNING_SECRET, Some(CHANNEL)));
     let db = TestDb::new().await?;
     let backend = db.backend();
     let server = Server::start(db, opts).await?;

@@ -80,6 +80,14 @@ impl ServerOptions {
         self
     }
 
+    /// Gives `principal`, one of the test directory's people, the Slack user id `id`.
+    #[must_use]
+    pub fn slack_user(mut self, principal: &str, id: &str) -> Self {
+        let email = format!(r#"email = "{principal}@example.com""#);
+        self.directory_patches.push((email.clone(), format!("{email}\nslack_user_id = \"{id}\"")));
+        self
+    }
+
     /// Adds (or replaces) a workflow file.
     #[must_use]
     pub fn workflow(mut self, name: &str, yaml: &str) -> Self {

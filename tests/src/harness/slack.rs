@@ -188,6 +188,22 @@ impl FakeSlack {
         format!("http://{}/api/", self.addr)
     }
 
+    /// The `[slack]` configuration for a server using this fake: its token and API URL, the
+    /// fake's workspace and app, `signing_secret`, and `approvals_channel` when given (without
+    /// one, approval requests go by DM).
+    #[must_use]
+    pub fn config(&self, signing_secret: &str, approvals_channel: Option<&str>) -> String {
+        let channel = approvals_channel.map(|c| format!("approvals_channel = \"{c}\"\n")).unwrap_or_default();
+        format!(
+            "\n[slack]\nbot_token = \"{token}\"\nsigning_secret = \"{signing_secret}\"\napi_url = \"{api}\"\n\
+             team_id = \"{team}\"\napp_id = \"{app}\"\n{channel}",
+            token = self.bot_token(),
+            api = self.api_url().trim_end_matches('/'),
+            team = Self::TEAM_ID,
+            app = Self::APP_ID,
+        )
+    }
+
     /// The address the fake listens on.
     #[must_use]
     pub fn addr(&self) -> SocketAddr {
