@@ -221,6 +221,13 @@ pub struct EngineConfig {
     /// Seconds an outbox lease lasts before another replica may take over.
     #[serde(default = "default_lease")]
     pub lease_secs: u64,
+    /// Seconds between sweeps for grants still active past their expiry with no expiry timer
+    /// (a safety net that should never find anything).
+    #[serde(default = "default_expiry_sweep")]
+    pub expiry_sweep_secs: u64,
+    /// Seconds past a grant's expiry before the sweep treats it as lost rather than late.
+    #[serde(default = "default_expiry_grace")]
+    pub expiry_grace_secs: u64,
 }
 
 impl Default for EngineConfig {
@@ -229,6 +236,8 @@ impl Default for EngineConfig {
             dispatch_concurrency: default_concurrency(),
             revoke_retry_secs: default_revoke_retry(),
             lease_secs: default_lease(),
+            expiry_sweep_secs: default_expiry_sweep(),
+            expiry_grace_secs: default_expiry_grace(),
         }
     }
 }
@@ -243,6 +252,14 @@ fn default_revoke_retry() -> u64 {
 
 fn default_lease() -> u64 {
     300
+}
+
+fn default_expiry_sweep() -> u64 {
+    60
+}
+
+fn default_expiry_grace() -> u64 {
+    60
 }
 
 /// Top-level keys, so unrelated `TOLLGATE_*` variables (e.g. the CLI's `TOLLGATE_URL`) are not

@@ -132,6 +132,8 @@ async fn build_engine_locked(
         lease: Duration::from_secs(config.engine.lease_secs),
         dispatch_concurrency: config.engine.dispatch_concurrency,
         revoke_retry_interval: Duration::from_secs(config.engine.revoke_retry_secs),
+        expiry_sweep_interval: Duration::from_secs(config.engine.expiry_sweep_secs.max(1)),
+        expiry_grace: Duration::from_secs(config.engine.expiry_grace_secs),
         ..EngineSettings::default()
     };
     let shared = Shared {

@@ -2,6 +2,7 @@
 //! restart, and offers the operations the API and CLI call.
 
 use std::collections::{BTreeMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -78,6 +79,10 @@ pub struct EngineSettings {
     pub revoke_retry_interval: Duration,
     /// Safety-net scan interval for timers and the outbox (the normal path is event driven).
     pub scan_interval: Duration,
+    /// How often to look for grants still active past their expiry with no expiry timer.
+    pub expiry_sweep_interval: Duration,
+    /// How long past its expiry a grant is late rather than lost.
+    pub expiry_grace: Duration,
 }
 
 impl Default for EngineSettings {
@@ -88,6 +93,8 @@ impl Default for EngineSettings {
             dispatch_concurrency: 256,
             revoke_retry_interval: Duration::from_secs(3600),
             scan_interval: Duration::from_secs(5),
+            expiry_sweep_interval: Duration::from_secs(60),
+            expiry_grace: Duration::from_secs(60),
         }
     }
 }
@@ -113,6 +120,7 @@ pub enum Created {
 #[derive(Debug)]
 pub struct Engine {
     shared: Arc<Shared>,
+    expiry_recoveries: Arc<AtomicU64>,
     db: Db,
     pub(crate) writer: WriterHandle,
     shutdown: watch::Sender<bool>,
@@ -162,9 +170,20 @@ impl Engine {
             scan: settings.scan_interval,
             in_flight: Arc::default(),
         };
+        let expiry_recoveries = Arc::new(AtomicU64::new(0));
+        let sweep = ExpirySweep {
+            db: db.clone(),
+            writer: writer.clone(),
+            shared: shared.clone(),
+            interval: settings.expiry_sweep_interval,
+            grace: chrono::Duration::from_std(settings.expiry_grace).unwrap_or(chrono::Duration::MAX),
+            recovered: expiry_recoveries.clone(),
+        };
         let t1 = tokio::spawn(dispatcher.run(outbox_rx, shutdown_rx.clone()));
-        let t2 = tokio::spawn(timer_service.run(timer_rx, shutdown_rx));
-        Ok(Self { shared, db, writer, shutdown, tasks: Mutex::new(vec![writer_task, t1, t2]) })
+        let t2 = tokio::spawn(timer_service.run(timer_rx, shutdown_rx.clone()));
+        let t3 = tokio::spawn(sweep.run(shutdown_rx));
+        let tasks = Mutex::new(vec![writer_task, t1, t2, t3]);
+        Ok(Self { shared, expiry_recoveries, db, writer, shutdown, tasks })
     }
 
     /// Starts only the writer: for CLI commands that record something (a token, an audit event)
@@ -179,7 +198,8 @@ impl Engine {
         let (writer, writer_task) =
             writer::spawn(db.clone(), shared.clone(), Sinks { outbox: outbox_tx, timers: timer_tx });
         let (shutdown, _) = watch::channel(false);
-        Ok(Self { shared, db, writer, shutdown, tasks: Mutex::new(vec![writer_task]) })
+        let expiry_recoveries = Arc::default();
+        Ok(Self { shared, expiry_recoveries, db, writer, shutdown, tasks: Mutex::new(vec![writer_task]) })
     }
 
     /// Shared state.
@@ -192,6 +212,13 @@ impl Engine {
     #[must_use]
     pub fn db(&self) -> &Db {
         &self.db
+    }
+
+    /// How many overdue grants the expiry sweep found and started revoking since start-up
+    /// (zero in normal operation: each one is a lost expiry timer).
+    #[must_use]
+    pub fn expiry_recoveries(&self) -> u64 {
+        self.expiry_recoveries.load(Ordering::Relaxed)
     }
 
     /// Creates a request. `render` produces the response body stored for idempotent replays.
@@ -457,6 +484,58 @@ impl TimerService {
             });
         }
         full
+    }
+}
+
+/// The safety net for the one thing that must not fail: access that outlives its expiry. Finds
+/// grants still active more than `grace` past their expiry and has the writer revoke each one
+/// whose expiry timer is gone (checked again in the writer's transaction). Every find is
+/// audited (`expiry_recovered`), logged as an alert and counted; in normal operation it finds
+/// nothing.
+struct ExpirySweep {
+    db: Db,
+    writer: WriterHandle,
+    shared: Arc<Shared>,
+    interval: Duration,
+    grace: chrono::Duration,
+    recovered: Arc<AtomicU64>,
+}
+
+impl ExpirySweep {
+    async fn run(self, mut stop: watch::Receiver<bool>) {
+        let mut tick = tokio::time::interval(self.interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = stop.changed() => return,
+                _ = tick.tick() => self.sweep().await,
+            }
+        }
+    }
+
+    async fn sweep(&self) {
+        const PAGE: u64 = 500;
+        let Some(before) = self.shared.clock.now().checked_sub_signed(self.grace) else { return };
+        let overdue = match query::overdue_grants(&self.db.read, before, PAGE).await {
+            Ok(g) => g,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot read overdue grants");
+                return;
+            }
+        };
+        for grant_id in overdue {
+            match self.writer.submit_internal(Job::RecoverExpiry { grant_id, grace: self.grace }).await {
+                Ok(JobOutput::Recovered(true)) => {
+                    let total = self.recovered.fetch_add(1, Ordering::Relaxed) + 1;
+                    tracing::error!(
+                        alert = true, grant.id = %grant_id, expiry_recoveries_total = total,
+                        "expiry sweep recovered a grant whose expiry timer was lost"
+                    );
+                }
+                Ok(_) => {}
+                Err(e) => tracing::warn!(grant.id = %grant_id, error = %e, "expiry sweep could not revoke a grant"),
+            }
+        }
     }
 }
 

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use sea_orm::{ConnectionTrait, Database};
 use tollgate_engine::audit::AuditEvent;
-use tollgate_engine::clock::SystemClock;
+use tollgate_engine::clock::{Clock, ManualClock, SystemClock};
 use tollgate_engine::connector::manual::ManualSettings;
 use tollgate_engine::connector::{ActionOutcome, Connector, ConnectorAction, ConnectorConfig, ConnectorError};
 use tollgate_engine::directory::{Directory, Group, Integration, Principal, PrincipalKind, ScopeDef};
@@ -176,7 +176,24 @@ async fn engine_with(
     channels: Vec<Arc<dyn NotificationChannel>>,
 ) -> (Arc<Engine>, Option<tempfile::TempDir>) {
     let (url, dir) = database().await;
-    let db = store::connect(&url, 4).await.unwrap();
+    let settings = EngineSettings {
+        revoke_retry_interval: Duration::from_millis(500),
+        scan_interval: Duration::from_millis(500),
+        ..EngineSettings::default()
+    };
+    (start_on(&url, connector, channels, Arc::new(SystemClock), settings).await, dir)
+}
+
+/// An engine on the database at `url` (migrated if need be): several may share one, as
+/// replicas do. `settings.node_id` names the replica.
+async fn start_on(
+    url: &str,
+    connector: Arc<FakeConnector>,
+    channels: Vec<Arc<dyn NotificationChannel>>,
+    clock: Arc<dyn Clock>,
+    settings: EngineSettings,
+) -> Arc<Engine> {
+    let db = store::connect(url, 4).await.unwrap();
     store::migrate(&db).await.unwrap();
     let mut catalog = Catalog::new();
     for (name, text) in [("g", GRANT), ("r", RENEW), ("v", REVOKE)] {
@@ -185,19 +202,24 @@ async fn engine_with(
     let shared = Shared {
         catalog,
         directory: directory(),
-        clock: Arc::new(SystemClock),
-        node_id: "t".to_owned(),
+        clock,
+        node_id: settings.node_id.clone(),
         lease: chrono::Duration::seconds(60),
         channels: Vec::new(),
         expiry_warning: Some(chrono::Duration::seconds(1)),
     };
     let connectors: BTreeMap<String, Arc<dyn Connector>> = [("crm".to_owned(), connector as Arc<dyn Connector>)].into();
-    let settings = EngineSettings {
-        revoke_retry_interval: Duration::from_millis(500),
-        scan_interval: Duration::from_millis(500),
+    Arc::new(Engine::start(db, shared, connectors, channels, settings).await.unwrap())
+}
+
+/// Settings for engines on a manual clock: fast scans, so a moved clock is noticed at once.
+fn manual_settings(node: &str) -> EngineSettings {
+    EngineSettings {
+        node_id: node.to_owned(),
+        scan_interval: Duration::from_millis(50),
+        expiry_sweep_interval: Duration::from_millis(50),
         ..EngineSettings::default()
-    };
-    (Arc::new(Engine::start(db, shared, connectors, channels, settings).await.unwrap()), dir)
+    }
 }
 
 async fn ask(
@@ -366,5 +388,89 @@ async fn the_holder_is_warned_before_access_ends_then_access_is_revoked() {
     let at = |k: &str| kinds.iter().position(|x| x == k);
     assert!(at("grant_succeeded") < at("access_expiring") && at("access_expiring") < at("access_expired"), "{kinds:?}");
     assert_eq!(fake.count(Operation::Revoke), 1);
+    cleanup(&e).await;
+}
+
+/// The mechanism of issue 17, made deterministic: replica A creates a run (and caches it at its
+/// approval step); replica B decides it and grants, so the expiry timer belongs to the wait step;
+/// B goes away and A's timer service fires the timer. A's stale copy must not decide: the timer
+/// fires on the stored state and the grant is revoked at expiry. (Before the fix A ignored the
+/// timer as one of another step and deleted it: access stayed granted forever.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_with_a_stale_copy_of_a_run_still_fires_its_expiry() {
+    let (url, _dir) = database().await;
+    let clock = ManualClock::new(SystemClock.now());
+    let fake = Arc::new(FakeConnector::default());
+    let log = || vec![Arc::new(tollgate_engine::notify::LogChannel) as Arc<dyn NotificationChannel>];
+    // A huge grace keeps the expiry sweep out of it: this is about the timer itself.
+    let settings = |node| EngineSettings { expiry_grace: Duration::from_secs(86_400), ..manual_settings(node) };
+    let a = start_on(&url, fake.clone(), log(), Arc::new(clock.clone()), settings("a")).await;
+    let b = start_on(&url, fake.clone(), log(), Arc::new(clock.clone()), settings("b")).await;
+
+    let run = ask(&a, "alice", WorkflowKind::Grant, None, 60).await;
+    b.decide(run, "bob", Decision::Approve, None, "api").await.unwrap();
+    let active = wait_for(&b, run, "grant active", |v| v.run.status == RunStatus::Active).await;
+    b.shutdown().await;
+    let timers =
+        a.db().read.query_all_raw(sea_orm::Statement::from_string(a.db().backend(), "SELECT kind FROM timers"));
+    assert_eq!(timers.await.unwrap().len(), 2, "the expiry and its warning are armed");
+
+    clock.advance(chrono::Duration::seconds(61));
+    let done = wait_for(&a, run, "revoked at expiry", |v| v.run.status == RunStatus::Completed).await;
+    assert_eq!(done.grant.as_ref().map(|g| g.status), Some(GrantStatus::Revoked));
+    assert_eq!(fake.count(Operation::Grant), 1);
+    assert_eq!(fake.keys(Operation::Revoke), vec![format!("{}:revoke", active.grant.unwrap().id)]);
+    let kinds: Vec<String> = events(&a, run).await.into_iter().map(|e| e.event_type).collect();
+    assert!(kinds.contains(&"access_expired".to_owned()), "{kinds:?}");
+    assert!(!kinds.contains(&"expiry_recovered".to_owned()), "the timer did it, not the sweep: {kinds:?}");
+    assert_eq!(
+        a.db()
+            .read
+            .query_all_raw(sea_orm::Statement::from_string(a.db().backend(), "SELECT id FROM timers"))
+            .await
+            .unwrap()
+            .len(),
+        0
+    );
+    assert_eq!(a.expiry_recoveries(), 0);
+    cleanup(&a).await;
+}
+
+/// Defence in depth: a grant whose expiry timer is gone (planted here by deleting it) is found by
+/// the sweep once its grace has passed, revoked once, and the find is audited.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_expiry_sweep_revokes_a_grant_whose_timer_was_lost() {
+    let (url, _dir) = database().await;
+    let clock = ManualClock::new(SystemClock.now());
+    let fake = Arc::new(FakeConnector::default());
+    let channels = vec![Arc::new(tollgate_engine::notify::LogChannel) as Arc<dyn NotificationChannel>];
+    let settings = EngineSettings { expiry_grace: Duration::from_secs(30), ..manual_settings("a") };
+    let e = start_on(&url, fake.clone(), channels, Arc::new(clock.clone()), settings).await;
+
+    let run = ask(&e, "alice", WorkflowKind::Grant, None, 60).await;
+    e.decide(run, "bob", Decision::Approve, None, "api").await.unwrap();
+    let active = wait_for(&e, run, "grant active", |v| v.run.status == RunStatus::Active).await;
+    let grant = active.grant.unwrap();
+    let sql = |s: &str| sea_orm::Statement::from_string(e.db().backend(), s.to_owned());
+    let deleted = e.db().read.execute_raw(sql("DELETE FROM timers")).await.unwrap();
+    assert_eq!(deleted.rows_affected(), 2, "plant the loss: no expiry timer, no warning");
+
+    // Past expiry (60 s) and grace (30 s): the sweep finds it.
+    clock.advance(chrono::Duration::seconds(100));
+    let done = wait_for(&e, run, "recovered and revoked", |v| v.run.status == RunStatus::Completed).await;
+    assert_eq!(done.grant.map(|g| g.status), Some(GrantStatus::Revoked));
+    assert_eq!(fake.keys(Operation::Revoke), vec![format!("{}:revoke", grant.id)]);
+    assert_eq!(e.expiry_recoveries(), 1);
+    let evs = events(&e, run).await;
+    let kinds: Vec<&str> = evs.iter().map(|e| e.event_type.as_str()).collect();
+    let at = |k: &str| kinds.iter().position(|x| *x == k).unwrap_or_else(|| panic!("no {k} in {kinds:?}"));
+    assert!(at("expiry_recovered") < at("revoke_requested"), "{kinds:?}");
+    assert!(at("revoke_requested") < at("revoke_succeeded"), "{kinds:?}");
+    let recovered = &evs[at("expiry_recovered")];
+    assert_eq!((recovered.actor.as_str(), recovered.outcome.as_str()), ("system", "recovered"));
+    assert_eq!(recovered.subject, format!("grant:{}", grant.id));
+    assert_eq!(recovered.details["overdue_secs"], 40);
+    let verified = query::verify_audit(&e.db().read).await.unwrap();
+    assert!(verified.is_ok(), "{verified:?}");
     cleanup(&e).await;
 }

@@ -8,6 +8,7 @@ pub use sea_orm_migration::prelude::*;
 
 mod m20261123_000001_initial;
 mod m20261130_000001_channels;
+mod m20261207_000001_grant_expiry;
 
 /// The ordered list of migrations.
 #[derive(Debug)]
@@ -16,6 +17,10 @@ pub struct Migrator;
 #[async_trait::async_trait]
 impl MigratorTrait for Migrator {
     fn migrations() -> Vec<Box<dyn MigrationTrait>> {
-        vec![Box::new(m20261123_000001_initial::Migration), Box::new(m20261130_000001_channels::Migration)]
+        vec![
+            Box::new(m20261123_000001_initial::Migration),
+            Box::new(m20261130_000001_channels::Migration),
+            Box::new(m20261207_000001_grant_expiry::Migration),
+        ]
     }
 }

@@ -246,7 +246,7 @@ pub(crate) async fn show(
     params(("id" = uuid::Uuid, Path, description = "Request id")),
     request_body = DecisionIn,
     responses(
-        (status = 200, description = "Decision recorded", body = RequestOut),
+        (status = 200, description = "Decision recorded; or the same decision repeated by the same approver (a retry after a lost answer), which records nothing and returns the request with the decision recorded first", body = RequestOut),
         (status = 403, description = "self_approval or not_an_approver", body = ErrorBody),
         (status = 404, body = ErrorBody),
         (status = 409, description = "already_decided, already_voted, expired or cancelled", body = ErrorBody),

@@ -36,6 +36,24 @@ pub enum StoreError {
     Closed,
 }
 
+impl StoreError {
+    /// A failure that the same transaction, run again, may not meet: a PostgreSQL deadlock or
+    /// serialization failure (SQLSTATE 40P01, 40001), or SQLite's busy/locked. The writer
+    /// retries these before any caller sees them.
+    #[must_use]
+    pub fn is_transient(&self) -> bool {
+        let Self::Db(DbErr::Exec(sea_orm::RuntimeErr::SqlxError(e)) | DbErr::Query(sea_orm::RuntimeErr::SqlxError(e))) =
+            self
+        else {
+            return false;
+        };
+        let sea_orm::sqlx::Error::Database(e) = &**e else { return false };
+        // SQLite reports SQLITE_BUSY (5) and SQLITE_LOCKED (6), possibly extended (low byte).
+        let sqlite_busy = |c: &str| c.parse::<u32>().is_ok_and(|n| matches!(n & 0xff, 5 | 6));
+        e.code().is_some_and(|c| c == "40P01" || c == "40001" || sqlite_busy(&c))
+    }
+}
+
 /// Database connections: `read` for queries; `write` is used only by the writer task.
 #[derive(Debug, Clone)]
 pub struct Db {

@@ -362,6 +362,25 @@ pub(crate) async fn claim_outbox<C: ConnectionTrait>(
     Ok(res.rows_affected == 1)
 }
 
+/// Grants still active whose expiry is before `before`, oldest expiry first.
+pub(crate) async fn overdue_grants<C: ConnectionTrait>(
+    c: &C,
+    before: DateTime<Utc>,
+    limit: u64,
+) -> Result<Vec<GrantId>, StoreError> {
+    let ids: Vec<uuid::Uuid> = grant::Entity::find()
+        .select_only()
+        .column(grant::Column::Id)
+        .filter(grant::Column::Status.eq(GrantStatus::Active.as_str()))
+        .filter(grant::Column::ExpiresAt.lt(before))
+        .order_by_asc(grant::Column::ExpiresAt)
+        .limit(limit)
+        .into_tuple()
+        .all(c)
+        .await?;
+    Ok(ids.into_iter().map(GrantId).collect())
+}
+
 /// A timer that came due.
 #[derive(Debug, Clone)]
 pub(crate) struct DueTimer {

@@ -6,9 +6,16 @@
 //! - transitions are pure and refusals happen before any write, so jobs need no savepoints: a job
 //!   refused before writing leaves the batch intact; a database error aborts the batch, which is
 //!   then replayed one job per transaction so only the faulty job fails;
-//! - run state is cached between batches. The cache is only an optimisation: every run update is
-//!   a compare-and-set on `version`, so a stale entry (another replica moved the run) fails the
-//!   update, is dropped and the job retries on fresh state;
+//! - run state is cached between batches. The cache is only an optimisation and never decides:
+//!   every run update is a compare-and-set on `version`, and a command that a cached state
+//!   refuses or ignores (a decision refused, a timer for another step) is checked against the
+//!   stored version in the same transaction first. Any mismatch (another replica moved the run)
+//!   drops the entry and the job retries on fresh state;
+//! - on PostgreSQL every write transaction first locks the audit chain head, the one row all of
+//!   them write: replicas' batches run one at a time, so they cannot deadlock on each other's
+//!   rows, and each reads everything committed before it. A transient failure (deadlock,
+//!   serialization failure, SQLite busy) rolls the batch back and runs it again, unseen by
+//!   callers;
 //! - outbox and vote inserts, "done" outbox updates and audit records are written set-wise at the
 //!   end of the batch; the audit chain head is updated once per batch.
 //!
@@ -36,7 +43,7 @@ use super::{Db, StoreError, grant_model, run_model, to_json};
 use crate::audit::{self, AuditEvent};
 use crate::effect::{Effect, NewOutbox, OutboxPayload, TimerKind};
 use crate::ids::{GrantId, OutboxId, RunId, TaskId, TimerId};
-use crate::run::{Grant, Run, RunState, StepState, Vote};
+use crate::run::{Grant, GrantStatus, Run, RunState, StepState, Vote};
 use crate::runtime::Shared;
 use crate::transition::{self, Cast, Command, Context, NewRequest, Outcome, TransitionError};
 
@@ -142,6 +149,12 @@ pub(crate) enum Job {
     },
     Audit(Vec<AuditEvent>),
     Sync(crate::config_sync::SyncPlan),
+    /// Revoke a grant still active past its expiry and grace, whose expiry timer is missing
+    /// (defence in depth: it must never be needed).
+    RecoverExpiry {
+        grant_id: GrantId,
+        grace: chrono::Duration,
+    },
 }
 
 /// What a job produced.
@@ -160,6 +173,8 @@ pub(crate) enum JobOutput {
     /// The expiry of each issued link, `None` where none was issued.
     LinksIssued(Vec<Option<DateTime<Utc>>>),
     LinkDecided(RunId),
+    /// Whether an overdue grant was found still overdue and its revocation started.
+    Recovered(bool),
     Done,
 }
 
@@ -299,17 +314,21 @@ async fn run_writer(
     tracing::debug!("writer stopped");
 }
 
+/// How often a transaction that met a transient failure (deadlock, serialization failure,
+/// busy database) is run again before its jobs are replayed one by one.
+const TRANSIENT_RETRIES: u32 = 5;
+
 async fn commit_batch(db: &Db, shared: &Shared, sinks: &Sinks, cache: &mut RunCache, envelopes: Vec<Envelope>) {
     let jobs: Vec<&Job> = envelopes.iter().map(|e| &e.job).collect();
     let started = std::time::Instant::now();
-    let results = match run_batch(db, shared, cache, &jobs, sinks).await {
+    let results = match run_batch_retrying(db, shared, cache, &jobs, sinks).await {
         Ok(results) => results,
         Err(e) if jobs.len() > 1 => {
             // Replay one job per transaction: only the faulty job fails.
             tracing::warn!(error = %e, jobs = jobs.len(), "batch aborted; replaying its jobs one by one");
             let mut results = Vec::with_capacity(jobs.len());
             for job in &jobs {
-                results.push(match run_batch(db, shared, cache, std::slice::from_ref(job), sinks).await {
+                results.push(match run_batch_retrying(db, shared, cache, std::slice::from_ref(job), sinks).await {
                     Ok(mut r) => r.pop().unwrap_or(Err(JobError::Store(StoreError::Closed))),
                     Err(e) => Err(JobError::Store(e)),
                 });
@@ -321,6 +340,29 @@ async fn commit_batch(db: &Db, shared: &Shared, sinks: &Sinks, cache: &mut RunCa
     tracing::debug!(jobs = jobs.len(), elapsed_us = started.elapsed().as_micros(), "batch committed");
     for (env, result) in envelopes.into_iter().zip(results) {
         let _ = env.reply.send(result);
+    }
+}
+
+/// [`run_batch`], run again after a transient failure (nothing of a rolled-back attempt stays:
+/// the cache entries it touched are forgotten and nothing was handed over).
+async fn run_batch_retrying(
+    db: &Db,
+    shared: &Shared,
+    cache: &mut RunCache,
+    jobs: &[&Job],
+    sinks: &Sinks,
+) -> Result<Vec<Result<JobOutput, JobError>>, StoreError> {
+    let mut attempt = 0;
+    loop {
+        match run_batch(db, shared, cache, jobs, sinks).await {
+            Err(e) if e.is_transient() && attempt < TRANSIENT_RETRIES => {
+                attempt += 1;
+                tracing::info!(error = %e, jobs = jobs.len(), attempt, "transient database failure; running the batch again");
+                let pause = rand::random_range(1..=10u64) * u64::from(attempt);
+                tokio::time::sleep(std::time::Duration::from_millis(pause)).await;
+            }
+            other => return other,
+        }
     }
 }
 
@@ -338,6 +380,10 @@ async fn run_batch(
     let options =
         TransactionOptions { sqlite_transaction_mode: Some(SqliteTransactionMode::Immediate), ..Default::default() };
     let txn = db.write.begin_with_options(options).await?;
+    if let Err(e) = lock_writers(&txn).await {
+        let _ = txn.rollback().await;
+        return Err(e.into());
+    }
     let now = shared.clock.now();
     let mut pending = Pending::default();
     let mut results = Vec::with_capacity(jobs.len());
@@ -390,6 +436,25 @@ async fn run_batch(
         let _ = sinks.timers.send(t);
     }
     Ok(results)
+}
+
+/// Serialises write transactions across replicas (PostgreSQL) by locking the audit chain head
+/// first: every batch would lock it at its end anyway, and taking it first means no batch holds
+/// a row another one waits for while it waits itself, so batches never deadlock. SQLite's
+/// `BEGIN IMMEDIATE` already gives one writer at a time.
+async fn lock_writers(txn: &DatabaseTransaction) -> Result<(), sea_orm::DbErr> {
+    use sea_orm::sea_query::ExprTrait as _;
+    if txn.get_database_backend() != DbBackend::Postgres {
+        return Ok(());
+    }
+    let mut select = Query::select();
+    select
+        .column(audit_head::Column::Seq)
+        .from(audit_head::Entity)
+        .and_where(Expr::col(audit_head::Column::Id).eq(1))
+        .lock(LockType::Update);
+    txn.query_one(&select).await?;
+    Ok(())
 }
 
 /// Writes deferred to the end of a batch, and what to do after it commits.
@@ -643,7 +708,69 @@ impl JobCtx<'_> {
                 Ok(JobOutput::Done)
             }
             Job::Sync(plan) => self.sync(plan).await,
+            Job::RecoverExpiry { grant_id, grace } => self.recover_expiry(*grant_id, *grace).await,
         }
+    }
+
+    /// Starts the revocation of a grant that is still active past its expiry plus `grace` and
+    /// whose run has no expiry timer left to do it. Audited as `expiry_recovered` before the
+    /// `revoke_requested` that follows. Checked again here, inside the transaction: the sweep
+    /// read outside it.
+    async fn recover_expiry(&mut self, grant_id: GrantId, grace: chrono::Duration) -> JobResult {
+        let Some(g) = grant::Entity::find_by_id(grant_id.0).one(self.c).await? else {
+            return Ok(JobOutput::Recovered(false));
+        };
+        let g = Grant::try_from(g)?;
+        let Some(expires_at) = g.expires_at.filter(|t| g.status == GrantStatus::Active && *t + grace < self.now) else {
+            return Ok(JobOutput::Recovered(false));
+        };
+        let state = self.current_state(g.run_id).await?;
+        let step = i32::try_from(state.run.step_index).unwrap_or(i32::MAX);
+        let armed = timer::Entity::find()
+            .filter(timer::Column::RunId.eq(g.run_id.0))
+            .filter(timer::Column::Kind.eq(TimerKind::Wait.as_str()))
+            .filter(timer::Column::StepIndex.eq(step))
+            .one(self.c)
+            .await?
+            .is_some();
+        if armed && matches!(state.run.step, StepState::Wait { expiry: true, .. }) {
+            // Late, not lost: the timer service fires it (a backlog is for readiness to report).
+            return Ok(JobOutput::Recovered(false));
+        }
+        let overdue = (self.now - expires_at).num_seconds();
+        tracing::error!(
+            alert = true, grant.id = %grant_id, run.id = %g.run_id, run.status = state.run.status.as_str(),
+            overdue_secs = overdue, "grant still active past its expiry with no expiry timer; revoking it now"
+        );
+        let ev = AuditEvent {
+            event_type: "expiry_recovered".to_owned(),
+            channel: "engine".to_owned(),
+            outcome: "recovered".to_owned(),
+            actor: "system".to_owned(),
+            subject: format!("grant:{grant_id}"),
+            run_id: Some(g.run_id.0),
+            justification: None,
+            workflow_key: Some(state.run.workflow_key.clone()),
+            workflow_version: i32::try_from(state.run.workflow_version).ok(),
+            details: serde_json::json!({
+                "grant_id": grant_id, "expires_at": expires_at, "overdue_secs": overdue,
+                "run_status": state.run.status.as_str(), "step": state.run.step_index,
+            }),
+        };
+        let command = Command::RevokeNow { actor: "system".to_owned(), channel: "engine".to_owned() };
+        // The event goes first, so it stays out of the log if the revocation is refused.
+        self.pending.events.push(ev);
+        if let Err(refusal) = self.apply(g.run_id, &command).await {
+            self.pending.events.pop();
+            if matches!(refusal, Refusal::Plain(JobError::Store(_))) {
+                return Err(refusal);
+            }
+            // The run cannot revoke (not waiting for the expiry): nothing the engine can do by
+            // itself; the alert above is for a person.
+            tracing::error!(alert = true, grant.id = %grant_id, "overdue grant's run cannot start its revocation");
+            return Ok(JobOutput::Recovered(false));
+        }
+        Ok(JobOutput::Recovered(true))
     }
 
     /// Records link hashes for the principals who may decide at the run's current approval step.
@@ -654,7 +781,7 @@ impl JobCtx<'_> {
         principals: &[String],
         links: &[(uuid::Uuid, String)],
     ) -> JobResult {
-        let state = self.state(run_id).await?;
+        let state = self.current_state(run_id).await?;
         let run = &state.run;
         let deadline = match &run.step {
             StepState::Approval { deadline, .. }
@@ -728,7 +855,7 @@ impl JobCtx<'_> {
             .filter(|l| l.consumed_at.is_none() && self.now < l.expires_at)
             .ok_or(JobError::LinkUnusable)?;
         let run_id = RunId(link.run_id);
-        let state = self.state(run_id).await?;
+        let state = self.current_state(run_id).await?;
         if i64::from(state.run.step_index) != i64::from(link.step_index) {
             return Err(JobError::LinkUnusable.into());
         }
@@ -834,17 +961,41 @@ impl JobCtx<'_> {
         Ok(JobOutput::Created { run_id: state.run.id, body })
     }
 
-    /// The state a transition reads: from the cache when present (for runs acting on another
-    /// run's grant, the grant is always re-read: its owner may have changed it).
-    async fn state(&mut self, run_id: RunId) -> Result<RunState, JobError> {
+    /// The state a transition reads, and whether it came from the cache (for runs acting on
+    /// another run's grant, the grant is always re-read: its owner may have changed it). A cached
+    /// state may be stale: only a compare-and-set, or [`Self::is_current`], makes it safe.
+    async fn state(&mut self, run_id: RunId) -> Result<(RunState, bool), JobError> {
         if let Some(mut s) = self.cache.get(run_id) {
             if let Some(g) = s.grant.as_ref().filter(|g| g.run_id != run_id) {
                 s.grant = grant::Entity::find_by_id(g.id.0).one(self.c).await?.map(Grant::try_from).transpose()?;
             }
-            return Ok(s);
+            return Ok((s, true));
         }
         let state = load_state(self.c, run_id).await?.ok_or(JobError::NotFound("request"))?;
-        Ok(state)
+        Ok((state, false))
+    }
+
+    /// The run's state as stored now: the cached one once its version is checked, else read.
+    /// For decisions that write nothing to the run (link issuance and its checks).
+    async fn current_state(&mut self, run_id: RunId) -> Result<RunState, JobError> {
+        let (state, cached) = self.state(run_id).await?;
+        if !cached || self.is_current(&state).await? {
+            return Ok(state);
+        }
+        self.cache.forget(run_id);
+        Ok(self.state(run_id).await?.0)
+    }
+
+    /// Whether `state` still has the stored version of its run (read in this transaction).
+    async fn is_current(&mut self, state: &RunState) -> Result<bool, JobError> {
+        use sea_orm::QuerySelect as _;
+        let stored: Option<i64> = run::Entity::find_by_id(state.run.id.0)
+            .select_only()
+            .column(run::Column::Version)
+            .into_tuple()
+            .one(self.c)
+            .await?;
+        Ok(stored == Some(state.run.version))
     }
 
     /// Applies a command, retrying on fresh state when another replica won the compare-and-set
@@ -863,7 +1014,7 @@ impl JobCtx<'_> {
     }
 
     async fn apply_once(&mut self, run_id: RunId, command: &Command) -> JobResult {
-        let state = self.state(run_id).await?;
+        let (state, cached) = self.state(run_id).await?;
         let shared = self.shared;
         let definition = shared.definition(&state.run)?;
         let integration =
@@ -875,7 +1026,14 @@ impl JobCtx<'_> {
             now: self.now,
             expiry_warning: shared.expiry_warning,
         };
-        match transition::apply(state.clone(), command.clone(), &ctx) {
+        let result = transition::apply(state.clone(), command.clone(), &ctx);
+        // A cached state decides nothing by itself: what it ignores or refuses is checked
+        // against the stored version first (a write is checked by its compare-and-set).
+        if cached && !matches!(result, Ok(Some(_))) && !self.is_current(&state).await? {
+            self.cache.forget(run_id);
+            return Err(StoreError::Conflict.into());
+        }
+        match result {
             Ok(Some(outcome)) => {
                 self.persist(outcome, Some(&state)).await?;
                 Ok(JobOutput::Applied)
@@ -1230,18 +1388,16 @@ fn vote_model(run_id: RunId, v: &Vote) -> decision::ActiveModel {
 pub(crate) async fn load_state<C: ConnectionTrait>(c: &C, run_id: RunId) -> Result<Option<RunState>, StoreError> {
     let Some(m) = run::Entity::find_by_id(run_id.0).one(c).await? else { return Ok(None) };
     let run = Run::try_from(m)?;
-    let votes = if matches!(run.step, StepState::Approval { .. }) {
-        decision::Entity::find()
-            .filter(decision::Column::RunId.eq(run_id.0))
-            .order_by_asc(decision::Column::DecidedAt)
-            .all(c)
-            .await?
-            .into_iter()
-            .map(Vote::try_from)
-            .collect::<Result<_, _>>()?
-    } else {
-        Vec::new()
-    };
+    // Every vote of the run, whatever its step: one vote per person per run, and a retried
+    // decision is recognised by the vote it already left.
+    let votes = decision::Entity::find()
+        .filter(decision::Column::RunId.eq(run_id.0))
+        .order_by_asc(decision::Column::DecidedAt)
+        .all(c)
+        .await?
+        .into_iter()
+        .map(Vote::try_from)
+        .collect::<Result<_, _>>()?;
     let grant = match run.grant_id {
         Some(g) => grant::Entity::find_by_id(g.0).one(c).await?.map(Grant::try_from).transpose()?,
         None => None,

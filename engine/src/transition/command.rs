@@ -101,8 +101,9 @@ pub enum Command {
     },
 }
 
-/// Applies `command` to `state`. `Ok(None)` means the command is stale (a timer or result for a
-/// step the run already left) and nothing is to be written.
+/// Applies `command` to `state`. `Ok(None)` means nothing is to be written: the command is stale
+/// (a timer or result for a step the run already left) or repeats a decision already recorded
+/// (see [`is_retry`]).
 ///
 /// # Errors
 /// [`TransitionError`] when the command is refused; nothing changed.
@@ -114,6 +115,9 @@ pub fn apply(state: RunState, command: Command, ctx: &Context<'_>) -> Result<Opt
     let mut out = Outcome { run, grant, votes: Vec::new(), audit: Vec::new(), effects: Vec::new(), prior_approvals };
     match command {
         Command::Decide(cast) => {
+            if is_retry(&votes, &cast) {
+                return Ok(None);
+            }
             decide(&mut out, &votes, cast, ctx)?;
         }
         Command::Cancel { actor, is_admin, channel } => {
@@ -185,6 +189,18 @@ pub fn apply(state: RunState, command: Command, ctx: &Context<'_>) -> Result<Opt
         }
     }
     Ok(Some(out))
+}
+
+/// Whether `cast` repeats the vote its approver already left on this run: the same principal,
+/// the same decision, on the same step when the cast names one. That is a retry after a lost
+/// answer (a crash, a timeout) or a double click; it records nothing and succeeds like the
+/// original, whatever the run did since. A different decision is still refused (one vote per
+/// person per run).
+#[must_use]
+pub fn is_retry(votes: &[Vote], cast: &Cast) -> bool {
+    votes
+        .iter()
+        .any(|v| v.approver == cast.actor && v.decision == cast.decision && cast.step.is_none_or(|s| s == v.step_index))
 }
 
 /// Whether `actor` may decide on a run of `requester` with `approvers`: not the requester (nor

@@ -12,7 +12,7 @@ use chrono::{DateTime, Utc};
 use tollgate_workflows::{Risk, WorkflowDefinition};
 
 pub(crate) use command::may_decide;
-pub use command::{Cast, Command, apply};
+pub use command::{Cast, Command, apply, is_retry};
 pub use start::{NewRequest, start};
 
 use crate::audit::AuditEvent;

@@ -238,7 +238,8 @@ fn quorum_counts_distinct_eligible_people_and_excludes_the_requester() {
     assert!(matches!(decide(&f, &s, "erin", Decision::Approve, t0()), Err(TransitionError::NotAnApprover(_))));
     let s = decide(&f, &s, "bob", Decision::Approve, t0()).expect("owner approves");
     assert_eq!(s.run.status, RunStatus::AwaitingApproval, "quorum is 2");
-    assert!(matches!(decide(&f, &s, "bob", Decision::Approve, t0()), Err(TransitionError::AlreadyVoted(_))));
+    let again = Command::Decide(Cast::new("bob", Decision::Approve, None, "api"));
+    assert!(matches!(apply(s.clone(), again, &f.ctx(t0())), Ok(None)), "a repeated decision records nothing");
     assert!(matches!(decide(&f, &s, "bob", Decision::Deny, t0()), Err(TransitionError::AlreadyVoted(_))));
     let cmd = Command::Decide(Cast::new("carol", Decision::Approve, None, "api"));
     let out = apply(s.clone(), cmd, &f.ctx(t0())).expect("ok").expect("not stale");
@@ -561,4 +562,35 @@ fn an_escalation_widens_the_approvers_and_asks_only_the_new_ones() {
 
     let s = decide(&f, &s, "erin", Decision::Approve, at).expect("erin may approve now");
     assert_eq!(s.run.status, RunStatus::Provisioning, "bob + erin meet the quorum");
+}
+
+#[test]
+fn a_repeated_decision_succeeds_without_effect_and_a_changed_one_is_refused() {
+    let f = Fixture::new();
+    let s = decide(&f, &f.start("alice"), "bob", Decision::Approve, t0()).expect("bob");
+    let s = decide(&f, &s, "carol", Decision::Approve, t0()).expect("carol completes the quorum");
+    assert_eq!(s.run.status, RunStatus::Provisioning);
+    let later = t0() + Duration::minutes(5);
+    let cast = |who: &str, d: Decision, step: Option<u32>| {
+        let mut c = Cast::new(who, d, None, "slack");
+        c.step = step;
+        Command::Decide(c)
+    };
+    // (command, expected): a retry is Ok(None) whatever the run did since; anything else is judged
+    // as a new decision.
+    let table: [(Command, Result<Option<()>, &str>); 6] = [
+        (cast("bob", Decision::Approve, None), Ok(None)),
+        (cast("carol", Decision::Approve, Some(0)), Ok(None)),
+        (cast("bob", Decision::Deny, None), Err("already_decided")),
+        (cast("bob", Decision::Approve, Some(1)), Err("already_decided")),
+        (cast("dave", Decision::Approve, None), Err("already_decided")),
+        (cast("Bob", Decision::Approve, None), Err("already_decided")),
+    ];
+    for (cmd, want) in table {
+        let got = apply(s.clone(), cmd.clone(), &f.ctx(later)).map(|o| o.map(drop)).map_err(|e| e.code());
+        assert_eq!(got, want, "{cmd:?}");
+        if let Command::Decide(c) = &cmd {
+            assert_eq!(super::is_retry(&s.votes, c), want == Ok(None), "{cmd:?}");
+        }
+    }
 }
