@@ -4,9 +4,9 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use tollgate_workflows::{Operation, RetryPolicy};
 
-use crate::connector::ConnectorAction;
+use crate::action::ConnectorAction;
 use crate::ids::{GrantId, OutboxId};
-use crate::notify::Notification;
+use crate::message::Notification;
 
 /// A durable timer's purpose.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

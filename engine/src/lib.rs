@@ -15,25 +15,66 @@
 //!   side effect may be repeated, always with the same idempotency key;
 //! - a grant is shown revoked only after its revoke call succeeded;
 //! - a run keeps the workflow version it started with.
+//!
+//! # Layers
+//!
+//! Each layer uses only the layers below it; adapters are reached only through the outbox
+//! dispatcher, and see core values, never the store.
+//!
+//! ```text
+//!              runtime
+//!             ╱       ╲
+//!      features       adapters ──► outbound, http, signing
+//!         │              │
+//!       store            │
+//!             ╲       ╱
+//!               core
+//! ```
+//!
+//! - **core** — [`ids`], [`clock`], [`run`], [`directory`], [`audit`], [`action`], [`message`],
+//!   [`effect`], [`transition`]: values and pure rules, no database or network, time
+//!   only through [`clock::Clock`]. Effects carry plain values ([`action::ConnectorAction`],
+//!   [`message::Notification`]), so nothing here knows an adapter.
+//! - **store** — [`store`]: entities, reads, and the writer that commits a transition's state,
+//!   audit records and effects together.
+//! - **features** — [`links`] (email approval links), [`config_sync`] (the directory mirrored
+//!   into the database): built on the store, offered by the engine.
+//! - **runtime** — [`runtime`]: the [`Engine`] façade; starts the writer, the timer service and
+//!   the outbox dispatcher, which performs effects through the adapters.
+//! - **adapters** — [`connector`], [`notify`], [`slack`], sharing [`outbound`] (retryable or
+//!   permanent errors, timeouts, secrets, signed webhooks), [`http`] (the outbound client) and
+//!   [`signing`] (webhook signatures).
 
 #![deny(missing_docs)]
 
+// Core: values and pure rules.
+pub mod action;
 pub mod audit;
 pub mod clock;
-pub mod config_sync;
-pub mod connector;
 pub mod directory;
 pub mod effect;
-pub mod http;
 pub mod ids;
-pub mod links;
-pub mod notify;
+pub mod message;
 pub mod run;
+pub mod transition;
+
+// Store: entities, reads, the single writer.
+pub mod store;
+
+// Features built on the store.
+pub mod config_sync;
+pub mod links;
+
+// Runtime: the engine façade.
 pub mod runtime;
+
+// Adapters, behind the outbox dispatcher, and the plumbing they share.
+pub mod connector;
+pub mod http;
+pub mod notify;
+pub mod outbound;
 pub mod signing;
 pub mod slack;
-pub mod store;
-pub mod transition;
 
 pub use runtime::{Created, Engine, EngineSettings, Shared};
 pub use store::writer::JobError;

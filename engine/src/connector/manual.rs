@@ -7,7 +7,9 @@ use chrono::SecondsFormat;
 use serde::Deserialize;
 use tollgate_workflows::Operation;
 
-use super::{ActionOutcome, ConfigError, Connector, ConnectorAction, ConnectorError};
+use super::{ActionOutcome, Connector};
+use crate::action::ConnectorAction;
+use crate::outbound::{ConfigError, ConnectorError};
 
 /// Settings of the manual connector.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -106,7 +108,7 @@ mod tests {
     use uuid::Uuid;
 
     use super::*;
-    use crate::connector::IntegrationRef;
+    use crate::action::IntegrationRef;
 
     fn action(operation: Operation) -> ConnectorAction {
         ConnectorAction {

@@ -1,4 +1,4 @@
-//! Connectors: the adapters that perform grant/renew/revoke/rotate/verify on a SaaS.
+//! Connectors: the adapters that perform grant/renew/revoke/rotate/verify on a SaaS; they never touch a run's state.
 //!
 //! Every call carries an idempotency key derived from the run and the step, identical on every
 //! attempt, so a connector (or the system behind it) can make the effect happen exactly once even
@@ -7,47 +7,10 @@
 pub mod manual;
 pub mod webhook;
 
-use std::time::Duration;
-
-use chrono::{DateTime, Utc};
-use secrecy::SecretString;
-use serde::{Deserialize, Serialize};
-use tollgate_workflows::Operation;
-use uuid::Uuid;
-
-/// What a connector is asked to do.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ConnectorAction {
-    /// The operation.
-    pub operation: Operation,
-    /// Same on every attempt of this (run, step); receivers deduplicate on it.
-    pub idempotency_key: String,
-    /// The run that asked.
-    pub run_id: Uuid,
-    /// The grant concerned.
-    pub grant_id: Uuid,
-    /// The integration acted on.
-    pub integration: IntegrationRef,
-    /// The principal who receives (or loses) access.
-    pub principal: String,
-    /// Scopes concerned.
-    pub scopes: Vec<String>,
-    /// When the access ends (grant, renew).
-    pub expires_at: Option<DateTime<Utc>>,
-    /// 1 for the first attempt.
-    pub attempt: u32,
-}
-
-/// The integration as a connector sees it (no secrets).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct IntegrationRef {
-    /// Registry name.
-    pub name: String,
-    /// SaaS application.
-    pub app: String,
-    /// Environment.
-    pub environment: String,
-}
+// Old paths, kept while callers move to `crate::action` and `crate::outbound`; once they are
+// gone this module imports these four names itself.
+pub use crate::action::{ConnectorAction, IntegrationRef};
+pub use crate::outbound::{ConfigError, ConnectorError};
 
 /// A successful call.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -64,50 +27,6 @@ pub enum ActionOutcome {
         /// What to do, shown to the operator.
         instructions: String,
     },
-}
-
-/// A failed call.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum ConnectorError {
-    /// Worth retrying (timeouts, connection errors, 5xx, 408, 429).
-    #[error("retryable connector failure: {message}")]
-    Retryable {
-        /// Short description, safe to log (no secrets, no bodies).
-        message: String,
-        /// Minimum wait the far side asked for (`Retry-After`).
-        retry_after: Option<Duration>,
-    },
-    /// Retrying cannot help (4xx other than 408/429, invalid configuration).
-    #[error("permanent connector failure: {message}")]
-    Permanent {
-        /// Short description, safe to log.
-        message: String,
-    },
-}
-
-impl ConfigError {
-    /// [`ConfigError::Invalid`] for `field`.
-    pub(crate) fn invalid(field: &'static str, reason: &str) -> Self {
-        Self::Invalid { field, reason: reason.to_owned() }
-    }
-}
-
-/// Reads a secret file named by the setting `field`, dropping one trailing newline (editors and
-/// `echo` add one). The error names the file and the kind of failure, never any content.
-pub(crate) fn read_secret_file(field: &'static str, path: &std::path::Path) -> Result<SecretString, ConfigError> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| ConfigError::Invalid { field, reason: format!("cannot read {}: {}", path.display(), e.kind()) })?;
-    let text = text.strip_suffix('\n').map(|t| t.strip_suffix('\r').unwrap_or(t)).unwrap_or(&text);
-    Ok(SecretString::from(text.to_owned()))
-}
-
-/// Stands in for a secret in `Debug` output.
-pub(crate) struct Redacted;
-
-impl std::fmt::Debug for Redacted {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("[redacted]")
-    }
 }
 
 /// A connector instance bound to one integration's settings.
@@ -136,7 +55,7 @@ pub trait Connector: Send + Sync + std::fmt::Debug {
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum ConnectorConfig {
     /// POST signed actions to a receiver ([`webhook::WebhookConnector`]).
-    Webhook(webhook::WebhookSettings),
+    Webhook(crate::outbound::webhook::WebhookSettings),
     /// Ask a person to do it ([`manual::ManualConnector`]).
     Manual(manual::ManualSettings),
 }
@@ -150,26 +69,6 @@ impl ConnectorConfig {
             Self::Manual(_) => "manual",
         }
     }
-}
-
-/// An invalid connector or webhook configuration. Messages name the offending field and never
-/// contain a secret value.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum ConfigError {
-    /// A field has an unusable value.
-    #[error("`{field}`: {reason}")]
-    Invalid {
-        /// The field, as written in the configuration.
-        field: &'static str,
-        /// Why it is unusable.
-        reason: String,
-    },
-    /// None, or more than one, of `secret`, `secret_file` and `secret_env` is set.
-    #[error("set exactly one of `secret`, `secret_file` or `secret_env`: {found} set")]
-    SecretSource {
-        /// Which were set, e.g. "none is" or "`secret`, `secret_env` are".
-        found: String,
-    },
 }
 
 /// Builds the connector described by `config`; `http` is the shared client from
@@ -186,6 +85,8 @@ pub fn build(config: &ConnectorConfig, http: &reqwest::Client) -> Result<std::sy
 
 #[cfg(test)]
 mod config_tests {
+    use std::time::Duration;
+
     use super::*;
 
     #[test]

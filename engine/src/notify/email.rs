@@ -17,9 +17,9 @@ use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
 use crate::clock::{Clock, SystemClock};
-use crate::connector::webhook::Timeout;
-use crate::connector::{ConfigError, ConnectorError, Redacted, read_secret_file};
-use crate::notify::{DeliveryContext, Notification, NotificationChannel, RecipientInfo};
+use crate::message::{Notification, RecipientInfo};
+use crate::notify::{DeliveryContext, NotificationChannel};
+use crate::outbound::{ConfigError, ConnectorError, Redacted, Timeout, read_secret_file};
 
 /// Sender used when the configuration names none: enough for the `.eml` outbox of a quick start.
 pub const DEFAULT_FROM: &str = "Tollgate <tollgate@localhost>";
@@ -842,7 +842,7 @@ pub fn preview(event: &str) -> Result<Option<RenderedEmail>, RenderError> {
 
 /// A plausible notification for `event`, with a justification that shows escaping at work.
 fn sample(event: &str) -> Notification {
-    use crate::notify::RequestSummary;
+    use crate::message::RequestSummary;
 
     let deadline = chrono::DateTime::from_timestamp(1_893_499_200, 0); // 2030-01-01 12:00 UTC
     let pending = matches!(event, "approval_requested" | "approval_reminder" | "approval_escalated");
@@ -886,7 +886,7 @@ fn sample(event: &str) -> Notification {
             expires_at: None,
         },
         text: text.to_owned(),
-        route: crate::notify::Route::default(),
+        route: crate::message::Route::default(),
     }
 }
 

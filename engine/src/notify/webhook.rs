@@ -1,15 +1,17 @@
 //! The webhook notification channel: POSTs each notification, signed, to a receiver.
 //!
-//! Same settings, signature and status classification as the webhook connector; the body is
+//! Same settings, signature and status classification as the webhook connector
+//! ([`crate::outbound::webhook`]); the body is
 //! `{"type": "tollgate.notification", ...notification fields, "sent_at"}` and the
 //! `Idempotency-Key` is the notification's own key.
 
 use std::sync::Arc;
 
-use super::{Notification, NotificationChannel};
+use super::NotificationChannel;
 use crate::clock::Clock;
-use crate::connector::webhook::{SignedEndpoint, WebhookSettings};
-use crate::connector::{ConfigError, ConnectorError};
+use crate::message::Notification;
+use crate::outbound::webhook::{SignedEndpoint, WebhookSettings};
+use crate::outbound::{ConfigError, ConnectorError};
 
 /// Delivers notifications to a signed webhook (see `docs/WEBHOOKS.md`).
 #[derive(Debug)]
@@ -56,8 +58,8 @@ mod tests {
     use uuid::Uuid;
 
     use super::*;
-    use crate::connector::webhook::test_receiver::{Receiver, Reply, SECRET};
-    use crate::notify::{RecipientInfo, RequestSummary};
+    use crate::message::{RecipientInfo, RequestSummary};
+    use crate::outbound::webhook::test_receiver::{Receiver, Reply, SECRET};
 
     fn channel(url: String) -> WebhookChannel {
         let settings = WebhookSettings {
@@ -95,7 +97,7 @@ mod tests {
                 expires_at: None,
             },
             text: "alice asks for api on salesforce-prod".to_owned(),
-            route: crate::notify::Route::default(),
+            route: crate::message::Route::default(),
         }
     }
 

@@ -21,8 +21,7 @@ use serde::{Deserialize, Serialize};
 use slack_morphism::errors::SlackClientError;
 use slack_morphism::prelude::*;
 
-use crate::connector::webhook::MAX_RETRY_AFTER;
-use crate::connector::{ConfigError, ConnectorError};
+use crate::outbound::{ConfigError, ConnectorError, MAX_RETRY_AFTER};
 
 use super::settings::ResolvedSlack;
 

@@ -11,7 +11,7 @@ use chrono::{DateTime, Utc};
 use slack_morphism::prelude::*;
 use uuid::Uuid;
 
-use crate::notify::{Notification, RequestSummary};
+use crate::message::{Notification, RequestSummary};
 
 /// `action_id` of the Approve button.
 pub const ACTION_APPROVE: &str = "tollgate_approve";
@@ -512,7 +512,7 @@ mod tests {
                 expires_at: None,
             },
             text: String::new(),
-            route: crate::notify::Route::default(),
+            route: crate::message::Route::default(),
         }
     }
 

@@ -12,8 +12,9 @@ use std::fmt;
 use std::sync::{Arc, Mutex, PoisonError};
 
 use crate::clock::{Clock, SystemClock};
-use crate::connector::ConnectorError;
-use crate::notify::{DeliveryContext, NoContext, Notification, NotificationChannel, RecipientInfo, SlackMessageRef};
+use crate::message::{Notification, RecipientInfo, SlackMessageRef};
+use crate::notify::{DeliveryContext, NoContext, NotificationChannel};
+use crate::outbound::ConnectorError;
 
 use super::api::SlackApi;
 use super::blocks;

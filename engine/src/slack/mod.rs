@@ -3,7 +3,7 @@
 //! Inbound requests (interactivity, slash commands) are checked with [`verify::verify`] on the
 //! raw body before anything is decoded. Outbound, [`blocks`] renders approval messages and
 //! modals — escaping every user-supplied string — and [`api::SlackApi`] sends them, mapping
-//! Slack's answers to retryable or permanent [`ConnectorError`](crate::connector::ConnectorError)s
+//! Slack's answers to retryable or permanent [`ConnectorError`](crate::outbound::ConnectorError)s
 //! for the outbox.
 
 pub mod api;

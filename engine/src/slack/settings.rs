@@ -8,8 +8,7 @@ use reqwest::Url;
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 
-use crate::connector::webhook::Timeout;
-use crate::connector::{ConfigError, Redacted, read_secret_file};
+use crate::outbound::{ConfigError, Redacted, Timeout, read_secret_file};
 
 /// Slack Web API base URL when the configuration names none.
 pub const DEFAULT_API_URL: &str = "https://slack.com/api/";

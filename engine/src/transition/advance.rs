@@ -4,11 +4,11 @@ use chrono::{DateTime, Utc};
 use tollgate_workflows::{ActionStep, ApprovalStep, Operation, Recipient, RequestFacts, RetryPolicy, Step, WaitUntil};
 
 use super::{Context, Outcome};
+use crate::action::{ConnectorAction, IntegrationRef};
 use crate::audit::AuditEvent;
-use crate::connector::{ConnectorAction, IntegrationRef};
 use crate::effect::{Effect, NewOutbox, OutboxPayload, TimerKind};
 use crate::ids::OutboxId;
-use crate::notify::{Notification, RecipientInfo, RequestSummary, Route};
+use crate::message::{Notification, RecipientInfo, RequestSummary, Route};
 use crate::run::{Grant, GrantStatus, Run, RunStatus, StepState};
 
 /// Retry policy for notifications: they must not hang a run, but must not be dropped lightly.

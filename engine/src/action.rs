@@ -1,0 +1,44 @@
+//! The connector call an action step asks for, as a plain value: it must never hold a secret or perform I/O.
+//!
+//! Transitions build a [`ConnectorAction`], the writer stores it in an outbox row, and the outbox
+//! dispatcher hands it to the integration's connector. It lives in the core, not with the
+//! connectors, so that transitions and effects depend on no adapter.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use tollgate_workflows::Operation;
+use uuid::Uuid;
+
+/// What a connector is asked to do.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConnectorAction {
+    /// The operation.
+    pub operation: Operation,
+    /// Same on every attempt of this (run, step); receivers deduplicate on it.
+    pub idempotency_key: String,
+    /// The run that asked.
+    pub run_id: Uuid,
+    /// The grant concerned.
+    pub grant_id: Uuid,
+    /// The integration acted on.
+    pub integration: IntegrationRef,
+    /// The principal who receives (or loses) access.
+    pub principal: String,
+    /// Scopes concerned.
+    pub scopes: Vec<String>,
+    /// When the access ends (grant, renew).
+    pub expires_at: Option<DateTime<Utc>>,
+    /// 1 for the first attempt.
+    pub attempt: u32,
+}
+
+/// The integration as a connector sees it (no secrets).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IntegrationRef {
+    /// Registry name.
+    pub name: String,
+    /// SaaS application.
+    pub app: String,
+    /// Environment.
+    pub environment: String,
+}
