@@ -8,6 +8,7 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use tollgate_engine::JobError;
+use tollgate_engine::policy::InputError;
 use tollgate_engine::transition::TransitionError;
 use utoipa::ToSchema;
 
@@ -106,6 +107,12 @@ impl From<TransitionError> for ApiError {
             },
         };
         Self::new(status, e.code(), e.to_string())
+    }
+}
+
+impl From<InputError> for ApiError {
+    fn from(e: InputError) -> Self {
+        Self::new(StatusCode::UNPROCESSABLE_ENTITY, e.code(), e.to_string())
     }
 }
 

@@ -7,6 +7,7 @@ use axum::http::StatusCode;
 use axum::http::request::Parts;
 use serde::de::DeserializeOwned;
 use tollgate_engine::directory::Role;
+use tollgate_engine::policy::Viewer;
 
 use crate::app::AppState;
 use crate::error::ApiError;
@@ -84,14 +85,16 @@ pub struct Caller {
 }
 
 impl Caller {
-    /// Admin role.
-    pub fn is_admin(&self) -> bool {
-        self.roles.contains(&Role::Admin)
+    /// The caller as the engine's access rules ([`tollgate_engine::policy`]) see it.
+    #[must_use]
+    pub fn viewer(&self) -> Viewer<'_> {
+        Viewer::new(&self.id, &self.roles)
     }
 
-    /// Admin or auditor: may read everything.
-    pub fn can_read_all(&self) -> bool {
-        self.is_admin() || self.roles.contains(&Role::Auditor)
+    /// Admin role.
+    #[must_use]
+    pub fn is_admin(&self) -> bool {
+        self.viewer().is_admin()
     }
 }
 

@@ -32,7 +32,7 @@
 //! ```
 //!
 //! - **core** — [`ids`], [`clock`], [`run`], [`directory`], [`audit`], [`action`], [`message`],
-//!   [`effect`], [`transition`]: values and pure rules, no database or network, time
+//!   [`effect`], [`transition`], [`policy`]: values and pure rules, no database or network, time
 //!   only through [`clock::Clock`]. Effects carry plain values ([`action::ConnectorAction`],
 //!   [`message::Notification`]), so nothing here knows an adapter.
 //! - **store** — [`store`]: entities, reads, and the writer that commits a transition's state,
@@ -55,6 +55,7 @@ pub mod directory;
 pub mod effect;
 pub mod ids;
 pub mod message;
+pub mod policy;
 pub mod run;
 pub mod transition;
 

@@ -906,3 +906,80 @@ async fn the_slash_command_opens_a_dialog_whose_submission_creates_one_request()
     assert!(ids.contains(&id) && ids.contains(&id_of(&by_api)));
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slack_dialogs_refuse_what_the_api_refuses_and_record_nothing() -> anyhow::Result<()> {
+    let env = start(Some(APPROVALS), |o| o).await?;
+    let alice = env.t.server.client("alice").await?;
+    let now = wall_clock;
+
+    // Slack's client caps the justification input at 2000 characters, but a submission is only a
+    // signed form post: before the limits lived in the engine's policy, this one created a request.
+    let command = slack::slash_command(SIGNING_SECRET, &actor("U0ALICE"), "/tollgate", "", "C0GENERAL", now());
+    assert_eq!(env.post("/slack/commands", &command).await?, (200, String::new()));
+    env.slack.wait_for("views.open", 1, PATIENCE).await?;
+    let dialog = env.slack.opened_views().remove(0);
+    let values = |scopes: &str, justification: &str| {
+        slack::merge_values([
+            slack::input_value(
+                "tollgate_integration",
+                "integration",
+                InputKind::StaticSelect("wiki-staging".to_owned()),
+            ),
+            slack::input_value("tollgate_scopes", "scopes", InputKind::PlainText(scopes.to_owned())),
+            slack::input_value("tollgate_duration", "duration", InputKind::PlainText("30m".to_owned())),
+            slack::input_value(
+                "tollgate_justification",
+                "justification",
+                InputKind::PlainText(justification.to_owned()),
+            ),
+        ])
+    };
+    let too_long = "é".repeat(2001); // counted in characters, not bytes
+    let many_scopes = vec!["read"; 101].join(", ");
+    for (case, values, block, says) in [
+        ("over-long justification", values("read", &too_long), "tollgate_justification", "at most 2000 characters"),
+        ("too many scopes", values(&many_scopes, "ok"), "tollgate_scopes", "at most 100 scopes"),
+    ] {
+        let submission = slack::view_submission_of(SIGNING_SECRET, &actor("U0ALICE"), &dialog, values, now());
+        let (status, body) = env.interact(&submission).await?;
+        assert_eq!(status, 200, "{case}: {body}");
+        // An empty acknowledgement would close the dialog and create the request.
+        let answer: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
+        assert_eq!(answer["response_action"], "errors", "{case}: the dialog stays open: {body:?}");
+        let error = answer["errors"][block].as_str().unwrap_or_default();
+        assert!(error.contains(says), "{case}: the error shows by its field: {answer}");
+    }
+    // The API refuses the same justification, by the same rule.
+    let (status, body) = alice.post("/v1/requests", &ask("wiki-staging", &too_long)).await?;
+    common::assert_error(status, &body, 422, "validation_failed");
+    assert_eq!(body["error"]["detail"], "justification: at most 2000 characters");
+    assert_eq!(env.t.server.db().count("runs").await?, 0, "nothing was created");
+    assert_eq!(count(&env.audit(None).await?, "request_created"), 0);
+
+    // A denial's reason has the API's comment limit too (it used to be cut short silently).
+    let id = id_of(&alice.create_request(&ask("wiki-staging", "deny me at length")).await?);
+    let message = env.approval_message(&id).await?;
+    assert_eq!(env.interact(&env.click("U0BOB", DENY, &message)).await?.0, 200);
+    env.slack.wait_for("views.open", 2, PATIENCE).await?;
+    let deny = env.slack.opened_views().remove(1);
+    assert_eq!(deny["callback_id"], "tollgate_deny_reason");
+    let reason = slack::input_value("tollgate_deny_reason", "reason", InputKind::PlainText("x".repeat(2001)));
+    let submission = slack::view_submission_of(SIGNING_SECRET, &actor("U0BOB"), &deny, reason, now());
+    let (status, body) = env.interact(&submission).await?;
+    assert_eq!(status, 200, "{body}");
+    let answer: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
+    assert_eq!(answer["response_action"], "errors", "the dialog stays open: {body:?}");
+    assert!(answer["errors"]["tollgate_deny_reason"].as_str().is_some_and(|e| e.contains("too long")), "{answer}");
+
+    // Someone the API would not show the request to gets no dialog showing it.
+    assert_eq!(env.interact(&env.click("U0ERIN", DENY, &message)).await?.0, 200);
+    env.wait_ephemeral("U0ERIN", "not an eligible approver").await?;
+    assert_eq!(env.slack.opened_views().len(), 2, "no dialog for erin");
+
+    let view = alice.request_view(&id).await?;
+    assert_eq!(view["status"], "awaiting_approval");
+    assert_eq!(view["approvals"], json!([]), "nothing recorded");
+    assert_eq!(count(&env.audit(Some(&id)).await?, "denial_recorded"), 0);
+    Ok(())
+}

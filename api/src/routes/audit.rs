@@ -4,6 +4,7 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use serde::Deserialize;
 use tollgate_engine::ids::RunId;
+use tollgate_engine::policy;
 use tollgate_engine::store::query;
 use utoipa::IntoParams;
 
@@ -13,7 +14,11 @@ use crate::error::{ApiError, ApiResult, ErrorBody};
 use crate::extract::{Caller, Query};
 
 fn require_auditor(caller: &Caller) -> ApiResult<()> {
-    if caller.can_read_all() { Ok(()) } else { Err(ApiError::forbidden("the audit log is for admins and auditors")) }
+    if policy::may_read_audit(caller.viewer()) {
+        Ok(())
+    } else {
+        Err(ApiError::forbidden("the audit log is for admins and auditors"))
+    }
 }
 
 /// Audit listing parameters.

@@ -26,6 +26,7 @@ use rand::Rng;
 use serde::Deserialize;
 use sha2::Sha256;
 use tollgate_engine::links::LinkedApproval;
+use tollgate_engine::policy;
 use tollgate_engine::run::{Decision, StepState};
 use tollgate_engine::store::writer::JobError;
 use tollgate_engine::transition::TransitionError;
@@ -35,8 +36,6 @@ use crate::app::AppState;
 
 /// Name of the cookie carrying the anti-CSRF secret.
 const CSRF_COOKIE: &str = "tollgate_csrf";
-/// Longest reason kept.
-const MAX_REASON_CHARS: usize = 1000;
 
 /// Pages for links, with their guess throttle.
 #[derive(Debug)]
@@ -214,8 +213,9 @@ pub(crate) async fn decide(
     if decision == Decision::Deny && reason.is_empty() {
         return retry("Give a reason to deny.");
     }
-    if reason.chars().count() > MAX_REASON_CHARS {
-        return retry("The reason is too long (at most 1000 characters).");
+    // The same limit as a comment sent through the API or Slack.
+    if policy::check_comment(reason).is_err() {
+        return retry(&format!("The reason is too long (at most {} characters).", policy::MAX_COMMENT_CHARS));
     }
     let comment = Some(reason.to_owned()).filter(|r| !r.is_empty());
     match state.engine.decide_by_link(&token, decision, comment).await {

@@ -4,6 +4,7 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use serde::Deserialize;
 use tollgate_engine::ids::GrantId;
+use tollgate_engine::policy;
 use tollgate_engine::run::{Grant, GrantStatus};
 use tollgate_engine::store::query::{self, GrantFilter};
 use utoipa::IntoParams;
@@ -13,13 +14,8 @@ use crate::dto::{GrantOut, Page};
 use crate::error::{ApiError, ApiResult, ErrorBody};
 use crate::extract::{Caller, Channel, IdPath, Query};
 
-/// Holder, the integration's owner, admins and auditors may see a grant.
 fn can_view(state: &AppState, caller: &Caller, g: &Grant) -> bool {
-    caller.can_read_all() || caller.id == g.principal || is_owner(state, caller, g)
-}
-
-fn is_owner(state: &AppState, caller: &Caller, g: &Grant) -> bool {
-    state.engine.shared().directory.integrations.get(&g.integration).is_some_and(|i| i.owner == caller.id)
+    policy::may_view_grant(caller.viewer(), g, &state.engine.shared().directory)
 }
 
 /// Grant listing filters.
@@ -120,7 +116,8 @@ pub(crate) async fn revoke(
         .await?
         .filter(|g| can_view(&state, &caller, g))
         .ok_or_else(|| ApiError::not_found("grant"))?;
-    if !(caller.is_admin() || caller.id == g.principal || is_owner(&state, &caller, &g)) {
+    // Checked after visibility: a grant the caller may not see stays a 404, not a 403.
+    if !policy::may_revoke_grant(caller.viewer(), &g, &state.engine.shared().directory) {
         return Err(ApiError::forbidden("only the grant's holder, the integration's owner or an admin may revoke it"));
     }
     state.engine.revoke_grant(GrantId(id), &caller.id, channel).await?;

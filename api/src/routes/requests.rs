@@ -10,10 +10,10 @@ use sha2::{Digest, Sha256};
 use tollgate_engine::Created;
 use tollgate_engine::Engine;
 use tollgate_engine::ids::{GrantId, RunId};
+use tollgate_engine::policy::{self, RequestFields};
 use tollgate_engine::run::{Decision, Run, RunStatus};
 use tollgate_engine::store::query::{self, RunFilter, RunView};
 use tollgate_engine::transition::NewRequest;
-use tollgate_workflows::{Duration, Step, WorkflowKind};
 use utoipa::IntoParams;
 
 use crate::app::AppState;
@@ -21,33 +21,24 @@ use crate::dto::{DecisionIn, Page, RequestIn, RequestOut};
 use crate::error::{ApiError, ApiResult, ErrorBody};
 use crate::extract::{Caller, Channel, IdPath, Json, Query};
 
-const MAX_JUSTIFICATION: usize = 2000;
-
 /// Renders a request as the API shows it.
 pub(crate) fn render(engine: &Engine, view: &RunView) -> RequestOut {
     let def = engine.shared().catalog.get(&view.run.workflow_key, view.run.workflow_version);
     RequestOut::new(view, def.as_deref())
 }
 
-/// Whether `caller` may see `run`: its requester, an admin or auditor, or an eligible approver.
-pub(crate) fn can_view(engine: &Engine, caller: &Caller, run: &Run) -> bool {
-    if caller.can_read_all() || caller.id == run.requester {
-        return true;
-    }
+/// Whether `viewer` may see `run` ([`policy::may_view_request`] against the run's pinned
+/// workflow and the directory as it is now).
+pub(crate) fn can_view(engine: &Engine, viewer: policy::Viewer<'_>, run: &Run) -> bool {
     let shared = engine.shared();
-    let (Some(def), Some(integration)) = (
-        shared.catalog.get(&run.workflow_key, run.workflow_version),
-        shared.directory.integrations.get(&run.integration),
-    ) else {
-        return false;
-    };
-    def.steps.iter().any(|s| matches!(s, Step::Approval(a) if shared.directory.is_eligible_approver(&caller.id, &a.approvers_at(true), integration, &run.requester)))
+    let definition = shared.catalog.get(&run.workflow_key, run.workflow_version);
+    policy::may_view_request(viewer, run, definition.as_deref(), &shared.directory)
 }
 
 async fn load_visible(state: &AppState, caller: &Caller, id: RunId) -> ApiResult<RunView> {
     let view =
         query::run_view_snapshot(&state.engine.db().read, id).await?.ok_or_else(|| ApiError::not_found("request"))?;
-    if !can_view(&state.engine, caller, &view.run) {
+    if !can_view(&state.engine, caller.viewer(), &view.run) {
         // Indistinguishable from a missing request: ids are not an oracle.
         return Err(ApiError::not_found("request"));
     }
@@ -73,27 +64,13 @@ pub(crate) async fn create(
     headers: HeaderMap,
     Json(body): Json<RequestIn>,
 ) -> ApiResult<Response> {
-    let kind = match body.kind.as_deref() {
-        None => WorkflowKind::Grant,
-        Some(k) => WorkflowKind::parse(k)
-            .ok_or_else(|| ApiError::validation("kind: must be one of grant, renew, rotate, revoke"))?,
-    };
-    let duration =
-        body.duration.as_deref().map(Duration::parse).transpose().map_err(|e| {
-            ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_duration", format!("duration: {e}"))
-        })?;
-    if body.justification.chars().count() > MAX_JUSTIFICATION {
-        return Err(ApiError::validation(format!("justification: at most {MAX_JUSTIFICATION} characters")));
-    }
-    if body.integration.is_empty()
-        || body.integration.len() > 200
-        || body.scopes.len() > 100
-        || body.scopes.iter().any(|s| s.len() > 200)
-    {
-        return Err(ApiError::validation(
-            "integration and scopes must be non-empty names of at most 200 characters (at most 100 scopes)",
-        ));
-    }
+    let checked = policy::check_new_request(&RequestFields {
+        kind: body.kind.as_deref(),
+        integration: &body.integration,
+        scopes: &body.scopes,
+        duration: body.duration.as_deref(),
+        justification: &body.justification,
+    })?;
     let idempotency = match headers.get("idempotency-key") {
         None => None,
         Some(v) => {
@@ -116,10 +93,10 @@ pub(crate) async fn create(
     let request = NewRequest {
         id: RunId::new(),
         requester: caller.id.clone(),
-        kind,
+        kind: checked.kind,
         integration: body.integration,
         scopes: body.scopes,
-        duration,
+        duration: checked.duration,
         justification: body.justification.trim().to_owned(),
         grant,
         channel: channel.to_owned(),
@@ -206,7 +183,7 @@ pub(crate) async fn list(
         exhausted = (batch.len() as u64) < limit;
         for run in batch {
             cursor = Some(run.id);
-            if can_view(&state.engine, &caller, &run) && (items.len() as u64) < limit {
+            if can_view(&state.engine, caller.viewer(), &run) && (items.len() as u64) < limit {
                 items.push(run.id);
             }
         }
@@ -266,8 +243,8 @@ pub(crate) async fn decide(
         "deny" => Decision::Deny,
         _ => return Err(ApiError::validation("decision: must be approve or deny")),
     };
-    if body.comment.as_ref().is_some_and(|c| c.chars().count() > MAX_JUSTIFICATION) {
-        return Err(ApiError::validation(format!("comment: at most {MAX_JUSTIFICATION} characters")));
+    if let Some(comment) = &body.comment {
+        policy::check_comment(comment)?;
     }
     state.engine.decide(RunId(id), &caller.id, decision, body.comment, channel).await?;
     tracing::info!(run.id = %id, approver = %caller.id, decision = decision.as_str(), "decision recorded");

@@ -21,6 +21,7 @@ use tollgate_engine::Engine;
 use tollgate_engine::audit::AuditEvent;
 use tollgate_engine::ids::RunId;
 use tollgate_engine::notify::RequestSummary;
+use tollgate_engine::policy::{self, Field, InputError, RequestFields, Viewer};
 use tollgate_engine::run::{Decision, RunStatus};
 use tollgate_engine::slack::blocks::{self, ACTION_APPROVE, ACTION_DENY, CALLBACK_DENY, CALLBACK_REQUEST};
 use tollgate_engine::slack::verify::{self, SIGNATURE_HEADER, TIMESTAMP_HEADER};
@@ -29,7 +30,6 @@ use tollgate_engine::store::query::{self, RunView};
 use tollgate_engine::store::writer::JobError;
 use tollgate_engine::transition::{Cast, NewRequest, TransitionError};
 use tollgate_engine::{Created, run::Run};
-use tollgate_workflows::{Duration, WorkflowKind};
 
 use crate::app::AppState;
 use crate::error::ApiError;
@@ -217,6 +217,16 @@ async fn block_action(
             let view = query::run_view(&state.engine.db().read, RunId(run_id))
                 .await?
                 .ok_or_else(|| ApiError::not_found("request"))?;
+            // The dialog shows the request: only to someone the API would show it to.
+            if !may_view(&state.engine, principal, &view.run) {
+                ephemeral(
+                    slack,
+                    channel,
+                    user,
+                    "You are not an eligible approver for this request; nothing was recorded.",
+                );
+                return Ok(ack());
+            }
             if view.run.step_index != step && view.run.status == RunStatus::AwaitingApproval {
                 ephemeral(slack, channel, user, "This approval step is over; nothing was recorded.");
                 return Ok(ack());
@@ -248,7 +258,13 @@ async fn deny_submission(
     if reason.is_empty() {
         return Ok(modal_error(blocks::BLOCK_DENY_REASON, "Give a reason to deny."));
     }
-    let comment = Some(reason.chars().take(blocks::MAX_DENY_REASON_CHARS).collect());
+    // The same limit as a comment sent through the API or an email link; Slack's client caps the
+    // input lower, so only a hand-made submission meets it.
+    if policy::check_comment(reason).is_err() {
+        let text = format!("The reason is too long (at most {} characters).", policy::MAX_COMMENT_CHARS);
+        return Ok(modal_error(blocks::BLOCK_DENY_REASON, &text));
+    }
+    let comment = Some(reason.to_owned());
     // The dialog may have stayed open while its step was decided and the next one began: the
     // engine refuses a denial meant for that step (`step_over`) instead of applying it here.
     match state.engine.cast(RunId(run_id), cast(principal, Decision::Deny, comment, origin, step)).await {
@@ -275,13 +291,7 @@ async fn request_submission(
         .filter(|s| !s.is_empty())
         .map(str::to_owned)
         .collect();
-    let duration = match text(blocks::BLOCK_DURATION, blocks::INPUT_DURATION) {
-        "" => None,
-        d => match Duration::parse(d) {
-            Ok(d) => Some(d),
-            Err(e) => return Ok(modal_error(blocks::BLOCK_DURATION, &format!("Not a duration: {e}"))),
-        },
-    };
+    let duration = Some(text(blocks::BLOCK_DURATION, blocks::INPUT_DURATION)).filter(|d| !d.is_empty());
     let justification = text(blocks::BLOCK_JUSTIFICATION, blocks::INPUT_JUSTIFICATION).to_owned();
     if integration.is_empty() {
         return Ok(modal_error(blocks::BLOCK_INTEGRATION, "Choose an integration."));
@@ -289,13 +299,26 @@ async fn request_submission(
     if scopes.is_empty() {
         return Ok(modal_error(blocks::BLOCK_SCOPES, "Name at least one scope."));
     }
+    // The modal's own limits are Slack's, enforced by Slack's client: a submission is checked
+    // again here, as an API request is.
+    let fields = RequestFields {
+        kind: None,
+        integration: &integration,
+        scopes: &scopes,
+        duration,
+        justification: &justification,
+    };
+    let checked = match policy::check_new_request(&fields) {
+        Ok(checked) => checked,
+        Err(e) => return Ok(modal_error(input_block(&e), &e.to_string())),
+    };
     let request = NewRequest {
         id: RunId::new(),
         requester: principal.to_owned(),
-        kind: WorkflowKind::Grant,
+        kind: checked.kind,
         integration,
         scopes,
-        duration,
+        duration: checked.duration,
         justification,
         grant: None,
         channel: "slack".to_owned(),
@@ -331,7 +354,7 @@ async fn request_submission(
             }
             Ok(ack())
         }
-        Err(JobError::Transition(e)) => Ok(modal_error(blocks::BLOCK_SCOPES, &e.to_string())),
+        Err(JobError::Transition(e)) => Ok(modal_error(refusal_block(&e), &e.to_string())),
         Err(JobError::NotFound(what)) => {
             Ok(modal_error(blocks::BLOCK_INTEGRATION, &format!("No {what} governs this request.")))
         }
@@ -393,6 +416,34 @@ async fn command(state: &AppState, headers: &HeaderMap, body: &[u8]) -> Result<R
 
 fn cast(principal: &str, decision: Decision, comment: Option<String>, origin: Value, step: u32) -> Cast {
     Cast { origin, step: Some(step), ..Cast::new(principal, decision, comment, "slack") }
+}
+
+/// Whether `principal` may see `run`, by the rule the API applies.
+fn may_view(engine: &Engine, principal: &str, run: &Run) -> bool {
+    let shared = engine.shared();
+    let Some(p) = shared.directory.active_principal(principal) else { return false };
+    let definition = shared.catalog.get(&run.workflow_key, run.workflow_version);
+    policy::may_view_request(Viewer::of(p), run, definition.as_deref(), &shared.directory)
+}
+
+/// The request dialog's block for the field an input error names.
+fn input_block(e: &InputError) -> &'static str {
+    match e.field() {
+        Field::Integration => blocks::BLOCK_INTEGRATION,
+        Field::Duration => blocks::BLOCK_DURATION,
+        Field::Justification => blocks::BLOCK_JUSTIFICATION,
+        Field::Kind | Field::Scopes | Field::Comment => blocks::BLOCK_SCOPES,
+    }
+}
+
+/// The request dialog's block a refused request is about, so the error shows by its field.
+fn refusal_block(e: &TransitionError) -> &'static str {
+    match e.code() {
+        "duration_too_long" | "duration_required" => blocks::BLOCK_DURATION,
+        "justification_required" => blocks::BLOCK_JUSTIFICATION,
+        "forbidden" => blocks::BLOCK_INTEGRATION,
+        _ => blocks::BLOCK_SCOPES,
+    }
 }
 
 fn modal_error(block: &str, text: &str) -> Response {

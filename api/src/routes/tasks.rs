@@ -2,6 +2,7 @@
 
 use axum::extract::State;
 use tollgate_engine::ids::TaskId;
+use tollgate_engine::policy;
 use tollgate_engine::store::query;
 
 use crate::app::AppState;
@@ -13,7 +14,7 @@ use crate::extract::{Caller, IdPath, Json};
 #[utoipa::path(get, path = "/v1/tasks", tag = "tasks",
     responses((status = 200, body = Page<TaskOut>), (status = 401, body = ErrorBody)), security(("bearer" = [])))]
 pub(crate) async fn list(State(state): State<AppState>, caller: Caller) -> ApiResult<axum::Json<Page<TaskOut>>> {
-    let operator = (!caller.can_read_all()).then_some(caller.id.as_str());
+    let operator = (!policy::may_view_all_tasks(caller.viewer())).then_some(caller.id.as_str());
     let tasks = query::list_tasks(&state.engine.db().read, operator).await?;
     Ok(axum::Json(Page { items: tasks.into_iter().map(TaskOut::from).collect(), next_cursor: None }))
 }

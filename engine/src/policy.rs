@@ -1,0 +1,574 @@
+//! The rules every way into Tollgate must apply alike: who may see a request or a grant, who may
+//! revoke a grant early, and the limits on what a new request or a decision may carry.
+//!
+//! The HTTP API, the Slack endpoints and the email approval pages each call these functions
+//! rather than restating a rule, so that no path quietly misses one (the Slack request dialog
+//! once accepted justifications of any length). They are pure: the caller loads the run, grant,
+//! workflow definition and directory; nothing here reads the database or the clock, writes,
+//! or logs. Approval rules proper (eligibility at decision time, quorum, self-approval) belong
+//! to the transitions, which already are the one path every channel takes.
+
+use std::fmt;
+
+use tollgate_workflows::{Duration, Step, WorkflowDefinition, WorkflowKind};
+
+use crate::directory::{Directory, Principal, Role};
+use crate::run::{Grant, Run};
+
+/// Longest justification a request may carry, in characters.
+pub const MAX_JUSTIFICATION_CHARS: usize = 2000;
+/// Longest decision comment (a denial's reason), in characters.
+pub const MAX_COMMENT_CHARS: usize = 2000;
+/// Longest integration name a request may name, in characters.
+pub const MAX_INTEGRATION_CHARS: usize = 200;
+/// Most scopes one request may list.
+pub const MAX_SCOPES: usize = 100;
+/// Longest scope name, in characters.
+pub const MAX_SCOPE_CHARS: usize = 200;
+
+/// Someone asking to see or do something: a principal and its global roles, however it
+/// authenticated (bearer token, Slack user, email link).
+#[derive(Debug, Clone, Copy)]
+pub struct Viewer<'a> {
+    /// Principal id.
+    pub id: &'a str,
+    /// Global roles.
+    pub roles: &'a [Role],
+}
+
+impl<'a> Viewer<'a> {
+    /// A viewer from an id and its roles.
+    #[must_use]
+    pub fn new(id: &'a str, roles: &'a [Role]) -> Self {
+        Self { id, roles }
+    }
+
+    /// The directory's principal as a viewer.
+    #[must_use]
+    pub fn of(principal: &'a Principal) -> Self {
+        Self { id: &principal.id, roles: &principal.roles }
+    }
+
+    /// Holds the admin role.
+    #[must_use]
+    pub fn is_admin(self) -> bool {
+        self.roles.contains(&Role::Admin)
+    }
+
+    /// Admins and auditors read everything: every request, grant and task, and the audit log.
+    #[must_use]
+    pub fn reads_all(self) -> bool {
+        self.is_admin() || self.roles.contains(&Role::Auditor)
+    }
+}
+
+/// Whether `viewer` may see `run`: its requester, an admin or auditor, or someone who may
+/// approve at one of its approval steps.
+///
+/// Eligibility is judged against `directory` as it is now, over every approval step of the
+/// pinned `definition` including the approvers an escalation would add, whether or not that
+/// step was reached, skipped or escalated: whoever may be asked to decide may read the request
+/// before being asked. A run whose definition or integration is no longer known is visible to
+/// its requester and to admins and auditors only.
+#[must_use]
+pub fn may_view_request(
+    viewer: Viewer<'_>,
+    run: &Run,
+    definition: Option<&WorkflowDefinition>,
+    directory: &Directory,
+) -> bool {
+    if viewer.reads_all() || viewer.id == run.requester {
+        return true;
+    }
+    let (Some(definition), Some(integration)) = (definition, directory.integrations.get(&run.integration)) else {
+        return false;
+    };
+    definition.steps.iter().any(|step| {
+        matches!(step, Step::Approval(a)
+            if directory.is_eligible_approver(viewer.id, &a.approvers_at(true), integration, &run.requester))
+    })
+}
+
+/// Whether `viewer` may see `grant`: its holder, the owner of its integration, or an admin or
+/// auditor.
+#[must_use]
+pub fn may_view_grant(viewer: Viewer<'_>, grant: &Grant, directory: &Directory) -> bool {
+    viewer.reads_all() || viewer.id == grant.principal || owns_integration(viewer, grant, directory)
+}
+
+/// Whether `viewer` may end `grant` before it expires: its holder, the owner of its
+/// integration, or an admin. Auditors may see every grant but revoke none; callers check
+/// [`may_view_grant`] first, so that a grant the viewer may not see stays hidden rather than
+/// forbidden.
+#[must_use]
+pub fn may_revoke_grant(viewer: Viewer<'_>, grant: &Grant, directory: &Directory) -> bool {
+    viewer.is_admin() || viewer.id == grant.principal || owns_integration(viewer, grant, directory)
+}
+
+/// Whether `viewer` may read, export and verify the audit log: admins and auditors.
+#[must_use]
+pub fn may_read_audit(viewer: Viewer<'_>) -> bool {
+    viewer.reads_all()
+}
+
+/// Whether `viewer` sees every manual task, not only those it must confirm itself.
+#[must_use]
+pub fn may_view_all_tasks(viewer: Viewer<'_>) -> bool {
+    viewer.reads_all()
+}
+
+fn owns_integration(viewer: Viewer<'_>, grant: &Grant, directory: &Directory) -> bool {
+    directory.integrations.get(&grant.integration).is_some_and(|i| i.owner == viewer.id)
+}
+
+/// A field of a request or decision, as its callers name it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Field {
+    /// The request kind.
+    Kind,
+    /// The integration name.
+    Integration,
+    /// The scopes.
+    Scopes,
+    /// The requested duration.
+    Duration,
+    /// The justification.
+    Justification,
+    /// A decision's comment (a denial's reason).
+    Comment,
+}
+
+impl Field {
+    /// The field's name in the HTTP API's bodies.
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Kind => "kind",
+            Self::Integration => "integration",
+            Self::Scopes => "scopes",
+            Self::Duration => "duration",
+            Self::Justification => "justification",
+            Self::Comment => "comment",
+        }
+    }
+}
+
+impl fmt::Display for Field {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Input refused before it reaches the engine. The message starts with the field's name.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum InputError {
+    /// Not a request kind.
+    #[error("kind: must be one of grant, renew, rotate, revoke")]
+    UnknownKind,
+    /// The duration does not parse, or is zero.
+    #[error("duration: {0}")]
+    InvalidDuration(String),
+    /// A required field is empty.
+    #[error("{0}: required")]
+    Missing(Field),
+    /// A text longer than its limit.
+    #[error("{field}: at most {max} characters")]
+    TooLong {
+        /// The field.
+        field: Field,
+        /// Its limit, in characters.
+        max: usize,
+    },
+    /// More scopes than [`MAX_SCOPES`].
+    #[error("scopes: at most {max} scopes")]
+    TooManyScopes {
+        /// The limit.
+        max: usize,
+    },
+    /// A scope name longer than [`MAX_SCOPE_CHARS`].
+    #[error("scopes: each scope at most {max} characters")]
+    ScopeTooLong {
+        /// The limit, in characters.
+        max: usize,
+    },
+}
+
+impl InputError {
+    /// The stable machine-readable code (the HTTP API's error code).
+    #[must_use]
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::InvalidDuration(_) => "invalid_duration",
+            Self::UnknownKind
+            | Self::Missing(_)
+            | Self::TooLong { .. }
+            | Self::TooManyScopes { .. }
+            | Self::ScopeTooLong { .. } => "validation_failed",
+        }
+    }
+
+    /// The field at fault.
+    #[must_use]
+    pub fn field(&self) -> Field {
+        match self {
+            Self::UnknownKind => Field::Kind,
+            Self::InvalidDuration(_) => Field::Duration,
+            Self::Missing(field) | Self::TooLong { field, .. } => *field,
+            Self::TooManyScopes { .. } | Self::ScopeTooLong { .. } => Field::Scopes,
+        }
+    }
+}
+
+/// A new request's fields as a client sent them, before the engine sees them.
+#[derive(Debug, Clone, Copy)]
+pub struct RequestFields<'a> {
+    /// `grant`, `renew`, `rotate` or `revoke`; `None` means `grant`.
+    pub kind: Option<&'a str>,
+    /// Integration name.
+    pub integration: &'a str,
+    /// Scopes (may be empty: renewals default to the grant's, and the engine refuses an empty
+    /// list where it matters).
+    pub scopes: &'a [String],
+    /// Requested duration as written, e.g. `"2h"`; `None` for the workflow's default.
+    pub duration: Option<&'a str>,
+    /// Justification, measured as given.
+    pub justification: &'a str,
+}
+
+/// What [`check_new_request`] parsed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CheckedRequest {
+    /// The kind.
+    pub kind: WorkflowKind,
+    /// The duration, if one was asked for.
+    pub duration: Option<Duration>,
+}
+
+/// Checks a new request's fields against the limits every channel enforces, and parses its
+/// kind and duration. The workflow's own rules (known scopes, maximum duration, required
+/// justification, who may ask) are the engine's, checked when the request starts.
+///
+/// # Errors
+/// The first problem found, in the order kind, duration, justification, integration, scopes.
+pub fn check_new_request(fields: &RequestFields<'_>) -> Result<CheckedRequest, InputError> {
+    let kind = match fields.kind {
+        None => WorkflowKind::Grant,
+        Some(k) => WorkflowKind::parse(k).ok_or(InputError::UnknownKind)?,
+    };
+    let duration = fields.duration.map(Duration::parse).transpose().map_err(InputError::InvalidDuration)?;
+    check_length(Field::Justification, fields.justification, MAX_JUSTIFICATION_CHARS)?;
+    if fields.integration.is_empty() {
+        return Err(InputError::Missing(Field::Integration));
+    }
+    check_length(Field::Integration, fields.integration, MAX_INTEGRATION_CHARS)?;
+    if fields.scopes.len() > MAX_SCOPES {
+        return Err(InputError::TooManyScopes { max: MAX_SCOPES });
+    }
+    if fields.scopes.iter().any(|s| s.chars().count() > MAX_SCOPE_CHARS) {
+        return Err(InputError::ScopeTooLong { max: MAX_SCOPE_CHARS });
+    }
+    Ok(CheckedRequest { kind, duration })
+}
+
+/// Checks a decision's comment (a denial's reason), whichever channel it came through.
+///
+/// # Errors
+/// [`InputError::TooLong`] beyond [`MAX_COMMENT_CHARS`].
+pub fn check_comment(comment: &str) -> Result<(), InputError> {
+    check_length(Field::Comment, comment, MAX_COMMENT_CHARS)
+}
+
+/// Limits count characters, not bytes: a limit stated to a person must mean what they typed.
+fn check_length(field: Field, text: &str, max: usize) -> Result<(), InputError> {
+    if text.chars().count() > max { Err(InputError::TooLong { field, max }) } else { Ok(()) }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use chrono::{TimeZone, Utc};
+    use serde_json::json;
+    use tollgate_workflows::parse_definition;
+
+    use super::*;
+    use crate::directory::{Group, Integration, PrincipalKind};
+    use crate::ids::{GrantId, RunId};
+    use crate::run::{GrantStatus, RunStatus, StepState};
+
+    /// Two approval steps: the integration's owner first, then `security`, escalating to `oncall`.
+    const WORKFLOW: &str = r"
+key: policy-test
+version: 1
+kind: grant
+parameters:
+  max_duration: 8h
+steps:
+  - approval:
+      approvers: { owner: true }
+      timeout: 1h
+  - approval:
+      approvers: { groups: [security] }
+      timeout: 1h
+      escalation:
+        after: 30m
+        to: { groups: [oncall] }
+  - action: { operation: grant }
+  - wait: { until: expiry }
+  - action: { operation: revoke }
+";
+
+    fn principal(kind: PrincipalKind, roles: &[Role], owner: Option<&str>, disabled: bool) -> Principal {
+        Principal {
+            id: String::new(),
+            kind,
+            name: String::new(),
+            email: None,
+            slack_user_id: None,
+            roles: roles.to_vec(),
+            owner: owner.map(str::to_owned),
+            disabled,
+        }
+    }
+
+    /// `bob` owns `crm`; `carol` is in `security`, `dave` in `oncall`; `ci` is alice's service;
+    /// `mallory` is a disabled member of `security`; `erin` is nobody in particular.
+    fn directory() -> Directory {
+        let person = |roles: &[Role]| principal(PrincipalKind::Person, roles, None, false);
+        let mut principals = BTreeMap::new();
+        for id in ["alice", "bob", "carol", "dave", "erin"] {
+            principals.insert(id.to_owned(), person(&[]));
+        }
+        principals.insert("admin".to_owned(), person(&[Role::Admin]));
+        principals.insert("audrey".to_owned(), person(&[Role::Auditor]));
+        principals.insert("mallory".to_owned(), principal(PrincipalKind::Person, &[], None, true));
+        principals.insert("ci".to_owned(), principal(PrincipalKind::Service, &[], Some("alice"), false));
+        let group = |members: &[&str]| Group {
+            members: members.iter().map(|m| (*m).to_owned()).collect(),
+            description: String::new(),
+        };
+        let groups = BTreeMap::from([
+            ("security".to_owned(), group(&["carol", "mallory", "alice"])),
+            ("oncall".to_owned(), group(&["dave", "ci"])),
+        ]);
+        // Built from its configuration form so the test does not depend on connector types.
+        let crm: Integration = serde_json::from_value(json!({
+            "app": "crm", "environment": "production", "owner": "bob",
+            "scopes": [{ "name": "write" }],
+            "connector": { "type": "manual", "operator": "erin" },
+        }))
+        .expect("valid integration");
+        let integrations = BTreeMap::from([("crm".to_owned(), crm)]);
+        Directory::new(principals, groups, integrations).expect("valid directory")
+    }
+
+    fn run(requester: &str, integration: &str) -> Run {
+        let t0 = Utc.with_ymd_and_hms(2026, 1, 1, 9, 0, 0).single().unwrap_or_default();
+        Run {
+            id: RunId::new(),
+            kind: WorkflowKind::Grant,
+            workflow_key: "policy-test".to_owned(),
+            workflow_version: 1,
+            status: RunStatus::AwaitingApproval,
+            requester: requester.to_owned(),
+            integration: integration.to_owned(),
+            scopes: vec!["write".to_owned()],
+            duration_secs: 3600,
+            justification: "incident 42".to_owned(),
+            grant_id: None,
+            step_index: 0,
+            step: StepState::Idle,
+            version: 1,
+            created_at: t0,
+            updated_at: t0,
+            reason: None,
+        }
+    }
+
+    fn grant(holder: &str, integration: &str) -> Grant {
+        let t0 = Utc.with_ymd_and_hms(2026, 1, 1, 9, 0, 0).single().unwrap_or_default();
+        Grant {
+            id: GrantId::new(),
+            run_id: RunId::new(),
+            integration: integration.to_owned(),
+            principal: holder.to_owned(),
+            scopes: vec!["write".to_owned()],
+            status: GrantStatus::Active,
+            granted_at: Some(t0),
+            expires_at: None,
+            revoked_at: None,
+            reference: None,
+            created_at: t0,
+            updated_at: t0,
+        }
+    }
+
+    fn viewer<'a>(dir: &'a Directory, id: &'a str) -> Viewer<'a> {
+        dir.principals.get(id).map_or(Viewer::new(id, &[]), Viewer::of)
+    }
+
+    #[test]
+    fn a_request_is_visible_to_its_requester_readers_of_all_and_whoever_may_approve_it() {
+        let dir = directory();
+        let def = parse_definition("policy-test.yaml", WORKFLOW).expect("valid workflow");
+        // (viewer, requester, integration, definition known, visible, why)
+        let cases = [
+            ("alice", "alice", "crm", true, true, "the requester"),
+            ("admin", "alice", "crm", true, true, "an admin"),
+            ("audrey", "alice", "crm", true, true, "an auditor"),
+            ("bob", "alice", "crm", true, true, "the owner approves at step 0"),
+            ("carol", "alice", "crm", true, true, "security approves at step 1, not reached yet"),
+            ("dave", "alice", "crm", true, true, "oncall is added by an escalation that has not happened"),
+            ("erin", "alice", "crm", true, false, "no part in the request"),
+            ("mallory", "alice", "crm", true, false, "a disabled member of an approver group"),
+            ("ci", "erin", "crm", true, false, "a service in an approver group never approves"),
+            ("nobody", "alice", "crm", true, false, "unknown to the directory"),
+            ("alice", "ci", "crm", true, false, "the person behind a requesting service cannot approve it"),
+            ("carol", "ci", "crm", true, true, "an approver of a service's request"),
+            ("bob", "alice", "gone", true, false, "the integration was removed"),
+            ("bob", "alice", "crm", false, false, "the workflow version is no longer loaded"),
+            ("alice", "alice", "gone", false, true, "the requester, even then"),
+            ("audrey", "alice", "gone", false, true, "an auditor, even then"),
+        ];
+        for (who, requester, integration, known, visible, why) in cases {
+            let run = run(requester, integration);
+            let definition = known.then_some(&def);
+            assert_eq!(may_view_request(viewer(&dir, who), &run, definition, &dir), visible, "{who}: {why}");
+        }
+    }
+
+    #[test]
+    fn a_grant_is_visible_to_its_holder_the_integration_owner_and_readers_of_all_but_only_some_may_revoke_it() {
+        let dir = directory();
+        // (viewer, holder, integration, may view, may revoke, why)
+        let cases = [
+            ("alice", "alice", "crm", true, true, "the holder"),
+            ("bob", "alice", "crm", true, true, "the integration's owner"),
+            ("admin", "alice", "crm", true, true, "an admin"),
+            ("audrey", "alice", "crm", true, false, "an auditor reads but does not revoke"),
+            ("carol", "alice", "crm", false, false, "an approver of the request that created it"),
+            ("erin", "alice", "crm", false, false, "no part in it"),
+            ("alice", "ci", "crm", false, false, "the person behind the holding service"),
+            ("bob", "alice", "gone", false, false, "the owner of an integration since removed"),
+            ("alice", "alice", "gone", true, true, "the holder, even then"),
+        ];
+        for (who, holder, integration, view, revoke, why) in cases {
+            let grant = grant(holder, integration);
+            let v = viewer(&dir, who);
+            assert_eq!(may_view_grant(v, &grant, &dir), view, "view, {who}: {why}");
+            assert_eq!(may_revoke_grant(v, &grant, &dir), revoke, "revoke, {who}: {why}");
+        }
+    }
+
+    #[test]
+    fn the_audit_log_and_every_task_are_for_admins_and_auditors() {
+        let dir = directory();
+        for (who, allowed) in [("admin", true), ("audrey", true), ("bob", false), ("erin", false), ("nobody", false)] {
+            let v = viewer(&dir, who);
+            assert_eq!(may_read_audit(v), allowed, "{who}");
+            assert_eq!(may_view_all_tasks(v), allowed, "{who}");
+        }
+    }
+
+    #[test]
+    fn new_requests_are_checked_field_by_field_against_the_limits() {
+        let long = |n: usize| "é".repeat(n); // limits count characters, not bytes
+        let (j2000, j2001, padded) = (long(2000), long(2001), format!("x{}", " ".repeat(2000)));
+        let (i200, i201) = (long(200), long(201));
+        let one = vec!["write".to_owned()];
+        let (none, at_limit) = (Vec::new(), vec!["s".repeat(MAX_SCOPE_CHARS); MAX_SCOPES]);
+        let (too_many, too_long) = (vec!["s".to_owned(); MAX_SCOPES + 1], vec!["s".repeat(MAX_SCOPE_CHARS + 1)]);
+        let ok = RequestFields {
+            kind: Some("grant"),
+            integration: "crm",
+            scopes: &one,
+            duration: Some("2h"),
+            justification: "why",
+        };
+        let invalid = |field| Some(("validation_failed", field));
+        let cases = [
+            ("valid", ok, None),
+            ("kind defaults to grant", RequestFields { kind: None, ..ok }, None),
+            ("no duration: the workflow's default", RequestFields { duration: None, ..ok }, None),
+            ("no scopes: the engine decides", RequestFields { scopes: &none, ..ok }, None),
+            ("no justification: the workflow decides", RequestFields { justification: "", ..ok }, None),
+            ("unknown kind", RequestFields { kind: Some("steal"), ..ok }, invalid(Field::Kind)),
+            (
+                "unparsable duration",
+                RequestFields { duration: Some("5 parsecs"), ..ok },
+                Some(("invalid_duration", Field::Duration)),
+            ),
+            (
+                "zero duration",
+                RequestFields { duration: Some("0s"), ..ok },
+                Some(("invalid_duration", Field::Duration)),
+            ),
+            ("justification at the limit", RequestFields { justification: &j2000, ..ok }, None),
+            (
+                "justification over the limit",
+                RequestFields { justification: &j2001, ..ok },
+                invalid(Field::Justification),
+            ),
+            (
+                "justification measured as sent",
+                RequestFields { justification: &padded, ..ok },
+                invalid(Field::Justification),
+            ),
+            ("no integration", RequestFields { integration: "", ..ok }, invalid(Field::Integration)),
+            ("integration at the limit", RequestFields { integration: &i200, ..ok }, None),
+            ("integration over the limit", RequestFields { integration: &i201, ..ok }, invalid(Field::Integration)),
+            ("scopes at both limits", RequestFields { scopes: &at_limit, ..ok }, None),
+            ("too many scopes", RequestFields { scopes: &too_many, ..ok }, invalid(Field::Scopes)),
+            ("scope name over the limit", RequestFields { scopes: &too_long, ..ok }, invalid(Field::Scopes)),
+            (
+                "the first problem wins",
+                RequestFields { kind: Some("steal"), justification: &j2001, ..ok },
+                invalid(Field::Kind),
+            ),
+        ];
+        for (case, fields, expected) in cases {
+            match (check_new_request(&fields), expected) {
+                (Ok(_), None) => {}
+                (Err(e), Some((code, field))) => {
+                    assert_eq!((e.code(), e.field()), (code, field), "{case}: {e}");
+                    assert!(e.to_string().starts_with(field.as_str()), "{case}: the message names the field: {e}");
+                }
+                (got, want) => panic!("{case}: got {got:?}, want {want:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn a_checked_request_carries_its_parsed_kind_and_duration() {
+        let scopes = vec!["write".to_owned()];
+        let fields = RequestFields {
+            kind: Some("renew"),
+            integration: "crm",
+            scopes: &scopes,
+            duration: Some("90m"),
+            justification: "longer",
+        };
+        let checked = check_new_request(&fields).expect("valid");
+        assert_eq!(checked.kind, WorkflowKind::Renew);
+        assert_eq!(checked.duration.map(Duration::as_secs), Some(5400));
+        let err = check_new_request(&RequestFields { justification: &"x".repeat(2001), ..fields }).unwrap_err();
+        assert_eq!(err.to_string(), "justification: at most 2000 characters");
+    }
+
+    #[test]
+    fn comments_are_limited_in_characters() {
+        for (comment, ok) in [
+            (String::new(), true),
+            ("not this quarter".to_owned(), true),
+            ("é".repeat(MAX_COMMENT_CHARS), true),
+            ("x".repeat(MAX_COMMENT_CHARS + 1), false),
+        ] {
+            let got = check_comment(&comment);
+            assert_eq!(got.is_ok(), ok, "{} characters", comment.chars().count());
+            if let Err(e) = got {
+                assert_eq!((e.code(), e.field()), ("validation_failed", Field::Comment));
+                assert_eq!(e.to_string(), "comment: at most 2000 characters");
+            }
+        }
+    }
+}
