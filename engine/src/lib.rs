@@ -20,13 +20,14 @@
 
 pub mod audit;
 pub mod clock;
-pub mod config_sync;
 pub mod connector;
+pub mod context;
+pub mod delivery;
 pub mod directory;
 pub mod effect;
+pub mod feature;
 pub mod http;
 pub mod ids;
-pub mod links;
 pub mod notify;
 pub mod run;
 pub mod runtime;
@@ -35,5 +36,7 @@ pub mod slack;
 pub mod store;
 pub mod transition;
 
-pub use runtime::{Created, Engine, EngineSettings, Shared};
+pub use context::Shared;
+pub use feature::{config_sync, links};
+pub use runtime::{Created, Engine, EngineSettings};
 pub use store::writer::JobError;
