@@ -7,8 +7,8 @@ use std::path::{Path, PathBuf};
 use figment::Figment;
 use figment::providers::{Env, Format, Serialized, Toml};
 use serde::Deserialize;
-use tollgate_engine::connector::webhook::WebhookSettings;
 use tollgate_engine::directory::{Directory, Group, Integration, Principal};
+use tollgate_engine::outbound::webhook::WebhookSettings;
 
 /// The whole configuration.
 #[derive(Debug, Clone, Deserialize)]

@@ -32,13 +32,14 @@
 //! ```
 //!
 //! - **core** — [`ids`], [`clock`], [`run`], [`directory`], [`audit`], [`action`], [`message`],
-//!   [`effect`], [`transition`], [`policy`]: values and pure rules, no database or network, time
-//!   only through [`clock::Clock`]. Effects carry plain values ([`action::ConnectorAction`],
-//!   [`message::Notification`]), so nothing here knows an adapter.
-//! - **store** — [`store`]: entities, reads, and the writer that commits a transition's state,
-//!   audit records and effects together.
-//! - **features** — [`links`] (email approval links), [`config_sync`] (the directory mirrored
-//!   into the database): built on the store, offered by the engine.
+//!   [`effect`], [`transition`], [`policy`], [`delivery`], [`context`]: values and pure rules, no
+//!   database or network, time only through [`clock::Clock`]. Effects carry plain values
+//!   ([`action::ConnectorAction`], [`message::Notification`]), so nothing here knows an adapter.
+//! - **store** — [`store`]: entities, reads, and the writer: a generic executor that commits
+//!   batches of jobs, each job's state, audit records and effects together.
+//! - **features** — [`feature`]: each part of the state (runs, outbox, timers, approval
+//!   [`links`], tasks, tokens, [`config_sync`], Slack messages, audit events) defines the writer
+//!   jobs that change it.
 //! - **runtime** — [`runtime`]: the [`Engine`] façade; starts the writer, the timer service and
 //!   the outbox dispatcher, which performs effects through the adapters.
 //! - **adapters** — [`connector`], [`notify`], [`slack`], sharing [`outbound`] (retryable or
@@ -51,6 +52,8 @@
 pub mod action;
 pub mod audit;
 pub mod clock;
+pub mod context;
+pub mod delivery;
 pub mod directory;
 pub mod effect;
 pub mod ids;
@@ -62,9 +65,8 @@ pub mod transition;
 // Store: entities, reads, the single writer.
 pub mod store;
 
-// Features built on the store.
-pub mod config_sync;
-pub mod links;
+// Features: the writer jobs of each part of the state, built on the store.
+pub mod feature;
 
 // Runtime: the engine façade.
 pub mod runtime;
@@ -77,5 +79,7 @@ pub mod outbound;
 pub mod signing;
 pub mod slack;
 
-pub use runtime::{Created, Engine, EngineSettings, Shared};
+pub use context::Shared;
+pub use feature::{config_sync, links};
+pub use runtime::{Created, Engine, EngineSettings};
 pub use store::writer::JobError;

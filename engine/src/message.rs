@@ -109,3 +109,20 @@ pub struct SlackMessageRef {
     /// The principal it was sent to, or empty for a shared channel.
     pub recipient: String,
 }
+
+/// A freshly issued link token. `Debug` never shows the token.
+#[derive(Clone)]
+pub struct IssuedLink {
+    /// The link's id (recorded in the audit log; not secret).
+    pub id: Uuid,
+    /// The token: goes into the email and nowhere else.
+    pub token: String,
+    /// When the link stops working (the approval's deadline).
+    pub expires_at: DateTime<Utc>,
+}
+
+impl std::fmt::Debug for IssuedLink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("IssuedLink").field("id", &self.id).field("expires_at", &self.expires_at).finish_non_exhaustive()
+    }
+}

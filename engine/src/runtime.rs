@@ -11,60 +11,32 @@ use rand::Rng;
 use sha2::{Digest, Sha256};
 use tokio::sync::{Semaphore, mpsc, watch};
 use tokio::task::JoinHandle;
-use tollgate_workflows::{Catalog, IntegrationFacts, Operation, RetryPolicy, WorkflowDefinition};
+use tollgate_workflows::Operation;
 
 use crate::audit::AuditEvent;
-use crate::clock::Clock;
-use crate::connector::{ActionOutcome, Connector, ConnectorError};
-use crate::directory::{Directory, Integration};
+use crate::connector::{ActionOutcome, Connector};
+use crate::context::Shared;
+use crate::delivery::{AfterFailure, after_failure, fallback_channel};
+use crate::directory::Directory;
 use crate::effect::OutboxPayload;
+use crate::feature::audit_events::AppendAudit;
+use crate::feature::config_sync::ApplySync;
+use crate::feature::outbox::{ActionResult, AttemptFailed, ClaimOutbox, NotificationResult};
+use crate::feature::runs::{
+    ApplyCommand, CreateOutput, CreateRequest, IdempotencyClaim, RecoverExpiry, Renderer, RevokeGrant,
+};
+use crate::feature::slack_messages::RecordSlackMessage;
+use crate::feature::tasks::{OpenTask, ResolveTask};
+use crate::feature::timers::FireTimer;
+use crate::feature::tokens::CreateToken;
 use crate::ids::{GrantId, RunId, TaskId};
 use crate::notify::NotificationChannel;
-use crate::run::{Decision, Run};
+use crate::outbound::ConnectorError;
+use crate::run::Decision;
 use crate::store::query;
-use crate::store::writer::{
-    self, IdempotencyClaim, Job, JobError, JobOutput, OutboxWork, Renderer, Sinks, WriterHandle,
-};
+use crate::store::writer::{self, JobError, OutboxWork, Sinks, WriterHandle};
 use crate::store::{Db, StoreError};
 use crate::transition::{Cast, Command, NewRequest};
-
-/// State every component reads and nobody mutates while running.
-#[derive(Debug)]
-pub struct Shared {
-    /// Workflow definitions, every version ever loaded.
-    pub catalog: Catalog,
-    /// Principals, groups, integrations.
-    pub directory: Directory,
-    /// Time.
-    pub clock: Arc<dyn Clock>,
-    /// This replica's name, owner of the outbox leases it creates.
-    pub node_id: String,
-    /// How long an outbox lease lasts before another replica may take the item over.
-    pub lease: chrono::Duration,
-    /// Names of the notification channels every notification is fanned out to.
-    pub channels: Vec<String>,
-    /// Warn a grant's holder this long before it expires (none: no warning).
-    pub expiry_warning: Option<chrono::Duration>,
-}
-
-impl Shared {
-    /// The pinned definition of `run`.
-    pub(crate) fn definition(&self, run: &Run) -> Result<Arc<WorkflowDefinition>, JobError> {
-        self.catalog.get(&run.workflow_key, run.workflow_version).ok_or(JobError::NotFound("workflow version"))
-    }
-
-    /// The workflow and integration governing a new request.
-    pub(crate) fn resolve_for_request(
-        &self,
-        req: &NewRequest,
-    ) -> Result<(Arc<WorkflowDefinition>, &Integration), JobError> {
-        let integration = self.directory.integrations.get(&req.integration).ok_or(JobError::NotFound("integration"))?;
-        let facts =
-            IntegrationFacts { name: &integration.name, app: &integration.app, environment: &integration.environment };
-        let def = self.catalog.select(req.kind, &facts).ok_or(JobError::NotFound("workflow"))?;
-        Ok((def, integration))
-    }
-}
 
 /// Runtime settings.
 #[derive(Debug, Clone)]
@@ -234,10 +206,9 @@ impl Engine {
     ) -> Result<Created, JobError> {
         let idempotency =
             idempotency.map(|(principal, key, request_hash)| IdempotencyClaim { principal, key, request_hash });
-        match self.writer.submit(Job::Create { request, is_admin, idempotency, render }).await? {
-            JobOutput::Created { run_id, body } => Ok(Created::New { id: run_id, body }),
-            JobOutput::Replayed { body } => Ok(Created::Replayed { body }),
-            other => Err(unexpected(&other)),
+        match self.writer.submit(CreateRequest { request, is_admin, idempotency, render }).await? {
+            CreateOutput::Created { run_id, body } => Ok(Created::New { id: run_id, body }),
+            CreateOutput::Replayed { body } => Ok(Created::Replayed { body }),
         }
     }
 
@@ -274,10 +245,7 @@ impl Engine {
     }
 
     async fn apply(&self, run_id: RunId, command: Command) -> Result<(), JobError> {
-        match self.writer.submit(Job::Apply { run_id, command }).await? {
-            JobOutput::Applied => Ok(()),
-            other => Err(unexpected(&other)),
-        }
+        self.writer.submit(ApplyCommand { run_id, command }).await
     }
 
     /// Revokes an active grant now (its run moves on to its revoke step).
@@ -285,10 +253,7 @@ impl Engine {
     /// # Errors
     /// [`JobError`] when the grant is unknown or not active.
     pub async fn revoke_grant(&self, grant_id: GrantId, actor: &str, channel: &str) -> Result<(), JobError> {
-        self.writer
-            .submit(Job::RevokeGrant { grant_id, actor: actor.to_owned(), channel: channel.to_owned() })
-            .await
-            .map(|_| ())
+        self.writer.submit(RevokeGrant { grant_id, actor: actor.to_owned(), channel: channel.to_owned() }).await
     }
 
     /// Confirms (or reports failure of) a manual task.
@@ -303,11 +268,7 @@ impl Engine {
         done: bool,
         comment: Option<String>,
     ) -> Result<RunId, JobError> {
-        match self.writer.submit(Job::ResolveTask { task_id, actor: actor.to_owned(), is_admin, done, comment }).await?
-        {
-            JobOutput::TaskResolved(id) => Ok(id),
-            other => Err(unexpected(&other)),
-        }
+        self.writer.submit(ResolveTask { task_id, actor: actor.to_owned(), is_admin, done, comment }).await
     }
 
     /// Creates an API token for `principal`; returns `(token id, token)`. Only the hash is stored.
@@ -338,17 +299,14 @@ impl Engine {
         actor: &str,
         channel: &str,
     ) -> Result<uuid::Uuid, JobError> {
-        let job = Job::CreateToken {
+        let job = CreateToken {
             principal: principal.to_owned(),
             name: name.to_owned(),
             token_hash: hash_token(token),
             actor: actor.to_owned(),
             channel: channel.to_owned(),
         };
-        match self.writer.submit(job).await? {
-            JobOutput::TokenCreated(id) => Ok(id),
-            other => Err(unexpected(&other)),
-        }
+        self.writer.submit(job).await
     }
 
     /// Appends audit events that accompany no state change (configuration changes, …).
@@ -359,7 +317,7 @@ impl Engine {
         if events.is_empty() {
             return Ok(());
         }
-        self.writer.submit(Job::Audit(events)).await.map(|_| ())
+        self.writer.submit(AppendAudit(events)).await
     }
 
     /// Stores newly seen workflow versions and directory changes, with their audit events.
@@ -370,7 +328,7 @@ impl Engine {
         if plan.events.is_empty() && plan.workflows.is_empty() && plan.directory.is_empty() {
             return Ok(());
         }
-        self.writer.submit(Job::Sync(plan)).await.map(|_| ())
+        self.writer.submit(ApplySync(plan)).await
     }
 
     /// Stops background tasks (in-flight calls are abandoned and resumed at next start).
@@ -382,10 +340,6 @@ impl Engine {
             let _ = t.await;
         }
     }
-}
-
-pub(crate) fn unexpected(output: &JobOutput) -> JobError {
-    JobError::Store(StoreError::Corrupt { table: "writer", detail: format!("unexpected job output {output:?}") })
 }
 
 /// A new random API token: `tg_` + 256 bits, URL-safe.
@@ -401,19 +355,7 @@ pub fn hash_token(token: &str) -> String {
     hex::encode(Sha256::digest(token.as_bytes()))
 }
 
-/// Exponential backoff with equal jitter: half the step fixed, half random, capped.
-#[must_use]
-pub fn backoff(policy: &RetryPolicy, attempt: u32, retry_after: Option<Duration>) -> Duration {
-    let base = policy.backoff.as_std().as_secs_f64()
-        * 2f64.powi(i32::try_from(attempt.saturating_sub(1)).unwrap_or(30).min(30));
-    let capped = base.min(policy.max_backoff.as_std().as_secs_f64());
-    let jittered = capped / 2.0 + rand::rng().random_range(0.0..=capped / 2.0);
-    let d = Duration::from_secs_f64(jittered);
-    match retry_after {
-        Some(ra) => d.max(ra + Duration::from_millis(rand::rng().random_range(0..=250))),
-        None => d,
-    }
-}
+pub use crate::delivery::backoff;
 
 struct TimerService {
     db: Db,
@@ -476,7 +418,7 @@ impl TimerService {
             }
             let (writer, in_flight) = (self.writer.clone(), self.in_flight.clone());
             tokio::spawn(async move {
-                let job = Job::FireTimer { timer_id: t.id, run_id: t.run_id, kind: t.kind, step_index: t.step_index };
+                let job = FireTimer { timer_id: t.id, run_id: t.run_id, kind: t.kind, step_index: t.step_index };
                 if let Err(e) = writer.submit_internal(job).await {
                     tracing::warn!(run.id = %t.run_id, timer.kind = t.kind.as_str(), error = %e, "timer not applied");
                 }
@@ -524,15 +466,15 @@ impl ExpirySweep {
             }
         };
         for grant_id in overdue {
-            match self.writer.submit_internal(Job::RecoverExpiry { grant_id, grace: self.grace }).await {
-                Ok(JobOutput::Recovered(true)) => {
+            match self.writer.submit_internal(RecoverExpiry { grant_id, grace: self.grace }).await {
+                Ok(true) => {
                     let total = self.recovered.fetch_add(1, Ordering::Relaxed) + 1;
                     tracing::error!(
                         alert = true, grant.id = %grant_id, expiry_recoveries_total = total,
                         "expiry sweep recovered a grant whose expiry timer was lost"
                     );
                 }
-                Ok(_) => {}
+                Ok(false) => {}
                 Err(e) => tracing::warn!(grant.id = %grant_id, error = %e, "expiry sweep could not revoke a grant"),
             }
         }
@@ -596,8 +538,7 @@ impl Dispatcher {
                 continue;
             }
             if !ours {
-                let until = now + self.shared.lease;
-                match query::claim_outbox(&self.db.read, p.id, node, now, until).await {
+                match self.writer.submit_internal(ClaimOutbox { outbox_id: p.id }).await {
                     Ok(true) => {}
                     Ok(false) => continue,
                     Err(e) => {
@@ -643,31 +584,39 @@ impl Dispatcher {
                 self.call(&work, attempt).await
             };
             let now = self.shared.clock.now();
-            let job = match (&work.item.payload, result) {
+            let recorded = match (&work.item.payload, result) {
                 (OutboxPayload::Action { action }, Ok(Called::Action(ActionOutcome::Done { reference }))) => {
                     tracing::debug!(run.id = %work.run_id, operation = %action.operation, "connector call succeeded");
-                    Job::ActionResult {
+                    Recorded::Action(ActionResult {
                         outbox_id: work.id,
                         run_id: work.run_id,
                         completed_at: now,
                         result: Ok(reference),
                         keep_retrying_at: None,
                         attempts: attempt,
-                    }
+                    })
                 }
                 (
                     OutboxPayload::Action { .. },
                     Ok(Called::Action(ActionOutcome::AwaitingOperator { operator, instructions })),
-                ) => Job::OpenTask { outbox_id: work.id, run_id: work.run_id, operator, instructions },
+                ) => Recorded::Task(OpenTask { outbox_id: work.id, run_id: work.run_id, operator, instructions }),
                 (OutboxPayload::Action { .. }, Ok(Called::Notified)) => return, // a connector never answers "notified"
-                (OutboxPayload::Notify { notification, channel }, Ok(_)) => Job::NotificationResult {
-                    outbox_id: work.id,
-                    run_id: work.run_id,
-                    fallback: None,
-                    event: notification_event(work.run_id, channel.as_deref().unwrap_or("?"), notification, true, None),
-                    delivered: true,
-                    attempts: attempt,
-                },
+                (OutboxPayload::Notify { notification, channel }, Ok(_)) => {
+                    Recorded::Notification(NotificationResult {
+                        outbox_id: work.id,
+                        run_id: work.run_id,
+                        fallback: None,
+                        event: notification_event(
+                            work.run_id,
+                            channel.as_deref().unwrap_or("?"),
+                            notification,
+                            true,
+                            None,
+                        ),
+                        delivered: true,
+                        attempts: attempt,
+                    })
+                }
                 (payload, Err(err)) => {
                     let revoke = payload.operation() == Some(Operation::Revoke);
                     let (message, retry_after, permanent) = match &err {
@@ -675,15 +624,22 @@ impl Dispatcher {
                         ConnectorError::Permanent { message } => (message.clone(), None, true),
                     };
                     tracing::warn!(run.id = %work.run_id, attempt, kind = payload.kind(), error = %message, "side effect failed");
-                    let exhausted = permanent || attempt >= max;
-                    if !exhausted || (revoke && attempt > max) {
-                        let delay = if exhausted {
-                            self.settings.revoke_retry_interval
-                        } else {
-                            backoff(&retry, u32::try_from(attempt).unwrap_or(u32::MAX), retry_after)
-                        };
-                        let next = now + chrono::Duration::from_std(delay).unwrap_or_default();
-                        let job = Job::AttemptFailed {
+                    let slow = chrono::Duration::from_std(self.settings.revoke_retry_interval).unwrap_or_default();
+                    let delay = match after_failure(attempt, max, permanent, revoke) {
+                        AfterFailure::Backoff => Some(
+                            chrono::Duration::from_std(backoff(
+                                &retry,
+                                u32::try_from(attempt).unwrap_or(u32::MAX),
+                                retry_after,
+                            ))
+                            .unwrap_or_default(),
+                        ),
+                        AfterFailure::SlowRetry => Some(slow),
+                        AfterFailure::GiveUp { .. } => None,
+                    };
+                    if let Some(delay) = delay {
+                        let next = now + delay;
+                        let job = AttemptFailed {
                             outbox_id: work.id,
                             attempts: attempt,
                             next_attempt_at: next,
@@ -699,19 +655,16 @@ impl Dispatcher {
                     match payload {
                         OutboxPayload::Action { .. } => {
                             // A revocation is never abandoned: access may still be in place.
-                            let keep = revoke.then(|| {
-                                now + chrono::Duration::from_std(self.settings.revoke_retry_interval)
-                                    .unwrap_or_default()
-                            });
+                            let keep = revoke.then(|| now + slow);
                             let attempts = if revoke { max.max(attempt) } else { attempt };
-                            Job::ActionResult {
+                            Recorded::Action(ActionResult {
                                 outbox_id: work.id,
                                 run_id: work.run_id,
                                 completed_at: now,
                                 result: Err(message),
                                 keep_retrying_at: keep,
                                 attempts,
-                            }
+                            })
                         }
                         OutboxPayload::Notify { notification, channel } => {
                             tracing::error!(
@@ -719,7 +672,7 @@ impl Dispatcher {
                                 event = %notification.event, attempt, error = %message,
                                 "notification could not be delivered; giving up on this channel"
                             );
-                            Job::NotificationResult {
+                            Recorded::Notification(NotificationResult {
                                 outbox_id: work.id,
                                 run_id: work.run_id,
                                 fallback: self.fallback(&work, notification, channel.as_deref()),
@@ -732,27 +685,27 @@ impl Dispatcher {
                                 ),
                                 delivered: false,
                                 attempts: attempt,
-                            }
+                            })
                         }
                     }
                 }
             };
-            let keep_retrying = matches!(&job, Job::ActionResult { keep_retrying_at: Some(_), .. });
-            let next = match &job {
-                Job::ActionResult { keep_retrying_at: Some(t), attempts, .. } => Some((*t, *attempts)),
+            let next = match &recorded {
+                Recorded::Action(ActionResult { keep_retrying_at: Some(t), attempts, .. }) => Some((*t, *attempts)),
                 _ => None,
             };
-            if let Err(e) = self.writer.submit_internal(job).await {
+            let done = match recorded {
+                Recorded::Action(job) => self.writer.submit_internal(job).await,
+                Recorded::Task(job) => self.writer.submit_internal(job).await,
+                Recorded::Notification(job) => self.writer.submit_internal(job).await,
+            };
+            if let Err(e) = done {
                 tracing::warn!(run.id = %work.run_id, error = %e, "could not record side-effect result");
                 return;
             }
-            match (keep_retrying, next) {
-                (true, Some((t, attempts))) => {
-                    work.attempts = attempts;
-                    self.sleep_until(t).await;
-                }
-                _ => return,
-            }
+            let Some((t, attempts)) = next else { return };
+            work.attempts = attempts;
+            self.sleep_until(t).await;
         }
     }
 
@@ -761,24 +714,20 @@ impl Dispatcher {
     fn fallback(
         &self,
         work: &OutboxWork,
-        n: &crate::notify::Notification,
+        n: &crate::message::Notification,
         channel: Option<&str>,
     ) -> Option<Box<crate::effect::NewOutbox>> {
-        let email = "email";
-        let already = n.route.channels.is_empty() || n.route.channels.iter().any(|c| c == email);
-        if channel == Some(email) || already || !self.channels.contains_key(email) {
-            return None;
-        }
-        let key = format!("{}:fallback:{email}", work.item.idempotency_key);
+        let to = fallback_channel(channel, &n.route.channels, self.channels.contains_key("email"))?;
+        let key = format!("{}:fallback:{to}", work.item.idempotency_key);
         let mut notification = n.clone();
         notification.idempotency_key.clone_from(&key);
-        tracing::warn!(run.id = %work.run_id, event = %n.event, "falling back to email");
+        tracing::warn!(run.id = %work.run_id, event = %n.event, "falling back to {to}");
         Some(Box::new(crate::effect::NewOutbox {
             id: crate::ids::OutboxId::new(),
             idempotency_key: key,
             step_index: work.item.step_index,
             retry: work.item.retry,
-            payload: OutboxPayload::Notify { notification, channel: Some(email.to_owned()) },
+            payload: OutboxPayload::Notify { notification, channel: Some(to.to_owned()) },
         }))
     }
 
@@ -817,6 +766,13 @@ enum Called {
     Notified,
 }
 
+/// What a performed outbox item records, through the writer.
+enum Recorded {
+    Action(ActionResult),
+    Task(OpenTask),
+    Notification(NotificationResult),
+}
+
 /// The engine as seen by a channel delivering one outbox item.
 struct EngineDelivery<'a> {
     writer: &'a WriterHandle,
@@ -836,15 +792,15 @@ impl crate::notify::DeliveryContext for EngineDelivery<'_> {
         })
     }
 
-    async fn slack_messages(&self) -> Result<Vec<crate::notify::SlackMessageRef>, ConnectorError> {
+    async fn slack_messages(&self) -> Result<Vec<crate::message::SlackMessageRef>, ConnectorError> {
         query::slack_messages(&self.db.read, self.run_id).await.map_err(|e| ConnectorError::Retryable {
             message: format!("cannot read Slack messages: {e}"),
             retry_after: None,
         })
     }
 
-    async fn record_slack_message(&self, m: &crate::notify::SlackMessageRef) -> Result<(), ConnectorError> {
-        let job = Job::RecordSlackMessage {
+    async fn record_slack_message(&self, m: &crate::message::SlackMessageRef) -> Result<(), ConnectorError> {
+        let job = RecordSlackMessage {
             run_id: self.run_id,
             step_index: m.step_index,
             channel_id: m.channel_id.clone(),
@@ -861,7 +817,7 @@ impl crate::notify::DeliveryContext for EngineDelivery<'_> {
 fn notification_event(
     run_id: RunId,
     channel: &str,
-    n: &crate::notify::Notification,
+    n: &crate::message::Notification,
     delivered: bool,
     error: Option<&str>,
 ) -> AuditEvent {

@@ -6,13 +6,16 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use sea_orm::{ConnectionTrait, Database};
+use tollgate_engine::action::ConnectorAction;
 use tollgate_engine::audit::AuditEvent;
 use tollgate_engine::clock::{Clock, ManualClock, SystemClock};
 use tollgate_engine::connector::manual::ManualSettings;
-use tollgate_engine::connector::{ActionOutcome, Connector, ConnectorAction, ConnectorConfig, ConnectorError};
+use tollgate_engine::connector::{ActionOutcome, Connector, ConnectorConfig};
 use tollgate_engine::directory::{Directory, Group, Integration, Principal, PrincipalKind, ScopeDef};
 use tollgate_engine::ids::RunId;
-use tollgate_engine::notify::{Notification, NotificationChannel};
+use tollgate_engine::message::Notification;
+use tollgate_engine::notify::NotificationChannel;
+use tollgate_engine::outbound::ConnectorError;
 use tollgate_engine::run::{Decision, GrantStatus, RunStatus};
 use tollgate_engine::store::query::{self, RunView};
 use tollgate_engine::transition::NewRequest;

@@ -20,7 +20,7 @@ use serde_json::{Value, json};
 use tollgate_engine::Engine;
 use tollgate_engine::audit::AuditEvent;
 use tollgate_engine::ids::RunId;
-use tollgate_engine::notify::RequestSummary;
+use tollgate_engine::message::RequestSummary;
 use tollgate_engine::policy::{self, Field, InputError, RequestFields, Viewer};
 use tollgate_engine::run::{Decision, RunStatus};
 use tollgate_engine::slack::blocks::{self, ACTION_APPROVE, ACTION_DENY, CALLBACK_DENY, CALLBACK_REQUEST};

@@ -7,10 +7,8 @@
 pub mod manual;
 pub mod webhook;
 
-// Old paths, kept while callers move to `crate::action` and `crate::outbound`; once they are
-// gone this module imports these four names itself.
-pub use crate::action::{ConnectorAction, IntegrationRef};
-pub use crate::outbound::{ConfigError, ConnectorError};
+use crate::action::ConnectorAction;
+use crate::outbound::{ConfigError, ConnectorError};
 
 /// A successful call.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -13,10 +13,8 @@ use super::{ActionOutcome, Connector};
 use crate::action::ConnectorAction;
 use crate::clock::Clock;
 use crate::outbound::webhook::SignedEndpoint;
+use crate::outbound::webhook::WebhookSettings;
 use crate::outbound::{ConfigError, ConnectorError};
-
-// Old path of the settings, kept while callers move to `crate::outbound::webhook`.
-pub use crate::outbound::webhook::WebhookSettings;
 
 /// Most bytes of a 2xx response body that are read to look for `reference`.
 pub const MAX_RESPONSE_BYTES: usize = 64 * 1024;

@@ -7,11 +7,8 @@
 pub mod email;
 pub mod webhook;
 
-use crate::links::IssuedLink;
+use crate::message::{IssuedLink, Notification, SlackMessageRef};
 use crate::outbound::ConnectorError;
-
-// Old paths of the notification values, kept while callers move to `crate::message`.
-pub use crate::message::{Notification, RecipientInfo, RequestSummary, Route, SlackMessageRef};
 
 /// A delivery channel.
 #[async_trait::async_trait]

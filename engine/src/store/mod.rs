@@ -3,6 +3,7 @@
 
 pub mod entity;
 pub mod query;
+pub(crate) mod tx;
 pub mod writer;
 
 use std::time::Duration;
@@ -59,8 +60,9 @@ impl StoreError {
 pub struct Db {
     /// Connection pool for reads (and for migrations).
     pub read: DatabaseConnection,
-    /// The writer's connection (a single connection on SQLite).
-    pub write: DatabaseConnection,
+    /// The writer's connection (a single connection on SQLite). Only the writer writes: it is
+    /// not reachable from outside the store.
+    pub(crate) write: DatabaseConnection,
 }
 
 impl Db {

@@ -1,7 +1,6 @@
 //! Reads: requests, grants, tasks, tokens, the audit log, and the engine's own scans.
 
 use chrono::{DateTime, Utc};
-use sea_orm::sea_query::Expr;
 use sea_orm::{ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect};
 
 use super::entity::{api_token, audit_log, decision, grant, outbox, run, task, timer};
@@ -337,31 +336,6 @@ pub(crate) async fn pending_outbox<C: ConnectionTrait>(
         .collect()
 }
 
-/// Takes (or renews) the lease of a still-pending outbox item that is ours or whose lease
-/// expired (another replica died). True if taken.
-pub(crate) async fn claim_outbox<C: ConnectionTrait>(
-    c: &C,
-    id: OutboxId,
-    node: &str,
-    now: DateTime<Utc>,
-    until: DateTime<Utc>,
-) -> Result<bool, StoreError> {
-    let res = outbox::Entity::update_many()
-        .col_expr(outbox::Column::LeaseOwner, Expr::value(node))
-        .col_expr(outbox::Column::LeaseUntil, Expr::value(until))
-        .filter(outbox::Column::Id.eq(id.0))
-        .filter(outbox::Column::Status.eq("pending"))
-        .filter(
-            sea_orm::Condition::any()
-                .add(outbox::Column::LeaseOwner.eq(node))
-                .add(outbox::Column::LeaseUntil.lt(now))
-                .add(outbox::Column::LeaseUntil.is_null()),
-        )
-        .exec(c)
-        .await?;
-    Ok(res.rows_affected == 1)
-}
-
 /// Grants still active whose expiry is before `before`, oldest expiry first.
 pub(crate) async fn overdue_grants<C: ConnectionTrait>(
     c: &C,
@@ -435,7 +409,7 @@ pub(crate) async fn due_timers<C: ConnectionTrait>(
 pub async fn slack_messages<C: ConnectionTrait>(
     c: &C,
     run: RunId,
-) -> Result<Vec<crate::notify::SlackMessageRef>, StoreError> {
+) -> Result<Vec<crate::message::SlackMessageRef>, StoreError> {
     use super::entity::slack_message;
     let rows = slack_message::Entity::find()
         .filter(slack_message::Column::RunId.eq(run.0))
@@ -444,7 +418,7 @@ pub async fn slack_messages<C: ConnectionTrait>(
         .await?;
     Ok(rows
         .into_iter()
-        .map(|m| crate::notify::SlackMessageRef {
+        .map(|m| crate::message::SlackMessageRef {
             step_index: u32::try_from(m.step_index).unwrap_or_default(),
             channel_id: m.channel_id,
             ts: m.ts,

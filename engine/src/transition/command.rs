@@ -9,7 +9,7 @@ use super::advance::{
 use super::{Context, Outcome, TransitionError};
 use crate::effect::{Effect, TimerKind};
 use crate::ids::OutboxId;
-use crate::notify::Route;
+use crate::message::Route;
 use crate::run::{Decision, GrantStatus, RunState, RunStatus, StepState, Vote};
 
 /// A decision as cast by an approver, through any channel.

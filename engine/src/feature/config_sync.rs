@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 
-use sea_orm::{ConnectionTrait, EntityTrait};
+use sea_orm::{ActiveModelTrait, ConnectionTrait, EntityTrait, IntoActiveModel};
 use sha2::{Digest, Sha256};
 use tollgate_workflows::{Catalog, WorkflowDefinition, parse_definition};
 
@@ -12,6 +12,8 @@ use crate::audit::AuditEvent;
 use crate::directory::Directory;
 use crate::store::StoreError;
 use crate::store::entity::{directory_entry, workflow_definition};
+use crate::store::tx::Tx;
+use crate::store::writer::{Job, Refusal};
 
 /// A workflow definition read from a file (or the bundled set).
 #[derive(Debug, Clone)]
@@ -63,6 +65,51 @@ pub struct SyncPlan {
     pub directory: Vec<DirectoryRow>,
     /// Audit events for all of the above.
     pub events: Vec<AuditEvent>,
+}
+
+/// Stores a plan: new workflow versions, directory changes, and their audit events.
+pub(crate) struct ApplySync(pub(crate) SyncPlan);
+
+#[async_trait::async_trait]
+impl Job for ApplySync {
+    type Output = ();
+
+    async fn run(&self, tx: &mut Tx<'_>) -> Result<(), Refusal> {
+        let (plan, now) = (&self.0, tx.now());
+        for w in &plan.workflows {
+            workflow_definition::Entity::insert(
+                workflow_definition::Model {
+                    key: w.key.clone(),
+                    version: i32::try_from(w.version).unwrap_or(i32::MAX),
+                    kind: w.kind.clone(),
+                    source: w.source.clone(),
+                    sha256: w.sha256.clone(),
+                    loaded_at: now,
+                }
+                .into_active_model(),
+            )
+            .exec_without_returning(tx.write())
+            .await?;
+        }
+        for d in &plan.directory {
+            let model = directory_entry::Model {
+                kind: d.kind.to_owned(),
+                name: d.name.clone(),
+                document: d.document.clone(),
+                active: d.active,
+                updated_at: now,
+            };
+            if d.exists {
+                directory_entry::Entity::update(model.into_active_model().reset_all()).exec(tx.write()).await?;
+            } else {
+                directory_entry::Entity::insert(model.into_active_model()).exec_without_returning(tx.write()).await?;
+            }
+        }
+        for event in &plan.events {
+            tx.audit(event.clone());
+        }
+        Ok(())
+    }
 }
 
 /// A configuration that cannot be loaded.

@@ -1,0 +1,66 @@
+//! What every part of the engine reads and nobody changes while it runs: the workflow catalog,
+//! the directory, the clock and this replica's identity. Owned by the runtime, lent to the store
+//! and the features; it holds no connection and performs no I/O.
+
+use std::sync::Arc;
+
+use tollgate_workflows::{Catalog, IntegrationFacts, WorkflowDefinition};
+
+use crate::clock::Clock;
+use crate::directory::{Directory, Integration};
+use crate::run::Run;
+use crate::transition::NewRequest;
+
+/// State every component reads and nobody mutates while running.
+#[derive(Debug)]
+pub struct Shared {
+    /// Workflow definitions, every version ever loaded.
+    pub catalog: Catalog,
+    /// Principals, groups, integrations.
+    pub directory: Directory,
+    /// Time.
+    pub clock: Arc<dyn Clock>,
+    /// This replica's name, owner of the outbox leases it creates.
+    pub node_id: String,
+    /// How long an outbox lease lasts before another replica may take the item over.
+    pub lease: chrono::Duration,
+    /// Names of the notification channels every notification is fanned out to.
+    pub channels: Vec<String>,
+    /// Warn a grant's holder this long before it expires (none: no warning).
+    pub expiry_warning: Option<chrono::Duration>,
+}
+
+/// Something a request or run names that the configuration does not have.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("{0} not found")]
+pub struct Missing(pub &'static str);
+
+impl Shared {
+    /// The pinned definition of `run`.
+    ///
+    /// # Errors
+    /// [`Missing`] when that workflow version was never loaded.
+    pub fn definition(&self, run: &Run) -> Result<Arc<WorkflowDefinition>, Missing> {
+        self.catalog.get(&run.workflow_key, run.workflow_version).ok_or(Missing("workflow version"))
+    }
+
+    /// The run's integration, as the directory has it now.
+    ///
+    /// # Errors
+    /// [`Missing`] when the integration was removed from the directory.
+    pub fn integration(&self, run: &Run) -> Result<&Integration, Missing> {
+        self.directory.integrations.get(&run.integration).ok_or(Missing("integration"))
+    }
+
+    /// The workflow and integration governing a new request.
+    ///
+    /// # Errors
+    /// [`Missing`] for an unknown integration or when no workflow matches it.
+    pub fn resolve_for_request(&self, req: &NewRequest) -> Result<(Arc<WorkflowDefinition>, &Integration), Missing> {
+        let integration = self.directory.integrations.get(&req.integration).ok_or(Missing("integration"))?;
+        let facts =
+            IntegrationFacts { name: &integration.name, app: &integration.app, environment: &integration.environment };
+        let def = self.catalog.select(req.kind, &facts).ok_or(Missing("workflow"))?;
+        Ok((def, integration))
+    }
+}
