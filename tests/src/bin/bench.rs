@@ -6,6 +6,11 @@
 //! expires after `--ttl` seconds → the revoke call reaches the receiver. The benchmark owns the
 //! whole set-up (config, workflow, database, server process, tokens, receiver) and tears it down,
 //! so it measures the shipped program, not a test double. All traffic stays on 127.0.0.1.
+//!
+//! With `--replicas R` (PostgreSQL only) it starts R servers on the same database, creates each
+//! request on one replica and decides it on the next (issue 17: expiry timers must survive a
+//! request being decided on another replica than the one that created it), and accounts for
+//! every lifecycle: completed, lost (granted, never revoked) or never granted.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::io::Write as _;
@@ -54,10 +59,16 @@ struct Args {
     /// Server database pool size (`[database] max_connections`).
     #[arg(long, default_value_t = 8)]
     max_connections: u32,
-    /// Server log level (`[log] level`); the log goes to server.log in the temporary directory.
+    /// Server processes on the same database (PostgreSQL only when more than 1). Lifecycle i is
+    /// created on replica i % R and decided on replica (i + 1) % R.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=8))]
+    replicas: u64,
+    /// Server log level (`[log] level`); the log goes to server.log in the temporary directory
+    /// (server-r0.log, server-r1.log, … with several replicas).
     #[arg(long, default_value = "info")]
     server_log_level: String,
-    /// Seconds to wait for outstanding revocations after the last decision, beyond the TTL.
+    /// Seconds to wait for outstanding revocations after the last decision, beyond the TTL. A
+    /// granted lifecycle whose revoke call has not arrived by then (plus 0.5 s) counts as lost.
     #[arg(long, default_value_t = 60)]
     drain_timeout: u64,
     /// Keep the temporary directory (config, workflow, SQLite database, server log) and print its
@@ -109,6 +120,15 @@ fn err(s: &str) {
 
 /// Sets up, runs, tears down; returns whether every check passed.
 async fn run(args: Args) -> anyhow::Result<bool> {
+    if args.replicas > 1 {
+        let url = args.database_url.as_deref().unwrap_or_default();
+        ensure!(
+            url.starts_with("postgres://") || url.starts_with("postgresql://"),
+            "--replicas {} needs PostgreSQL (--database-url postgres://…): replicas share one database, and SQLite \
+             (the default) serves a single process",
+            args.replicas
+        );
+    }
     let server_bin = match &args.server_bin {
         Some(p) => p.clone(),
         None => {
@@ -184,7 +204,7 @@ impl BenchDb {
     }
 }
 
-/// Everything after the database exists: receiver, server, tokens, load, report.
+/// Everything after the database exists: receiver, servers, tokens, load, report.
 async fn drive(
     args: &Args,
     server_bin: &Path,
@@ -206,43 +226,98 @@ async fn drive(
         let _ = axum::serve(rx_listener, app).await;
     });
 
-    let api_port = free_port()?;
-    let config = write_config(dir, args, api_port, rx_port, database_url, &connector_secret, &notify_secret)?;
-    let log_path = dir.join("server.log");
-    let mut server = Server::start(server_bin, &config, &log_path)?;
-    let base = format!("http://127.0.0.1:{api_port}");
+    let workflows = write_workflow(dir, args)?;
+    let count = usize::try_from(args.replicas)?;
+    let mut ports: Vec<u16> = Vec::with_capacity(count);
+    let mut replicas: Vec<Replica> = Vec::with_capacity(count);
+    for r in 0..count {
+        // One replica keeps the single-server names (node "bench", tollgate.toml, server.log).
+        let (node, suffix) =
+            if count == 1 { ("bench".to_owned(), String::new()) } else { (format!("r{r}"), format!("-r{r}")) };
+        let port = distinct_free_port(&ports)?;
+        ports.push(port);
+        let config = ConfigParams {
+            node: &node,
+            api_port: port,
+            rx_port,
+            database_url,
+            workflows: &workflows,
+            connector_secret: &connector_secret,
+            notify_secret: &notify_secret,
+        };
+        let config = write_config(dir, args, &config, &format!("tollgate{suffix}.toml"))?;
+        replicas.push(Replica {
+            base: format!("http://127.0.0.1:{port}"),
+            log: dir.join(format!("server{suffix}.log")),
+            node,
+            port,
+            config,
+        });
+    }
     let http = tollgate_engine::http::client(Duration::from_secs(60)).context("HTTP client")?;
 
+    let mut servers: Vec<Server> = Vec::with_capacity(count);
     let outcome = async {
-        server.wait_ready(&http, &base).await?;
-        let requester = create_token(server_bin, &config, "requester")?;
-        let approver = create_token(server_bin, &config, "approver")?;
+        // The first replica migrates the database; the others join it once it is ready.
+        servers.push(Server::start(server_bin, &replicas[0])?);
+        servers[0].wait_ready(&http).await?;
+        // The token table is shared: tokens created once are valid on every replica.
+        let requester = create_token(server_bin, &replicas[0].config, "requester")?;
+        let approver = create_token(server_bin, &replicas[0].config, "approver")?;
+        for replica in &replicas[1..] {
+            servers.push(Server::start(server_bin, replica)?);
+        }
+        for server in &mut servers[1..] {
+            server.wait_ready(&http).await?;
+        }
         err(&format!(
-            "driving {} lifecycles, concurrency {}, ttl {} s, backend {backend}",
+            "driving {} lifecycles, concurrency {}, ttl {} s, backend {backend}, replicas {count}",
             args.requests, args.concurrency, args.ttl
         ));
-        let load = Arc::new(Load { http: http.clone(), base: base.clone(), requester, approver, ttl: args.ttl });
+        let bases = replicas.iter().map(|r| r.base.clone()).collect();
+        let load = Arc::new(Load { http: http.clone(), bases, requester, approver, ttl: args.ttl });
         let report = drive_load(args, load, &receiver).await;
-        let usage = server.usage();
+        let usage = RunUsage {
+            replicas: servers.iter_mut().map(Server::usage).collect(),
+            bench_cpu_secs: cpu_secs("/proc/self/stat"),
+        };
         Ok::<_, anyhow::Error>((report, usage))
     }
     .await;
-    server.stop();
+    for server in &mut servers {
+        server.stop();
+    }
+    drop(servers);
     rx_task.abort();
+    let tails = || {
+        for r in &replicas {
+            err(&log_tail(&r.log, 30));
+        }
+    };
     let (report, usage) = match outcome {
         Ok(v) => v,
         Err(e) => {
-            err(&log_tail(&log_path, 30));
+            tails();
             return Err(e);
         }
     };
 
-    let summary = Summary::compute(args, backend, &report, &receiver, &usage);
+    let logs = LogCounts::scan(&replicas, &args.server_log_level);
+    let summary = Summary::compute(args, backend, &replicas, &report, &receiver, &RunObserved { usage, logs });
     summary.print();
     if !summary.passed {
-        err(&log_tail(&log_path, 30));
+        tails();
     }
     Ok(summary.passed)
+}
+
+/// One server process of the run: its node id, port, configuration and log.
+struct Replica {
+    node: String,
+    port: u16,
+    base: String,
+    config: PathBuf,
+    log: PathBuf,
 }
 
 /// A port that was free a moment ago (the server binds it itself).
@@ -251,21 +326,24 @@ fn free_port() -> anyhow::Result<u16> {
     Ok(l.local_addr()?.port())
 }
 
+/// A free port not among `taken` (the ports handed to the other replicas, already released).
+fn distinct_free_port(taken: &[u16]) -> anyhow::Result<u16> {
+    for _ in 0..20 {
+        let port = free_port()?;
+        if !taken.contains(&port) {
+            return Ok(port);
+        }
+    }
+    bail!("no free port distinct from {taken:?} after 20 attempts")
+}
+
 /// A TOML basic string (JSON string escapes are valid TOML).
 fn toml_str(s: &str) -> String {
     serde_json::to_string(s).unwrap_or_else(|_| "\"\"".to_owned())
 }
 
-/// Writes the workflow and the server configuration; returns the configuration's path.
-fn write_config(
-    dir: &Path,
-    args: &Args,
-    api_port: u16,
-    rx_port: u16,
-    database_url: &str,
-    connector_secret: &str,
-    notify_secret: &str,
-) -> anyhow::Result<PathBuf> {
+/// Writes the workflow (shared by every replica); returns the workflow directory.
+fn write_workflow(dir: &Path, args: &Args) -> anyhow::Result<PathBuf> {
     let workflows = dir.join("workflows");
     std::fs::create_dir_all(&workflows)?;
     let ttl = args.ttl;
@@ -309,11 +387,27 @@ steps:
 "
     );
     std::fs::write(workflows.join("bench-grant.yaml"), workflow)?;
+    Ok(workflows)
+}
 
+/// What differs between, or is generated for, one replica's configuration.
+struct ConfigParams<'a> {
+    node: &'a str,
+    api_port: u16,
+    rx_port: u16,
+    database_url: &'a str,
+    workflows: &'a Path,
+    connector_secret: &'a str,
+    notify_secret: &'a str,
+}
+
+/// Writes one replica's server configuration as `file_name` in `dir`; returns its path.
+fn write_config(dir: &Path, args: &Args, p: &ConfigParams<'_>, file_name: &str) -> anyhow::Result<PathBuf> {
+    let (api_port, rx_port) = (p.api_port, p.rx_port);
     let config = format!(
         r#"# Written by tollgate-bench.
 listen = "127.0.0.1:{api_port}"
-node_id = "bench"
+node_id = {node}
 
 [database]
 url = {db}
@@ -362,14 +456,15 @@ description = "Benchmark integration (local webhook receiver)"
 scopes = [{{ name = "{SCOPE}", risk = "medium" }}]
 connector = {{ type = "webhook", url = "http://127.0.0.1:{rx_port}/connector", secret = {connector}, timeout = "10s" }}
 "#,
-        db = toml_str(database_url),
+        node = toml_str(p.node),
+        db = toml_str(p.database_url),
         pool = args.max_connections,
-        wf = toml_str(&workflows.display().to_string()),
+        wf = toml_str(&p.workflows.display().to_string()),
         level = toml_str(&args.server_log_level),
-        notify = toml_str(notify_secret),
-        connector = toml_str(connector_secret),
+        notify = toml_str(p.notify_secret),
+        connector = toml_str(p.connector_secret),
     );
-    let path = dir.join("tollgate.toml");
+    let path = dir.join(file_name);
     std::fs::write(&path, config)?;
     Ok(path)
 }
@@ -404,50 +499,85 @@ fn create_token(server_bin: &Path, config: &Path, principal: &str) -> anyhow::Re
     Ok(token)
 }
 
-/// The server child process.
+/// A server child process.
 struct Server {
     child: Child,
+    node: String,
+    base: String,
 }
 
-/// CPU and memory use of the server, read from /proc just before it is stopped.
-#[derive(Debug, Default, Clone, Copy)]
+/// CPU and memory use of one server, read from /proc just before it is stopped.
+#[derive(Debug, Default, Clone)]
 struct Usage {
+    node: String,
     peak_rss_kib: Option<u64>,
     rss_kib: Option<u64>,
     cpu_secs: Option<f64>,
+    /// Set when the server had already exited (its exit status).
+    exited: Option<String>,
+}
+
+/// Resource use of the whole run: every replica, and the benchmark itself.
+struct RunUsage {
+    replicas: Vec<Usage>,
     bench_cpu_secs: Option<f64>,
 }
 
+impl RunUsage {
+    /// Summed over the replicas; `None` if any replica's figure is missing.
+    fn peak_rss_kib(&self) -> Option<u64> {
+        self.replicas.iter().map(|u| u.peak_rss_kib).sum()
+    }
+
+    fn rss_kib(&self) -> Option<u64> {
+        self.replicas.iter().map(|u| u.rss_kib).sum()
+    }
+
+    fn cpu_secs(&self) -> Option<f64> {
+        self.replicas.iter().map(|u| u.cpu_secs).sum::<Option<f64>>().map(round2)
+    }
+}
+
 impl Server {
-    fn start(bin: &Path, config: &Path, log: &Path) -> anyhow::Result<Self> {
-        let log_file = std::fs::File::create(log)?;
+    fn start(bin: &Path, replica: &Replica) -> anyhow::Result<Self> {
+        let log_file = std::fs::File::create(&replica.log)?;
         let child = hermetic(Command::new(bin).args(["serve", "--config"]))
-            .arg(config)
+            .arg(&replica.config)
             .stdin(Stdio::null())
             .stdout(log_file.try_clone()?)
             .stderr(log_file)
             .spawn()
             .with_context(|| format!("cannot start {}", bin.display()))?;
-        err(&format!("server started (pid {})", child.id()));
-        Ok(Self { child })
+        if replica.node == "bench" {
+            err(&format!("server started (pid {})", child.id()));
+        } else {
+            err(&format!("server {} started (pid {}, port {})", replica.node, child.id(), replica.port));
+        }
+        Ok(Self { child, node: replica.node.clone(), base: replica.base.clone() })
     }
 
-    async fn wait_ready(&mut self, http: &reqwest::Client, base: &str) -> anyhow::Result<()> {
+    async fn wait_ready(&mut self, http: &reqwest::Client) -> anyhow::Result<()> {
         let deadline = Instant::now() + STARTUP_WAIT;
+        let node = &self.node;
         loop {
             if let Some(status) = self.child.try_wait()? {
-                bail!("the server exited during start-up ({status})");
+                bail!("the server ({node}) exited during start-up ({status})");
             }
-            let ready = http.get(format!("{base}/readyz")).timeout(Duration::from_secs(2)).send().await;
+            let ready = http.get(format!("{}/readyz", self.base)).timeout(Duration::from_secs(2)).send().await;
             if ready.is_ok_and(|r| r.status().is_success()) {
                 return Ok(());
             }
-            ensure!(Instant::now() < deadline, "the server was not ready within {STARTUP_WAIT:?}");
+            ensure!(Instant::now() < deadline, "the server ({node}) was not ready within {STARTUP_WAIT:?}");
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
 
-    fn usage(&self) -> Usage {
+    fn usage(&mut self) -> Usage {
+        let exited = match self.child.try_wait() {
+            Ok(Some(status)) => Some(status.to_string()),
+            Ok(None) => None,
+            Err(e) => Some(format!("unknown ({e})")),
+        };
         let pid = self.child.id();
         let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
         let kib = |field: &str| {
@@ -457,10 +587,11 @@ impl Server {
                 .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
         };
         Usage {
+            node: self.node.clone(),
             peak_rss_kib: kib("VmHWM:"),
             rss_kib: kib("VmRSS:"),
             cpu_secs: cpu_secs(&format!("/proc/{pid}/stat")),
-            bench_cpu_secs: cpu_secs("/proc/self/stat"),
+            exited,
         }
     }
 
@@ -496,6 +627,43 @@ fn log_tail(path: &Path, lines: usize) -> String {
     let all: Vec<&str> = text.lines().collect();
     let tail = all[all.len().saturating_sub(lines)..].join("\n");
     format!("--- last {lines} lines of {} ---\n{tail}", path.display())
+}
+
+/// Database conflicts seen in the server logs, counted after the servers stopped.
+struct LogCounts {
+    /// Lines containing "deadlock detected" (PostgreSQL's text for SQLSTATE 40P01).
+    deadlocks: u64,
+    /// Lines containing "could not serialize" (SQLSTATE 40001).
+    serialization_failures: u64,
+    /// The writer's "batch aborted; replaying its jobs one by one" warnings (any database error).
+    batch_aborted: u64,
+    /// Whether the log level lets the writer's warnings (which carry the database error) through.
+    warnings_logged: bool,
+}
+
+impl LogCounts {
+    fn scan(replicas: &[Replica], level: &str) -> Self {
+        use std::io::BufRead as _;
+        let level = level.trim().to_ascii_lowercase();
+        let mut counts = Self {
+            deadlocks: 0,
+            serialization_failures: 0,
+            batch_aborted: 0,
+            warnings_logged: !matches!(level.as_str(), "error" | "off"),
+        };
+        for r in replicas {
+            let Ok(file) = std::fs::File::open(&r.log) else { continue };
+            // Bounded by the log's size.
+            for line in std::io::BufReader::new(file).split(b'\n') {
+                let Ok(line) = line else { break };
+                let line = String::from_utf8_lossy(&line).to_ascii_lowercase();
+                counts.deadlocks += u64::from(line.contains("deadlock detected"));
+                counts.serialization_failures += u64::from(line.contains("could not serialize"));
+                counts.batch_aborted += u64::from(line.contains("batch aborted"));
+            }
+        }
+        counts
+    }
 }
 
 // ------------------------------------------------------------------------------------------------
@@ -635,7 +803,8 @@ async fn notification(State(rx): State<Arc<Receiver>>, headers: HeaderMap, body:
 
 struct Load {
     http: reqwest::Client,
-    base: String,
+    /// Base URL of every replica, in node order.
+    bases: Vec<String>,
     requester: String,
     approver: String,
     ttl: u64,
@@ -644,8 +813,8 @@ struct Load {
 /// What the load phase observed (the receiver holds the rest).
 struct LoadReport {
     started: Instant,
-    /// Requests created (201) and approved (200), in creation order.
-    approved: Vec<Uuid>,
+    /// (lifecycle index, request id) of the requests created (201) and approved (200).
+    approved: Vec<(u64, Uuid)>,
     failures: Vec<String>,
     failure_count: u64,
     create_us: Histogram<u64>,
@@ -665,7 +834,7 @@ fn micros(d: Duration) -> u64 {
 
 #[derive(Default)]
 struct WorkerResult {
-    approved: Vec<Uuid>,
+    approved: Vec<(u64, Uuid)>,
     failures: Vec<String>,
     failure_count: u64,
     create_us: Vec<u64>,
@@ -686,7 +855,7 @@ async fn drive_load(args: &Args, load: Arc<Load>, rx: &Arc<Receiver>) -> LoadRep
                     break;
                 }
                 match lifecycle(&load, &rx, i, &mut result).await {
-                    Ok(id) => result.approved.push(id),
+                    Ok(id) => result.approved.push((i, id)),
                     Err(e) => {
                         result.failure_count += 1;
                         if result.failures.len() < 5 {
@@ -727,6 +896,7 @@ async fn drive_load(args: &Args, load: Arc<Load>, rx: &Arc<Receiver>) -> LoadRep
             let _ = report.decide_us.record(v);
         }
     }
+    report.approved.sort_unstable();
     report.load_secs = started.elapsed().as_secs_f64();
     err(&format!("{} requests approved in {:.2} s; waiting for revocations", report.approved.len(), report.load_secs));
 
@@ -749,8 +919,17 @@ async fn drive_load(args: &Args, load: Arc<Load>, rx: &Arc<Receiver>) -> LoadRep
     report
 }
 
+/// The replicas lifecycle `i` is created on and decided on (the same one with a single replica).
+fn route(i: u64, replicas: u64) -> (u64, u64) {
+    (i % replicas, (i + 1) % replicas)
+}
+
 /// One lifecycle up to the decision; the receiver sees the rest.
 async fn lifecycle(load: &Load, rx: &Receiver, i: u64, result: &mut WorkerResult) -> anyhow::Result<Uuid> {
+    let replicas = load.bases.len() as u64;
+    let (create_on, decide_on) = route(i, replicas);
+    let (create_base, decide_base) =
+        (&load.bases[usize::try_from(create_on)?], &load.bases[usize::try_from(decide_on)?]);
     let body = serde_json::json!({
         "integration": INTEGRATION,
         "scopes": [SCOPE],
@@ -760,7 +939,7 @@ async fn lifecycle(load: &Load, rx: &Receiver, i: u64, result: &mut WorkerResult
     let created_sent = Instant::now();
     let resp = load
         .http
-        .post(format!("{}/v1/requests", load.base))
+        .post(format!("{create_base}/v1/requests"))
         .bearer_auth(&load.requester)
         .json(&body)
         .send()
@@ -787,7 +966,7 @@ async fn lifecycle(load: &Load, rx: &Receiver, i: u64, result: &mut WorkerResult
     rx.with_run(id, |l| l.decision_sent = Some(decision_sent));
     let resp = load
         .http
-        .post(format!("{}/v1/requests/{id}/decisions", load.base))
+        .post(format!("{decide_base}/v1/requests/{id}/decisions"))
         .bearer_auth(&load.approver)
         .json(&serde_json::json!({ "decision": "approve" }))
         .send()
@@ -806,6 +985,12 @@ fn truncate(s: &str) -> String {
 
 // ------------------------------------------------------------------------------------------------
 // Results.
+
+/// What was observed besides the load and the receiver: resource use and the server logs.
+struct RunObserved {
+    usage: RunUsage,
+    logs: LogCounts,
+}
 
 struct Summary {
     json: serde_json::Value,
@@ -841,9 +1026,17 @@ fn json_q(q: &[(&str, f64)]) -> serde_json::Value {
 }
 
 impl Summary {
-    fn compute(args: &Args, backend: &str, load: &LoadReport, rx: &Receiver, usage: &Usage) -> Self {
+    fn compute(
+        args: &Args,
+        backend: &str,
+        replicas: &[Replica],
+        load: &LoadReport,
+        rx: &Receiver,
+        observed: &RunObserved,
+    ) -> Self {
+        let (usage, logs) = (&observed.usage, &observed.logs);
         let runs = rx.runs.lock().unwrap_or_else(PoisonError::into_inner);
-        let approved: HashSet<Uuid> = load.approved.iter().copied().collect();
+        let approved: HashMap<Uuid, u64> = load.approved.iter().map(|(i, id)| (*id, *i)).collect();
         let ttl_us = i64::try_from(args.ttl).unwrap_or(0) * 1_000_000;
 
         let mut decision_to_grant = histogram();
@@ -854,13 +1047,16 @@ impl Summary {
         let (mut grant_redeliveries, mut revoke_redeliveries) = (0u64, 0u64);
         let (mut last_grant, mut last_revoke) = (None::<Instant>, None::<Instant>);
         let mut unexpected_runs = 0u64;
+        // Granted, never revoked: (lifecycle index, request id).
+        let mut lost: Vec<(u64, Uuid)> = Vec::new();
+        let mut completed = 0u64;
         for (id, l) in runs.iter() {
-            if !approved.contains(id) {
+            let Some(&index) = approved.get(id) else {
                 if !l.grants.is_empty() || !l.revokes.is_empty() {
                     unexpected_runs += 1;
                 }
                 continue;
-            }
+            };
             let grant_keys: HashSet<&str> = l.grants.iter().map(|(_, k)| k.as_str()).collect();
             let revoke_keys: HashSet<&str> = l.revokes.iter().map(|(_, k)| k.as_str()).collect();
             grant_redeliveries += (l.grants.len() - grant_keys.len()) as u64;
@@ -870,6 +1066,11 @@ impl Summary {
             shared_keys += grant_keys.intersection(&revoke_keys).count() as u64;
             let first_grant = l.grants.iter().map(|(t, _)| *t).min();
             let first_revoke = l.revokes.iter().map(|(t, _)| *t).min();
+            match (first_grant, first_revoke) {
+                (Some(_), None) => lost.push((index, *id)),
+                (Some(_), Some(_)) => completed += 1,
+                (None, _) => {}
+            }
             if let (Some(sent), Some(created)) = (l.created_sent, l.approval_at) {
                 let _ = notify_lag.record(micros(created.saturating_duration_since(sent)));
             }
@@ -910,6 +1111,29 @@ impl Summary {
         let per_sec = |secs: Option<f64>| secs.filter(|s| *s > 0.0).map(|s| round2(n as f64 / s));
         let lifecycles_per_sec = per_sec(total_secs);
         let admission_per_sec = per_sec(admission_secs);
+        // As the side-by-side harness counts: N ÷ (last revoke − first request − T).
+        let excl_ttl_secs = total_secs.map(|t| t - args.ttl as f64);
+        let lifecycles_per_s_excl_ttl = per_sec(excl_ttl_secs);
+        let server_cpu_secs = usage.cpu_secs();
+        let cpu_ms_per_lifecycle = server_cpu_secs.map(|c| round2(c * 1000.0 / n as f64));
+        let replica_count = args.replicas;
+        lost.sort_unstable();
+        let lost_n = lost.len() as u64;
+        let never_granted = n.saturating_sub(completed + lost_n);
+        let node = |r: u64| replicas.get(usize::try_from(r).unwrap_or(usize::MAX)).map_or("?", |r| r.node.as_str());
+        let lost_shown: Vec<String> = lost
+            .iter()
+            .take(10)
+            .map(|(i, id)| {
+                let (c, d) = route(*i, replica_count);
+                format!("{id} (lifecycle {i}, created on {}, decided on {})", node(c), node(d))
+            })
+            .collect();
+        let mut lost_by_route: BTreeMap<String, u64> = BTreeMap::new();
+        for (i, _) in &lost {
+            let (c, d) = route(*i, replica_count);
+            *lost_by_route.entry(format!("{}→{}", node(c), node(d))).or_default() += 1;
+        }
         let nproc = std::thread::available_parallelism().map_or(0, std::num::NonZero::get);
 
         let mut problems = Vec::new();
@@ -919,8 +1143,17 @@ impl Summary {
         if missing_grant > 0 {
             problems.push(format!("{missing_grant} approved request(s) without a grant call"));
         }
-        if missing_revoke > 0 {
-            problems.push(format!("{missing_revoke} approved request(s) without a revoke call"));
+        if lost_n > 0 {
+            problems.push(format!(
+                "{lost_n} lifecycle(s) lost: the grant call arrived, no revoke call by the end of the drain"
+            ));
+        }
+        for u in usage.replicas.iter().filter(|u| u.exited.is_some()) {
+            problems.push(format!(
+                "server {} had exited before the end of the run ({})",
+                u.node,
+                u.exited.as_deref().unwrap_or_default()
+            ));
         }
         if extra_grant_keys + extra_revoke_keys > 0 {
             problems.push(format!(
@@ -950,19 +1183,47 @@ impl Summary {
         let decide = quantiles(&load.decide_us, &[("p50", 0.50), ("p99", 0.99)]);
         let events = rx.events.lock().unwrap_or_else(PoisonError::into_inner).clone();
         let approved_n = load.approved.len();
-        let cpu_util = usage.cpu_secs.zip(total_secs).map(|(c, t)| round2(c / t));
+        let cpu_util = server_cpu_secs.zip(total_secs).map(|(c, t)| round2(c / t));
+        let mib = |v: Option<u64>| v.map(kib_to_mib);
 
         let opt = |v: Option<f64>| v.map_or_else(|| "n/a".to_owned(), |v| format!("{v:.2}"));
+        let per_replica = |f: &dyn Fn(&Usage) -> Option<f64>| {
+            usage.replicas.iter().map(|u| format!("{} {}", u.node, opt(f(u)))).collect::<Vec<_>>().join(", ")
+        };
         let mut lines = vec![
             "tollgate-bench".to_owned(),
             format!(
                 "  backend {backend}, requests {n}, concurrency {}, ttl {} s, nproc {nproc}",
                 args.concurrency, args.ttl
             ),
+        ];
+        if replica_count > 1 {
+            lines.push(format!(
+                "  replicas              {replica_count} on one database: {}",
+                replicas.iter().map(|r| format!("{} 127.0.0.1:{}", r.node, r.port)).collect::<Vec<_>>().join(", ")
+            ));
+            lines.push(format!(
+                "  routing               lifecycle i: create on r[i % {replica_count}], decide on r[(i + 1) % {replica_count}], no reads ({})",
+                (0..replica_count)
+                    .map(|r| {
+                        let (c, d) = route(r, replica_count);
+                        format!("{}→{}", node(c), node(d))
+                    })
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ));
+        }
+        lines.extend([
             format!(
                 "  lifecycles/s          {}  ({n} lifecycles, first request to last revoke {} s)",
                 opt(lifecycles_per_sec),
                 opt(total_secs)
+            ),
+            format!(
+                "  lifecycles_per_s_excl_ttl {}  ({n} ÷ (last revoke − first request − ttl {} s) = {n} ÷ {} s)",
+                opt(lifecycles_per_s_excl_ttl),
+                args.ttl,
+                opt(excl_ttl_secs.map(round2))
             ),
             format!(
                 "  admission throughput  {} /s  (first request to last grant {} s; load phase {:.2} s)",
@@ -975,16 +1236,53 @@ impl Summary {
             format!("  create→approval-notification ms  {}", fmt_q(&nlag)),
             format!("  POST /v1/requests ms  {}", fmt_q(&create)),
             format!("  POST decisions ms     {}", fmt_q(&decide)),
-            format!(
-                "  server peak RSS       {} MiB  (VmHWM; VmRSS at end {} MiB)",
-                opt(usage.peak_rss_kib.map(kib_to_mib)),
-                opt(usage.rss_kib.map(kib_to_mib))
-            ),
-            format!(
-                "  CPU                   server {} s ({} cores avg over the run), bench {} s",
-                opt(usage.cpu_secs),
+        ]);
+        if replica_count > 1 {
+            lines.push(format!(
+                "  server peak RSS       {} MiB summed  (VmHWM per replica: {}; VmRSS at end {} MiB summed)",
+                opt(mib(usage.peak_rss_kib())),
+                per_replica(&|u| mib(u.peak_rss_kib)),
+                opt(mib(usage.rss_kib()))
+            ));
+            lines.push(format!(
+                "  CPU                   servers {} s summed ({}; {} cores avg over the run), bench {} s",
+                opt(server_cpu_secs),
+                per_replica(&|u| u.cpu_secs),
                 opt(cpu_util),
                 opt(usage.bench_cpu_secs)
+            ));
+        } else {
+            lines.push(format!(
+                "  server peak RSS       {} MiB  (VmHWM; VmRSS at end {} MiB)",
+                opt(mib(usage.peak_rss_kib())),
+                opt(mib(usage.rss_kib()))
+            ));
+            lines.push(format!(
+                "  CPU                   server {} s ({} cores avg over the run), bench {} s",
+                opt(server_cpu_secs),
+                opt(cpu_util),
+                opt(usage.bench_cpu_secs)
+            ));
+        }
+        let drain = args.drain_timeout;
+        let conflicts = if logs.warnings_logged {
+            format!(
+                "deadlocks {}, serialization_failures {}, batch aborted {}  (lines in the server logs; the writer's \
+                 \"batch aborted\" warnings carry the database error)",
+                logs.deadlocks, logs.serialization_failures, logs.batch_aborted
+            )
+        } else {
+            format!(
+                "deadlocks n/a, serialization_failures n/a  (--server-log-level {} hides the writer's \"batch aborted\" \
+                 warnings, which carry the database error)",
+                args.server_log_level
+            )
+        };
+        lines.extend([
+            format!(
+                "  cpu_ms_per_lifecycle  {}  (server user+sys CPU{} ÷ {n} lifecycles)",
+                opt(cpu_ms_per_lifecycle),
+                if replica_count > 1 { ", all replicas," } else { "" }
             ),
             format!(
                 "  checks                approved {approved_n}/{n}, missing grant {missing_grant}, missing revoke {missing_revoke}, redeliveries {}, signature failures {signature_failures}, drained {}",
@@ -992,10 +1290,30 @@ impl Summary {
                 load.drained
             ),
             format!(
+                "  loss                  completed {completed}, lost {lost_n}, never_granted {never_granted}  (lost: grant call arrived, no revoke call by the end of the drain, ttl + {drain} s after the load + 0.5 s; never_granted: no grant call, {failed} of them failed before the decision)"
+            ),
+        ]);
+        if !lost.is_empty() {
+            if replica_count > 1 {
+                lines.push(format!(
+                    "  lost by route         {}",
+                    lost_by_route.iter().map(|(k, v)| format!("{k} {v}")).collect::<Vec<_>>().join(", ")
+                ));
+            }
+            for l in &lost_shown {
+                lines.push(format!("  lost: {l}"));
+            }
+            if lost.len() > lost_shown.len() {
+                lines.push(format!("  lost: … and {} more", lost.len() - lost_shown.len()));
+            }
+        }
+        lines.extend([
+            format!("  database conflicts    {conflicts}"),
+            format!(
                 "  notifications         {}",
                 events.iter().map(|(k, v)| format!("{k} {v}")).collect::<Vec<_>>().join(", ")
             ),
-        ];
+        ]);
         for f in &load.failures {
             lines.push(format!("  failure: {f}"));
         }
@@ -1004,6 +1322,21 @@ impl Summary {
         }
         lines.push(if passed { "PASS".to_owned() } else { "FAIL".to_owned() });
 
+        let replica_json: Vec<serde_json::Value> = usage
+            .replicas
+            .iter()
+            .zip(replicas)
+            .map(|(u, r)| {
+                serde_json::json!({
+                    "node": u.node,
+                    "port": r.port,
+                    "peak_rss_kib": u.peak_rss_kib,
+                    "rss_kib": u.rss_kib,
+                    "cpu_secs": u.cpu_secs,
+                    "exited": u.exited,
+                })
+            })
+            .collect();
         let json = serde_json::json!({
             "bench": "tollgate-lifecycle",
             "pass": passed,
@@ -1012,7 +1345,10 @@ impl Summary {
             "concurrency": args.concurrency,
             "ttl_secs": args.ttl,
             "nproc": nproc,
+            "replicas": replica_count,
+            "routing": "create on i % replicas, decide on (i + 1) % replicas, no reads",
             "lifecycles_per_sec": lifecycles_per_sec,
+            "lifecycles_per_s_excl_ttl": lifecycles_per_s_excl_ttl,
             "admission_per_sec": admission_per_sec,
             "total_secs": total_secs.map(round2),
             "admission_secs": admission_secs.map(round2),
@@ -1021,13 +1357,23 @@ impl Summary {
             "create_to_approval_notification_ms": json_q(&nlag),
             "create_request_ms": json_q(&create),
             "decide_ms": json_q(&decide),
-            "server_peak_rss_kib": usage.peak_rss_kib,
-            "server_cpu_secs": usage.cpu_secs,
+            "server_peak_rss_kib": usage.peak_rss_kib(),
+            "server_cpu_secs": server_cpu_secs,
+            "cpu_ms_per_lifecycle": cpu_ms_per_lifecycle,
             "bench_cpu_secs": usage.bench_cpu_secs,
+            "per_replica": replica_json,
             "approved": approved_n,
             "failed": failed,
             "missing_grant": missing_grant,
             "missing_revoke": missing_revoke,
+            "completed": completed,
+            "lost": lost_n,
+            "lost_ids": lost.iter().take(10).map(|(_, id)| id.to_string()).collect::<Vec<_>>(),
+            "lost_by_route": lost_by_route,
+            "never_granted": never_granted,
+            "deadlocks": logs.warnings_logged.then_some(logs.deadlocks),
+            "serialization_failures": logs.warnings_logged.then_some(logs.serialization_failures),
+            "batch_aborted": logs.warnings_logged.then_some(logs.batch_aborted),
             "redeliveries": grant_redeliveries + revoke_redeliveries,
             "signature_failures": signature_failures,
             "notifications": events,
