@@ -10,6 +10,7 @@ mod crash;
 mod email;
 mod grants;
 mod lifecycle;
+mod load;
 mod notifications;
 mod openapi;
 mod replicas;
