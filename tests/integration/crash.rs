@@ -147,26 +147,8 @@ async fn thousands_of_lifecycles_survive_repeated_sigkill() -> anyhow::Result<()
         tag: "crash-load",
     };
     let started = Instant::now();
-    let driver = {
-        let (endpoints, load) = (endpoints.clone(), load.clone());
-        tokio::spawn(async move { load::drive(&endpoints, &load).await })
-    };
-    let mut kills = 0;
-    let mut unavailable = Duration::ZERO;
-    for (after, down) in LOAD_KILLS {
-        tokio::time::sleep(Duration::from_millis(after)).await;
-        if driver.is_finished() {
-            break;
-        }
-        t.server.kill();
-        let killed = Instant::now();
-        kills += 1;
-        tokio::time::sleep(Duration::from_millis(down)).await;
-        t.server.restart().await?;
-        unavailable += killed.elapsed();
-    }
-    let lifecycles = driver.await??;
-    let driven = started.elapsed();
+    let load::Killed { lifecycles, kills, unavailable, driven } =
+        load::drive_while_killing(&endpoints, &load, &mut t.server, &LOAD_KILLS).await?;
     let (verdict, cli) = tokio::join!(
         load::verify(&endpoints[0].auditor, t.server.db(), &t.receiver, &lifecycles, load.lag),
         t.server.cli_config(&["audit", "verify"])

@@ -583,3 +583,46 @@ async fn all_requests(auditor: &ApiClient) -> anyhow::Result<HashMap<String, Val
     }
     bail!("GET /v1/requests: more than 10 000 pages")
 }
+
+/// What [`drive_while_killing`] saw.
+#[derive(Debug)]
+pub(crate) struct Killed {
+    /// The driven lifecycles.
+    pub(crate) lifecycles: Vec<Lifecycle>,
+    /// SIGKILLs done (fewer than planned if the load ended first).
+    pub(crate) kills: usize,
+    /// Time the victim was down or starting, in all.
+    pub(crate) unavailable: Duration,
+    /// Time from the first request to the end of the load.
+    pub(crate) driven: Duration,
+}
+
+/// Drives `load` while `victim` is SIGKILLed and restarted on a schedule of (milliseconds
+/// after the previous restart, milliseconds down); a kill is skipped once the load ended.
+pub(crate) async fn drive_while_killing(
+    endpoints: &[Endpoint],
+    load: &Load,
+    victim: &mut Server,
+    schedule: &[(u64, u64)],
+) -> anyhow::Result<Killed> {
+    let started = Instant::now();
+    let driver = {
+        let (endpoints, load) = (endpoints.to_vec(), load.clone());
+        tokio::spawn(async move { drive(&endpoints, &load).await })
+    };
+    let (mut kills, mut unavailable) = (0, Duration::ZERO);
+    for &(after, down) in schedule {
+        tokio::time::sleep(Duration::from_millis(after)).await;
+        if driver.is_finished() {
+            break;
+        }
+        victim.kill();
+        let killed = Instant::now();
+        kills += 1;
+        tokio::time::sleep(Duration::from_millis(down)).await;
+        victim.restart().await?;
+        unavailable += killed.elapsed();
+    }
+    let lifecycles = driver.await??;
+    Ok(Killed { lifecycles, kills, unavailable, driven: started.elapsed() })
+}

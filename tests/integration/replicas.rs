@@ -217,26 +217,8 @@ async fn three_replicas_lose_nothing_while_one_is_killed_repeatedly() -> anyhow:
         tag: "replicas-kill",
     };
     let started = Instant::now();
-    let driver = {
-        let (endpoints, load) = (endpoints.clone(), load.clone());
-        tokio::spawn(async move { load::drive(&endpoints, &load).await })
-    };
-    let mut kills = 0;
-    let mut unavailable = Duration::ZERO;
-    for (after, down) in KILLS {
-        tokio::time::sleep(Duration::from_millis(after)).await;
-        if driver.is_finished() {
-            break;
-        }
-        servers[1].kill();
-        let killed = Instant::now();
-        kills += 1;
-        tokio::time::sleep(Duration::from_millis(down)).await;
-        servers[1].restart().await?;
-        unavailable += killed.elapsed();
-    }
-    let lifecycles = driver.await??;
-    let driven = started.elapsed();
+    let load::Killed { lifecycles, kills, unavailable, driven } =
+        load::drive_while_killing(&endpoints, &load, &mut servers[1], &KILLS).await?;
     let verdict = load::verify(&endpoints[0].auditor, &db, &receiver, &lifecycles, load.lag).await?;
     eprintln!(
         "three replicas, {kills} kills of one (down {unavailable:.1?} in all): {} (driven in {:.1?}, checked in {:.1?})",

@@ -13,7 +13,7 @@ use sea_orm::ActiveValue::Set;
 use sea_orm::sea_query::{Expr, LockType, Query};
 use sea_orm::{
     ColumnTrait, ConnectionTrait, DatabaseTransaction, DbBackend, EntityTrait, IntoActiveModel, QueryFilter,
-    QueryOrder, QuerySelect,
+    QuerySelect,
 };
 
 use super::entity::{audit_head, audit_log, decision, grant, outbox, run};
@@ -23,7 +23,7 @@ use crate::audit::{self, AuditEvent};
 use crate::context::Shared;
 use crate::effect::NewOutbox;
 use crate::ids::RunId;
-use crate::run::{Grant, Run, RunState, StepState, Vote};
+use crate::run::{Grant, RunState, StepState, Vote};
 
 /// One job's view of the batch transaction.
 pub(crate) struct Tx<'a> {
@@ -298,23 +298,10 @@ impl RunCache {
 
 /// Loads what a transition needs to see of a run.
 pub(crate) async fn load_state<C: ConnectionTrait>(c: &C, run_id: RunId) -> Result<Option<RunState>, StoreError> {
-    let Some(m) = run::Entity::find_by_id(run_id.0).one(c).await? else { return Ok(None) };
-    let run = Run::try_from(m)?;
     // Every vote of the run, whatever its step: one vote per person per run, and a retried
     // decision is recognised by the vote it already left.
-    let votes = decision::Entity::find()
-        .filter(decision::Column::RunId.eq(run_id.0))
-        .order_by_asc(decision::Column::DecidedAt)
-        .all(c)
-        .await?
-        .into_iter()
-        .map(Vote::try_from)
-        .collect::<Result<_, _>>()?;
-    let grant = match run.grant_id {
-        Some(g) => grant::Entity::find_by_id(g.0).one(c).await?.map(Grant::try_from).transpose()?,
-        None => None,
-    };
-    Ok(Some(RunState { run, votes, grant }))
+    let view = super::query::run_view(c, run_id).await?;
+    Ok(view.map(|v| RunState { run: v.run, votes: v.votes, grant: v.grant }))
 }
 
 /// Appends `events` to the hash chain, after the current head.
