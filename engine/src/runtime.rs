@@ -21,6 +21,7 @@ use crate::directory::Directory;
 use crate::effect::OutboxPayload;
 use crate::feature::audit_events::AppendAudit;
 use crate::feature::config_sync::ApplySync;
+use crate::feature::links::{self, LinkedApproval};
 use crate::feature::outbox::{ActionResult, AttemptFailed, ClaimOutbox, NotificationResult};
 use crate::feature::runs::{
     ApplyCommand, CreateOutput, CreateRequest, IdempotencyClaim, RecoverExpiry, Renderer, RevokeGrant,
@@ -234,6 +235,30 @@ impl Engine {
     /// [`JobError::Transition`] with the reason when refused (audited).
     pub async fn cast(&self, run_id: RunId, cast: Cast) -> Result<(), JobError> {
         self.apply(run_id, Command::Decide(cast)).await
+    }
+
+    /// The approval behind an email link's `token`, when the link can still decide: known,
+    /// unused, unexpired, and its approval step still pending. Reads only.
+    ///
+    /// # Errors
+    /// Database failures.
+    pub async fn approval_link(&self, token: &str) -> Result<Option<LinkedApproval>, StoreError> {
+        links::lookup(&self.db.read, token, self.shared.clock.now()).await
+    }
+
+    /// Decides through an email link: the decision is the link's approver's, with channel `email`
+    /// and the link id as evidence; the link is consumed in the decision's transaction.
+    ///
+    /// # Errors
+    /// [`JobError::LinkUnusable`] when the link cannot decide (nothing is recorded);
+    /// [`JobError::Transition`] when the decision is refused (audited; the link stays unused).
+    pub async fn decide_by_link(
+        &self,
+        token: &str,
+        decision: Decision,
+        comment: Option<String>,
+    ) -> Result<RunId, JobError> {
+        links::decide(&self.writer, token, decision, comment).await
     }
 
     /// Cancels a pending request.

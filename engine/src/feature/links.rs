@@ -20,7 +20,6 @@ use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
 use crate::audit::AuditEvent;
 use crate::ids::RunId;
 use crate::run::{Decision, RunState, RunStatus, StepState};
-use crate::runtime::Engine;
 use crate::store::StoreError;
 use crate::store::entity::approval_link;
 use crate::store::query::{self, RunView};
@@ -68,51 +67,51 @@ pub struct LinkedApproval {
     pub view: RunView,
 }
 
-impl Engine {
-    /// The approval behind `token`, when the link can still decide: known, unused, unexpired,
-    /// and its approval step still pending. Reads only.
-    ///
-    /// # Errors
-    /// Database failures.
-    pub async fn approval_link(&self, token: &str) -> Result<Option<LinkedApproval>, StoreError> {
-        if !is_well_formed(token) {
-            return Ok(None);
-        }
-        let db = &self.db().read;
-        let Some(link) = query::approval_link_by_hash(db, &hash(token)).await? else { return Ok(None) };
-        let now = self.shared().clock.now();
-        if link.consumed_at.is_some() || now >= link.expires_at {
-            return Ok(None);
-        }
-        let Some(view) = query::run_view(db, RunId(link.run_id)).await? else { return Ok(None) };
-        let pending = view.run.status == RunStatus::AwaitingApproval
-            && matches!(view.run.step, StepState::Approval { .. })
-            && i64::from(view.run.step_index) == i64::from(link.step_index);
-        Ok(pending.then_some(LinkedApproval {
-            link_id: link.id,
-            principal: link.principal,
-            expires_at: link.expires_at,
-            view,
-        }))
+/// The approval behind `token`, when the link can still decide at `now`: known, unused,
+/// unexpired, and its approval step still pending. Reads only.
+///
+/// # Errors
+/// Database failures.
+pub(crate) async fn lookup(
+    db: &sea_orm::DatabaseConnection,
+    token: &str,
+    now: DateTime<Utc>,
+) -> Result<Option<LinkedApproval>, StoreError> {
+    if !is_well_formed(token) {
+        return Ok(None);
     }
+    let Some(link) = query::approval_link_by_hash(db, &hash(token)).await? else { return Ok(None) };
+    if link.consumed_at.is_some() || now >= link.expires_at {
+        return Ok(None);
+    }
+    let Some(view) = query::run_view(db, RunId(link.run_id)).await? else { return Ok(None) };
+    let pending = view.run.status == RunStatus::AwaitingApproval
+        && matches!(view.run.step, StepState::Approval { .. })
+        && i64::from(view.run.step_index) == i64::from(link.step_index);
+    Ok(pending.then_some(LinkedApproval {
+        link_id: link.id,
+        principal: link.principal,
+        expires_at: link.expires_at,
+        view,
+    }))
+}
 
-    /// Decides through an email link: the decision is the link's approver's, with channel `email`
-    /// and the link id as evidence; the link is consumed in the decision's transaction.
-    ///
-    /// # Errors
-    /// [`JobError::LinkUnusable`] when the link cannot decide (nothing is recorded);
-    /// [`JobError::Transition`] when the decision is refused (audited; the link stays unused).
-    pub async fn decide_by_link(
-        &self,
-        token: &str,
-        decision: Decision,
-        comment: Option<String>,
-    ) -> Result<RunId, JobError> {
-        if !is_well_formed(token) {
-            return Err(JobError::LinkUnusable);
-        }
-        self.writer.submit(DecideByLink { token_hash: hash(token), decision, comment }).await
+/// Decides through an email link: the decision is the link's approver's, with channel `email`
+/// and the link id as evidence; the link is consumed in the decision's transaction.
+///
+/// # Errors
+/// [`JobError::LinkUnusable`] when the link cannot decide (nothing is recorded);
+/// [`JobError::Transition`] when the decision is refused (audited; the link stays unused).
+pub(crate) async fn decide(
+    writer: &WriterHandle,
+    token: &str,
+    decision: Decision,
+    comment: Option<String>,
+) -> Result<RunId, JobError> {
+    if !is_well_formed(token) {
+        return Err(JobError::LinkUnusable);
     }
+    writer.submit(DecideByLink { token_hash: hash(token), decision, comment }).await
 }
 
 /// Issues links for `principals` on the approval step `step_index` of `run_id`, one per
