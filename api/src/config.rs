@@ -228,6 +228,10 @@ pub struct EngineConfig {
     /// Seconds past a grant's expiry before the sweep treats it as lost rather than late.
     #[serde(default = "default_expiry_grace")]
     pub expiry_grace_secs: u64,
+    /// Seconds past due before a replica fires a timer another replica armed (that replica fires
+    /// its own when due; this is how long it gets before the others take over).
+    #[serde(default = "default_timer_takeover")]
+    pub timer_takeover_secs: u64,
 }
 
 impl Default for EngineConfig {
@@ -238,6 +242,7 @@ impl Default for EngineConfig {
             lease_secs: default_lease(),
             expiry_sweep_secs: default_expiry_sweep(),
             expiry_grace_secs: default_expiry_grace(),
+            timer_takeover_secs: default_timer_takeover(),
         }
     }
 }
@@ -260,6 +265,10 @@ fn default_expiry_sweep() -> u64 {
 
 fn default_expiry_grace() -> u64 {
     60
+}
+
+fn default_timer_takeover() -> u64 {
+    5
 }
 
 /// Top-level keys, so unrelated `TOLLGATE_*` variables (e.g. the CLI's `TOLLGATE_URL`) are not

@@ -134,6 +134,7 @@ async fn build_engine_locked(
         revoke_retry_interval: Duration::from_secs(config.engine.revoke_retry_secs),
         expiry_sweep_interval: Duration::from_secs(config.engine.expiry_sweep_secs.max(1)),
         expiry_grace: Duration::from_secs(config.engine.expiry_grace_secs),
+        timer_takeover: Duration::from_secs(config.engine.timer_takeover_secs),
         ..EngineSettings::default()
     };
     let shared = Shared {

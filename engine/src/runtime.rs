@@ -56,6 +56,9 @@ pub struct EngineSettings {
     pub expiry_sweep_interval: Duration,
     /// How long past its expiry a grant is late rather than lost.
     pub expiry_grace: Duration,
+    /// How long past due another replica's timer waits before this replica fires it (the
+    /// replica that armed a timer fires it when due; others take over if it is gone).
+    pub timer_takeover: Duration,
 }
 
 impl Default for EngineSettings {
@@ -68,6 +71,7 @@ impl Default for EngineSettings {
             scan_interval: Duration::from_secs(5),
             expiry_sweep_interval: Duration::from_secs(60),
             expiry_grace: Duration::from_secs(60),
+            timer_takeover: Duration::from_secs(5),
         }
     }
 }
@@ -141,6 +145,7 @@ impl Engine {
             writer: writer.clone(),
             shared: shared.clone(),
             scan: settings.scan_interval,
+            takeover: chrono::Duration::from_std(settings.timer_takeover).unwrap_or(chrono::Duration::MAX),
             in_flight: Arc::default(),
         };
         let expiry_recoveries = Arc::new(AtomicU64::new(0));
@@ -387,6 +392,8 @@ struct TimerService {
     writer: WriterHandle,
     shared: Arc<Shared>,
     scan: Duration,
+    /// How long past due another replica's timer waits before this one fires it.
+    takeover: chrono::Duration,
     in_flight: Arc<Mutex<HashSet<crate::ids::TimerId>>>,
 }
 
@@ -416,7 +423,7 @@ impl TimerService {
     }
 
     async fn next_due(&self, after: DateTime<Utc>) -> Option<DateTime<Utc>> {
-        match query::next_timer_due(&self.db.read, after).await {
+        match query::next_timer_due(&self.db.read, after, &self.shared.node_id, self.takeover).await {
             Ok(t) => t,
             Err(e) => {
                 tracing::error!(error = %e, "cannot read timers");
@@ -429,7 +436,7 @@ impl TimerService {
     /// more may be due (a full page was read).
     async fn fire_due(&self, now: DateTime<Utc>) -> bool {
         const PAGE: u64 = 1000;
-        let due = match query::due_timers(&self.db.read, now, PAGE).await {
+        let due = match query::due_timers(&self.db.read, now, &self.shared.node_id, self.takeover, PAGE).await {
             Ok(d) => d,
             Err(e) => {
                 tracing::error!(error = %e, "cannot read due timers");

@@ -418,7 +418,8 @@ async fn a_replica_with_a_stale_copy_of_a_run_still_fires_its_expiry() {
         a.db().read.query_all_raw(sea_orm::Statement::from_string(a.db().backend(), "SELECT kind FROM timers"));
     assert_eq!(timers.await.unwrap().len(), 2, "the expiry and its warning are armed");
 
-    clock.advance(chrono::Duration::seconds(61));
+    // B armed the expiry timer; A takes it over once it is 5 s overdue (B is gone).
+    clock.advance(chrono::Duration::seconds(66));
     let done = wait_for(&a, run, "revoked at expiry", |v| v.run.status == RunStatus::Completed).await;
     assert_eq!(done.grant.as_ref().map(|g| g.status), Some(GrantStatus::Revoked));
     assert_eq!(fake.count(Operation::Grant), 1);
@@ -476,4 +477,30 @@ async fn the_expiry_sweep_revokes_a_grant_whose_timer_was_lost() {
     let verified = query::verify_audit(&e.db().read).await.unwrap();
     assert!(verified.is_ok(), "{verified:?}");
     cleanup(&e).await;
+}
+
+/// Each timer is fired by the replica that armed it while that replica is alive: the other
+/// replica leaves it alone until the take-over delay (5 s) has passed, so replicas no longer
+/// race to fire every timer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_replica_that_armed_a_timer_fires_it() {
+    let (url, _dir) = database().await;
+    let clock = ManualClock::new(SystemClock.now());
+    let (fake_a, fake_b) = (Arc::new(FakeConnector::default()), Arc::new(FakeConnector::default()));
+    let log = || vec![Arc::new(tollgate_engine::notify::LogChannel) as Arc<dyn NotificationChannel>];
+    let settings = |node| EngineSettings { expiry_grace: Duration::from_secs(86_400), ..manual_settings(node) };
+    let a = start_on(&url, fake_a.clone(), log(), Arc::new(clock.clone()), settings("a")).await;
+    let b = start_on(&url, fake_b.clone(), log(), Arc::new(clock.clone()), settings("b")).await;
+
+    let run = ask(&a, "alice", WorkflowKind::Grant, None, 60).await;
+    b.decide(run, "bob", Decision::Approve, None, "api").await.unwrap();
+    wait_for(&b, run, "grant active", |v| v.run.status == RunStatus::Active).await;
+    assert_eq!((fake_a.count(Operation::Grant), fake_b.count(Operation::Grant)), (0, 1), "b performed the grant");
+
+    // Due, but not yet overdue by the take-over delay: only b, which armed it, fires it.
+    clock.advance(chrono::Duration::seconds(61));
+    wait_for(&a, run, "revoked at expiry", |v| v.run.status == RunStatus::Completed).await;
+    assert_eq!((fake_a.count(Operation::Revoke), fake_b.count(Operation::Revoke)), (0, 1));
+    b.shutdown().await;
+    cleanup(&a).await;
 }

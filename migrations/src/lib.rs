@@ -9,6 +9,7 @@ pub use sea_orm_migration::prelude::*;
 mod m20261123_000001_initial;
 mod m20261130_000001_channels;
 mod m20261207_000001_grant_expiry;
+mod m20261207_000002_timer_owner;
 
 /// The ordered list of migrations.
 #[derive(Debug)]
@@ -21,6 +22,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261123_000001_initial::Migration),
             Box::new(m20261130_000001_channels::Migration),
             Box::new(m20261207_000001_grant_expiry::Migration),
+            Box::new(m20261207_000002_timer_owner::Migration),
         ]
     }
 }

@@ -357,6 +357,7 @@ impl Tx<'_> {
                         kind: kind.as_str().to_owned(),
                         step_index: i32::try_from(run.step_index).unwrap_or(i32::MAX),
                         due_at,
+                        owner: Some(self.shared().node_id.clone()),
                     }
                     .into_active_model(),
                 )

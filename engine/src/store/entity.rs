@@ -99,6 +99,8 @@ pub mod timer {
         pub kind: String,
         pub step_index: i32,
         pub due_at: DateTimeUtc,
+        /// The replica (`node_id`) that armed it and fires it when due; others take over later.
+        pub owner: Option<String>,
     }
     entity_boilerplate!();
 }

@@ -364,28 +364,40 @@ pub(crate) struct DueTimer {
     pub(crate) step_index: u32,
 }
 
-/// The earliest pending timer due after `after`.
+/// Timers of `node` (or of nobody) fire when due; another replica's only `takeover` later, once
+/// that replica had its chance.
+fn fires_for(node: &str) -> sea_orm::Condition {
+    sea_orm::Condition::any().add(timer::Column::Owner.eq(node)).add(timer::Column::Owner.is_null())
+}
+
+/// When `node` should next look for due timers after `after`: the earliest of its own (or
+/// unowned) timers, and of the others' plus `takeover`.
 pub(crate) async fn next_timer_due<C: ConnectionTrait>(
     c: &C,
     after: DateTime<Utc>,
+    node: &str,
+    takeover: chrono::Duration,
 ) -> Result<Option<DateTime<Utc>>, StoreError> {
-    Ok(timer::Entity::find()
-        .filter(timer::Column::DueAt.gt(after))
-        .order_by_asc(timer::Column::DueAt)
-        .limit(1)
-        .one(c)
-        .await?
-        .map(|t| t.due_at))
+    let earliest = |q: sea_orm::Select<timer::Entity>| q.order_by_asc(timer::Column::DueAt).limit(1).one(c);
+    let own = earliest(timer::Entity::find().filter(timer::Column::DueAt.gt(after)).filter(fires_for(node))).await?;
+    let others =
+        earliest(timer::Entity::find().filter(timer::Column::DueAt.gt(after - takeover)).filter(fires_for(node).not()))
+            .await?;
+    Ok([own.map(|t| t.due_at), others.map(|t| t.due_at + takeover)].into_iter().flatten().min())
 }
 
-/// Timers due at `now`, earliest first.
+/// Timers `node` should fire at `now`, earliest first: its own (and unowned ones) that are due,
+/// and other replicas' overdue by `takeover`.
 pub(crate) async fn due_timers<C: ConnectionTrait>(
     c: &C,
     now: DateTime<Utc>,
+    node: &str,
+    takeover: chrono::Duration,
     limit: u64,
 ) -> Result<Vec<DueTimer>, StoreError> {
     timer::Entity::find()
         .filter(timer::Column::DueAt.lte(now))
+        .filter(sea_orm::Condition::any().add(fires_for(node)).add(timer::Column::DueAt.lte(now - takeover)))
         .order_by_asc(timer::Column::DueAt)
         .limit(limit)
         .all(c)
