@@ -224,30 +224,52 @@ async fn create(
         "justification": format!("{} load {index}", load.tag),
     });
     let key = format!("{}-{index}", load.tag);
-    let deadline = Instant::now() + load.retry_for;
+    failover(order, load.retry_for, "created the request", |server, attempt| {
+        let (c, key, body) = (&endpoints[server].requester, &key, &body);
+        async move {
+            let r =
+                match c.send(c.request(Method::POST, "/v1/requests").header("Idempotency-Key", key).json(body)).await {
+                    Ok(r) => r,
+                    Err(e) => return Ok(Err(format!("server {server}: {e:#}"))),
+                };
+            match r.status {
+                201 => {
+                    let id = r.body["id"].as_str().with_context(|| format!("no id in {}", r.text))?.to_owned();
+                    Ok(Ok((id, server, attempt, r.header("idempotent-replayed") == Some("true"))))
+                }
+                503 => Ok(Err(format!("server {server} answered 503: {}", r.text))),
+                status => bail!(
+                    "POST /v1/requests on server {server} (attempt {}) answered {status}: {}",
+                    attempt + 1,
+                    r.text
+                ),
+            }
+        }
+    })
+    .await
+}
+
+/// Calls `call(server, attempt)` on the servers of `order` in turn until it answers (`Ok(Ok)`)
+/// or fails for good (`Err`); an `Ok(Err(why))` — the server is down or answered 503 — moves on
+/// to the next server after a short pause, for at most `retry_for`.
+async fn failover<T, F, Fut>(order: &[usize], retry_for: Duration, what: &str, mut call: F) -> anyhow::Result<T>
+where
+    F: FnMut(usize, u32) -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<Result<T, String>>>,
+{
+    let deadline = Instant::now() + retry_for;
     let mut attempt: u32 = 0;
     loop {
         let server = order[attempt as usize % order.len()];
-        let c = &endpoints[server].requester;
-        let last =
-            match c.send(c.request(Method::POST, "/v1/requests").header("Idempotency-Key", &key).json(&body)).await {
-                Ok(r) if r.status == 201 => {
-                    let id = r.body["id"].as_str().with_context(|| format!("no id in {}", r.text))?.to_owned();
-                    return Ok((id, server, attempt, r.header("idempotent-replayed") == Some("true")));
-                }
-                Ok(r) if r.status == 503 => format!("server {server} answered 503: {}", r.text),
-                Ok(r) => bail!(
-                    "POST /v1/requests on server {server} (attempt {}) answered {}: {}",
-                    attempt + 1,
-                    r.status,
-                    r.text
-                ),
-                Err(e) => format!("server {server}: {e:#}"),
-            };
+        let last = match call(server, attempt).await? {
+            Ok(done) => return Ok(done),
+            Err(why) => why,
+        };
         if Instant::now() >= deadline {
-            bail!("no server created the request within {:?}; last: {last}", load.retry_for);
+            bail!("no server {what} within {retry_for:?}; last: {last}");
         }
         attempt += 1;
+        // A restart takes a moment: give it one before the next server is asked.
         tokio::time::sleep(PAUSE).await;
     }
 }
@@ -260,12 +282,9 @@ async fn decide(
     id: &str,
     order: &[usize],
 ) -> anyhow::Result<(Option<usize>, u32, Value)> {
-    let deadline = Instant::now() + load.retry_for;
-    let mut attempt: u32 = 0;
-    loop {
-        let server = order[attempt as usize % order.len()];
-        let last = match endpoints[server].approver.decide(id, "approve").await {
-            Ok((200, view)) => return Ok((Some(server), attempt, view)),
+    failover(order, load.retry_for, "took the approval", |server, attempt| async move {
+        match endpoints[server].approver.decide(id, "approve").await {
+            Ok((200, view)) => Ok(Ok((Some(server), attempt, view))),
             Ok((409, body))
                 if attempt > 0
                     && matches!(body["error"]["code"].as_str(), Some("already_decided" | "already_voted")) =>
@@ -279,40 +298,29 @@ async fn decide(
                         "retried approval on server {server} answered 409 {body}, but no approval by {APPROVER} was recorded: {view}"
                     );
                 }
-                return Ok((None, attempt, view));
+                Ok(Ok((None, attempt, view)))
             }
-            Ok((503, body)) => format!("server {server} answered 503: {body}"),
+            Ok((503, body)) => Ok(Err(format!("server {server} answered 503: {body}"))),
             Ok((status, body)) => {
                 bail!("approval on server {server} (attempt {}) answered {status}: {body}", attempt + 1)
             }
-            Err(e) => format!("server {server}: {e:#}"),
-        };
-        if Instant::now() >= deadline {
-            bail!("no server took the approval within {:?}; last: {last}", load.retry_for);
+            Err(e) => Ok(Err(format!("server {server}: {e:#}"))),
         }
-        attempt += 1;
-        tokio::time::sleep(PAUSE).await;
-    }
+    })
+    .await
 }
 
 /// The request's view from the first server that answers.
 async fn fetch_view(endpoints: &[Endpoint], load: &Load, id: &str, order: &[usize]) -> anyhow::Result<Value> {
-    let deadline = Instant::now() + load.retry_for;
-    let mut attempt = 0;
-    loop {
-        let server = order[attempt % order.len()];
-        let last = match endpoints[server].requester.get(&format!("/v1/requests/{id}")).await {
-            Ok((200, view)) => return Ok(view),
-            Ok((503, body)) => format!("server {server} answered 503: {body}"),
+    failover(order, load.retry_for, &format!("showed request {id}"), |server, _| async move {
+        match endpoints[server].requester.get(&format!("/v1/requests/{id}")).await {
+            Ok((200, view)) => Ok(Ok(view)),
+            Ok((503, body)) => Ok(Err(format!("server {server} answered 503: {body}"))),
             Ok((status, body)) => bail!("GET /v1/requests/{id} on server {server} answered {status}: {body}"),
-            Err(e) => format!("server {server}: {e:#}"),
-        };
-        if Instant::now() >= deadline {
-            bail!("no server showed request {id} within {:?}; last: {last}", load.retry_for);
+            Err(e) => Ok(Err(format!("server {server}: {e:#}"))),
         }
-        attempt += 1;
-        tokio::time::sleep(PAUSE).await;
-    }
+    })
+    .await
 }
 
 fn timestamp(v: &Value) -> Option<DateTime<Utc>> {

@@ -19,8 +19,7 @@ use crate::load::{self, Endpoint, Load};
 async fn replicas_share_one_database_without_double_effects() -> anyhow::Result<()> {
     tollgate_tests::install_crypto_provider();
     let db = TestDb::new().await?;
-    if db.backend() != Backend::Postgres {
-        eprintln!("skipped: several replicas need PostgreSQL (set TOLLGATE_TEST_DATABASE_URL)");
+    if !postgres_only(&db) {
         return Ok(());
     }
     let receiver = Receiver::start().await?;
@@ -99,8 +98,7 @@ async fn replicas_share_one_database_without_double_effects() -> anyhow::Result<
 async fn replicas_can_start_together_on_a_fresh_database() -> anyhow::Result<()> {
     tollgate_tests::install_crypto_provider();
     let db = TestDb::new().await?;
-    if db.backend() != Backend::Postgres {
-        eprintln!("skipped: several replicas need PostgreSQL (set TOLLGATE_TEST_DATABASE_URL)");
+    if !postgres_only(&db) {
         return Ok(());
     }
     let receiver = Receiver::start().await?;

@@ -224,18 +224,11 @@ async fn run_writer(
             n = internal.recv_many(&mut high, MAX_BATCH), if internal_open => internal_open = n > 0,
             n = normal.recv_many(&mut low, MAX_BATCH), if normal_open => normal_open = n > 0,
         }
-        while high.len() + low.len() < MAX_BATCH {
-            match internal.try_recv() {
-                Ok(e) => high.push(e),
-                Err(_) => break,
-            }
-        }
-        while high.len() + low.len() < MAX_BATCH {
-            match normal.try_recv() {
-                Ok(e) => low.push(e),
-                Err(_) => break,
-            }
-        }
+        // Top the batch up with whatever else is queued, priority lane first.
+        let room = MAX_BATCH.saturating_sub(high.len() + low.len());
+        top_up(&mut internal, &mut high, room);
+        let room = MAX_BATCH.saturating_sub(high.len() + low.len());
+        top_up(&mut normal, &mut low, room);
         let mut batch = std::mem::take(&mut high);
         batch.append(&mut low);
         if !batch.is_empty() {
@@ -243,6 +236,16 @@ async fn run_writer(
         }
     }
     tracing::debug!("writer stopped");
+}
+
+/// Moves up to `room` already-queued jobs from `rx` into `into`, without waiting.
+fn top_up(rx: &mut mpsc::Receiver<Boxed>, into: &mut Vec<Boxed>, room: usize) {
+    for _ in 0..room {
+        match rx.try_recv() {
+            Ok(job) => into.push(job),
+            Err(_) => break,
+        }
+    }
 }
 
 async fn commit_batch(db: &Db, shared: &Shared, sinks: &Sinks, cache: &mut RunCache, mut jobs: Vec<Boxed>) {
