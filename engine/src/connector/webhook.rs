@@ -95,24 +95,13 @@ mod tests {
     use std::time::Duration;
 
     use chrono::{DateTime, Utc};
-    use secrecy::SecretString;
     use tollgate_workflows::Operation;
     use uuid::Uuid;
 
     use super::*;
     use crate::action::IntegrationRef;
-    use crate::outbound::webhook::test_receiver::{Receiver, Reply, SECRET};
-    use crate::outbound::{MAX_RETRY_AFTER, Timeout};
-
-    fn settings(url: &str, timeout: Option<&str>) -> WebhookSettings {
-        WebhookSettings {
-            url: url.to_owned(),
-            secret: Some(SecretString::from(SECRET)),
-            secret_file: None,
-            secret_env: None,
-            timeout: timeout.map(|t| Timeout::new(humantime::parse_duration(t).unwrap()).unwrap()),
-        }
-    }
+    use crate::outbound::MAX_RETRY_AFTER;
+    use crate::outbound::webhook::test_receiver::{Receiver, Reply, SECRET, settings};
 
     fn connector(url: &str, timeout: Option<&str>) -> WebhookConnector {
         let http = crate::http::client(Duration::from_secs(30)).unwrap();

@@ -313,6 +313,17 @@ fn retry_after(headers: &HeaderMap) -> Option<Duration> {
 /// A loopback receiver for tests: verifies signatures, records requests, answers from a script.
 #[cfg(test)]
 pub(crate) mod test_receiver {
+    /// Settings for a webhook at `url` signed with [`SECRET`], with an optional timeout.
+    pub(crate) fn settings(url: &str, timeout: Option<&str>) -> super::WebhookSettings {
+        super::WebhookSettings {
+            url: url.to_owned(),
+            secret: Some(secrecy::SecretString::from(SECRET)),
+            secret_file: None,
+            secret_env: None,
+            timeout: timeout.map(|t| crate::outbound::Timeout::new(humantime::parse_duration(t).unwrap()).unwrap()),
+        }
+    }
+
     use std::collections::VecDeque;
     use std::net::SocketAddr;
     use std::sync::{Arc, Mutex};
@@ -436,18 +447,8 @@ pub(crate) mod test_receiver {
 mod tests {
     use std::io::Write;
 
-    use super::test_receiver::SECRET;
+    use super::test_receiver::{SECRET, settings};
     use super::*;
-
-    fn settings(url: &str, timeout: Option<&str>) -> WebhookSettings {
-        WebhookSettings {
-            url: url.to_owned(),
-            secret: Some(SecretString::from(SECRET)),
-            secret_file: None,
-            secret_env: None,
-            timeout: timeout.map(|t| Timeout::new(humantime::parse_duration(t).unwrap()).unwrap()),
-        }
-    }
 
     /// Asserts that nothing that must stay private leaks into what the engine logs or stores.
     fn assert_clean(shown: &str) {
