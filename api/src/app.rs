@@ -10,6 +10,8 @@ use tollgate_engine::Engine;
 use tower_http::trace::TraceLayer;
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 use utoipa::{Modify, OpenApi};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::dto;
 use crate::error::{ApiError, ErrorBody, ErrorDetail};
@@ -26,18 +28,12 @@ pub struct AppState {
     pub(crate) slack: Option<Arc<slack::SlackState>>,
 }
 
-/// The OpenAPI document (committed as `api/openapi.json`; a test keeps them equal).
+/// The document's frame: info, the shared schemas and the bearer scheme. The operations come
+/// from [`documented_routes`], which registers each handler once for both routing and the
+/// document.
 #[derive(OpenApi)]
 #[openapi(
     info(title = "Tollgate", description = "Human-in-the-loop, just-in-time access to SaaS integrations.", license(name = "Apache-2.0")),
-    paths(
-        requests::create, requests::list, requests::show, requests::decide, requests::cancel,
-        grants::list, grants::show, grants::revoke,
-        directory::integrations, directory::integration, directory::workflows, directory::principals, directory::me,
-        audit::list, audit::verify,
-        tasks::list, tasks::complete,
-        health::healthz, health::readyz,
-    ),
     components(schemas(
         ErrorBody, ErrorDetail, dto::RequestIn, dto::RequestOut, dto::DecisionIn, dto::TaskCompleteIn, dto::WorkflowRef, dto::StepOut,
         dto::ApprovalOut, dto::GrantOut, dto::ScopeOut, dto::IntegrationOut, dto::PrincipalOut, dto::WorkflowOut,
@@ -56,10 +52,40 @@ impl Modify for BearerAuth {
     }
 }
 
+/// Every documented route, each registered once: `routes!` adds the handler to the router and
+/// its `#[utoipa::path]` operation to the document.
+fn documented_routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .routes(routes!(requests::create, requests::list))
+        .routes(routes!(requests::show))
+        .routes(routes!(requests::decide))
+        .routes(routes!(requests::cancel))
+        .routes(routes!(grants::list))
+        .routes(routes!(grants::show))
+        .routes(routes!(grants::revoke))
+        .routes(routes!(directory::integrations))
+        .routes(routes!(directory::integration))
+        .routes(routes!(directory::workflows))
+        .routes(routes!(directory::principals))
+        .routes(routes!(directory::me))
+        .routes(routes!(audit::list))
+        .routes(routes!(audit::verify))
+        .routes(routes!(tasks::list))
+        .routes(routes!(tasks::complete))
+        .routes(routes!(health::healthz))
+        .routes(routes!(health::readyz))
+}
+
+/// The OpenAPI document (committed as `api/openapi.json`; a test keeps them equal).
+#[must_use]
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    documented_routes().into_openapi()
+}
+
 /// The OpenAPI document as pretty JSON.
 #[must_use]
 pub fn openapi_json() -> String {
-    ApiDoc::openapi().to_pretty_json().unwrap_or_default()
+    openapi().to_pretty_json().unwrap_or_default()
 }
 
 /// `path` as logs may show it: an email approval link's token is replaced by `…`.
@@ -79,31 +105,19 @@ pub fn router(
 ) -> Router {
     let slack = slack.map(|(api, settings)| Arc::new(slack::SlackState::new(api.clone(), settings, &engine)));
     let state = AppState { engine, links: Arc::new(email_links::LinkPages::new(public_url)), slack };
-    Router::new()
-        .route("/v1/requests", post(requests::create).get(requests::list))
-        .route("/v1/requests/{id}", get(requests::show))
-        .route("/v1/requests/{id}/decisions", post(requests::decide))
-        .route("/v1/requests/{id}/cancel", post(requests::cancel))
-        .route("/v1/grants", get(grants::list))
-        .route("/v1/grants/{id}", get(grants::show))
-        .route("/v1/grants/{id}/revoke", post(grants::revoke))
-        .route("/v1/integrations", get(directory::integrations))
-        .route("/v1/integrations/{id}", get(directory::integration))
-        .route("/v1/workflows", get(directory::workflows))
-        .route("/v1/principals", get(directory::principals))
-        .route("/v1/me", get(directory::me))
-        .route("/v1/audit", get(audit::list))
-        .route("/v1/audit/verify", get(audit::verify))
-        .route("/v1/tasks", get(tasks::list))
-        .route("/v1/tasks/{id}/complete", post(tasks::complete))
+    let (documented, document) = documented_routes().split_for_parts();
+    let document: Arc<str> = document.to_pretty_json().unwrap_or_default().into();
+    documented
+        // Undocumented: browser pages behind email links, Slack's callbacks, the document itself.
         .route("/approvals/email/{token}", get(email_links::show).post(email_links::decide))
         .route("/slack/interactions", post(slack::interactions))
         .route("/slack/commands", post(slack::commands))
-        .route("/healthz", get(health::healthz))
-        .route("/readyz", get(health::readyz))
         .route(
             "/openapi.json",
-            get(|| async { ([(axum::http::header::CONTENT_TYPE, "application/json")], openapi_json()) }),
+            get(move || {
+                let document = document.clone();
+                async move { ([(axum::http::header::CONTENT_TYPE, "application/json")], document.to_string()) }
+            }),
         )
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such route") })
         .method_not_allowed_fallback(|| async {

@@ -102,6 +102,13 @@ pub enum Command {
     },
     /// Print the OpenAPI document.
     Openapi,
+    /// Ask a running server whether it is ready (`GET /readyz`): exit 0 when it is, 1 when not
+    /// or unreachable. For container health checks.
+    Ready {
+        /// Server URL.
+        #[arg(long, env = "TOLLGATE_URL", default_value = "http://127.0.0.1:8080")]
+        url: String,
+    },
 }
 
 /// `email` subcommands.
@@ -357,6 +364,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
             println_out(&crate::app::openapi_json());
             Ok(0)
         }
+        Command::Ready { url } => crate::client::ready(&url).await,
     }
 }
 

@@ -23,6 +23,32 @@ pub struct ClientArgs {
     pub json: bool,
 }
 
+/// `tollgate ready`: 0 when `GET /readyz` answers 200, else 1, printing why.
+///
+/// # Errors
+/// Never for a server that is not ready (that is exit code 1); only when no HTTP client can be built.
+pub async fn ready(url: &str) -> anyhow::Result<i32> {
+    let http = tollgate_engine::http::client(Duration::from_secs(5))?;
+    let url = format!("{}/readyz", url.trim_end_matches('/'));
+    match http.get(&url).header(reqwest::header::USER_AGENT, crate::USER_AGENT).send().await {
+        Ok(resp) if resp.status().is_success() => {
+            println_out("ready");
+            Ok(0)
+        }
+        Ok(resp) => {
+            let status = resp.status().as_u16();
+            let value: Value = resp.json().await.unwrap_or(Value::Null);
+            let detail = value["error"]["detail"].as_str().unwrap_or("");
+            println_out(&format!("not ready ({status}): {detail}"));
+            Ok(1)
+        }
+        Err(e) => {
+            println_out(&format!("not ready: cannot reach {url}: {e}"));
+            Ok(1)
+        }
+    }
+}
+
 /// A small API client.
 #[derive(Debug)]
 pub struct Client {

@@ -232,6 +232,10 @@ pub struct EngineConfig {
     /// its own when due; this is how long it gets before the others take over).
     #[serde(default = "default_timer_takeover")]
     pub timer_takeover_secs: u64,
+    /// Readiness: seconds one write transaction may run, and how late past its 5-second scan the
+    /// timer service or the outbox dispatcher may come round, before `/readyz` answers 503.
+    #[serde(default = "default_stall_bound")]
+    pub stall_bound_secs: u64,
 }
 
 impl Default for EngineConfig {
@@ -243,6 +247,7 @@ impl Default for EngineConfig {
             expiry_sweep_secs: default_expiry_sweep(),
             expiry_grace_secs: default_expiry_grace(),
             timer_takeover_secs: default_timer_takeover(),
+            stall_bound_secs: default_stall_bound(),
         }
     }
 }
@@ -269,6 +274,10 @@ fn default_expiry_grace() -> u64 {
 
 fn default_timer_takeover() -> u64 {
     5
+}
+
+fn default_stall_bound() -> u64 {
+    30
 }
 
 /// Top-level keys, so unrelated `TOLLGATE_*` variables (e.g. the CLI's `TOLLGATE_URL`) are not

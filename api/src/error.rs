@@ -100,6 +100,7 @@ impl From<TransitionError> for ApiError {
             TransitionError::SelfApproval | TransitionError::NotAnApprover(_) | TransitionError::NotAllowed => {
                 StatusCode::FORBIDDEN
             }
+            TransitionError::TimeOutOfRange => StatusCode::UNPROCESSABLE_ENTITY,
             TransitionError::Invalid(inner) => match inner.code() {
                 "forbidden" => StatusCode::FORBIDDEN,
                 "grant_not_active" => StatusCode::CONFLICT,
@@ -135,6 +136,11 @@ impl From<JobError> for ApiError {
             JobError::NotTaskOperator => Self::forbidden(e.to_string()),
             JobError::TaskResolved => Self::new(StatusCode::CONFLICT, "task_resolved", e.to_string()),
             JobError::LinkUnusable => Self::not_found("approval link"),
+            JobError::Store(s @ tollgate_engine::store::StoreError::JobPanicked { .. }) => {
+                // A bug, logged by the writer with its panic; this request alone failed.
+                tracing::error!(error = %s, "request failed on an internal error");
+                Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "internal error; the request was not carried out")
+            }
             JobError::Store(s) => {
                 tracing::error!(error = %s, "store error");
                 Self::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "the service is temporarily unavailable")

@@ -135,6 +135,7 @@ async fn build_engine_locked(
         expiry_sweep_interval: Duration::from_secs(config.engine.expiry_sweep_secs.max(1)),
         expiry_grace: Duration::from_secs(config.engine.expiry_grace_secs),
         timer_takeover: Duration::from_secs(config.engine.timer_takeover_secs),
+        stall_bound: Duration::from_secs(config.engine.stall_bound_secs.max(1)),
         ..EngineSettings::default()
     };
     let shared = Shared {
@@ -191,9 +192,25 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     tracing::info!(%addr, database = %redact_url(&config.database.url), "tollgate listening");
     let app = crate::app::router(engine.clone(), config.http.max_body_bytes, &config.public_url(), slack.as_ref());
     let app = app.into_make_service_with_connect_info::<std::net::SocketAddr>();
-    axum::serve(listener, app).with_graceful_shutdown(shutdown_signal()).await?;
+    // If an engine loop ends on its own, the engine cannot go on: stop serving and exit non-zero
+    // so that a supervisor restarts the process, rather than answer 503 to every write forever.
+    let failed = engine.clone();
+    let stop = async move {
+        tokio::select! {
+            () = shutdown_signal() => None,
+            reason = failed.failed() => Some(reason),
+        }
+    };
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel();
+    let stop = async move {
+        let _ = stop_tx.send(stop.await);
+    };
+    axum::serve(listener, app).with_graceful_shutdown(stop).await?;
     engine.shutdown().await;
-    Ok(())
+    match stop_rx.await {
+        Ok(Some(reason)) => anyhow::bail!("the engine stopped: {reason}"),
+        _ => Ok(()),
+    }
 }
 
 async fn shutdown_signal() {

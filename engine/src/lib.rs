@@ -32,7 +32,7 @@
 //! ```
 //!
 //! - **core** — [`ids`], [`clock`], [`run`], [`directory`], [`audit`], [`action`], [`message`],
-//!   [`effect`], [`transition`], [`policy`], [`delivery`], [`context`]: values and pure rules, no
+//!   [`effect`], [`transition`], [`policy`], [`delivery`], [`context`], [`health`]: values and pure rules, no
 //!   database or network, time only through [`clock::Clock`]. Effects carry plain values
 //!   ([`action::ConnectorAction`], [`message::Notification`]), so nothing here knows an adapter.
 //! - **store** — [`store`]: entities, reads, and the writer: a generic executor that commits
@@ -56,6 +56,7 @@ pub mod context;
 pub mod delivery;
 pub mod directory;
 pub mod effect;
+pub mod health;
 pub mod ids;
 pub mod message;
 pub mod policy;

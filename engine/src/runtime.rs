@@ -30,6 +30,7 @@ use crate::feature::slack_messages::RecordSlackMessage;
 use crate::feature::tasks::{OpenTask, ResolveTask};
 use crate::feature::timers::FireTimer;
 use crate::feature::tokens::CreateToken;
+use crate::health::{Health, Heartbeats, Loop};
 use crate::ids::{GrantId, RunId, TaskId};
 use crate::notify::NotificationChannel;
 use crate::outbound::ConnectorError;
@@ -59,6 +60,9 @@ pub struct EngineSettings {
     /// How long past due another replica's timer waits before this replica fires it (the
     /// replica that armed a timer fires it when due; others take over if it is gone).
     pub timer_takeover: Duration,
+    /// Readiness: how long one write transaction may run, and how late past the scan interval
+    /// the timer service or the dispatcher may come round, before the engine counts as stuck.
+    pub stall_bound: Duration,
 }
 
 impl Default for EngineSettings {
@@ -72,6 +76,7 @@ impl Default for EngineSettings {
             expiry_sweep_interval: Duration::from_secs(60),
             expiry_grace: Duration::from_secs(60),
             timer_takeover: Duration::from_secs(5),
+            stall_bound: Duration::from_secs(30),
         }
     }
 }
@@ -102,6 +107,36 @@ pub struct Engine {
     pub(crate) writer: WriterHandle,
     shutdown: watch::Sender<bool>,
     tasks: Mutex<Vec<JoinHandle<()>>>,
+    pub(crate) health: Arc<Heartbeats>,
+    /// The scan interval and stall bound readiness judges the loops by.
+    stall: (Duration, Duration),
+    /// Set when a background loop ended on its own: the engine cannot go on.
+    failed: watch::Receiver<Option<String>>,
+}
+
+/// Runs a background loop; if it ends on its own (it returns or panics) rather than being
+/// stopped by [`Engine::shutdown`] (which aborts it), reports it in `failed`.
+fn supervise(
+    (name, beats): (&'static str, Option<Loop>),
+    work: impl std::future::Future<Output = ()> + Send + 'static,
+    (failed, health): (&watch::Sender<Option<String>>, &Arc<Heartbeats>),
+    stop: watch::Receiver<bool>,
+) -> JoinHandle<()> {
+    use futures_util::FutureExt as _;
+    let (failed, health) = (failed.clone(), health.clone());
+    tokio::spawn(async move {
+        let how = match std::panic::AssertUnwindSafe(work).catch_unwind().await {
+            Ok(()) => "stopped",
+            Err(_) => "panicked",
+        };
+        if let Some(l) = beats {
+            health.stopped(l);
+        }
+        if !*stop.borrow() {
+            tracing::error!(task = name, how, "an engine task ended; the engine cannot go on");
+            let _ = failed.send(Some(format!("the {name} {how}")));
+        }
+    })
 }
 
 impl Engine {
@@ -127,9 +162,13 @@ impl Engine {
         let shared = Arc::new(shared);
         let (outbox_tx, outbox_rx) = mpsc::unbounded_channel();
         let (timer_tx, timer_rx) = mpsc::unbounded_channel();
-        let (writer, writer_task) =
-            writer::spawn(db.clone(), shared.clone(), Sinks { outbox: outbox_tx, timers: timer_tx });
+        let health = Arc::new(Heartbeats::default());
+        let (failed_tx, failed) = watch::channel(None);
         let (shutdown, shutdown_rx) = watch::channel(false);
+        let sinks = Sinks { outbox: outbox_tx, timers: timer_tx, health: health.clone() };
+        let (writer, writer_task) = writer::new(db.clone(), shared.clone(), sinks);
+        let on_end = (&failed_tx, &health);
+        let writer_task = supervise(("writer", Some(Loop::Writer)), writer_task, on_end, shutdown_rx.clone());
         let dispatcher = Arc::new(Dispatcher {
             db: db.clone(),
             writer: writer.clone(),
@@ -139,6 +178,7 @@ impl Engine {
             in_flight: Mutex::new(HashSet::new()),
             permits: Semaphore::new(settings.dispatch_concurrency.max(1)),
             settings: settings.clone(),
+            health: health.clone(),
         });
         let timer_service = TimerService {
             db: db.clone(),
@@ -147,6 +187,7 @@ impl Engine {
             scan: settings.scan_interval,
             takeover: chrono::Duration::from_std(settings.timer_takeover).unwrap_or(chrono::Duration::MAX),
             in_flight: Arc::default(),
+            health: health.clone(),
         };
         let expiry_recoveries = Arc::new(AtomicU64::new(0));
         let sweep = ExpirySweep {
@@ -157,11 +198,14 @@ impl Engine {
             grace: chrono::Duration::from_std(settings.expiry_grace).unwrap_or(chrono::Duration::MAX),
             recovered: expiry_recoveries.clone(),
         };
-        let t1 = tokio::spawn(dispatcher.run(outbox_rx, shutdown_rx.clone()));
-        let t2 = tokio::spawn(timer_service.run(timer_rx, shutdown_rx.clone()));
-        let t3 = tokio::spawn(sweep.run(shutdown_rx));
+        let dispatcher = dispatcher.run(outbox_rx, shutdown_rx.clone());
+        let t1 = supervise(("outbox dispatcher", Some(Loop::Dispatcher)), dispatcher, on_end, shutdown_rx.clone());
+        let timers = timer_service.run(timer_rx, shutdown_rx.clone());
+        let t2 = supervise(("timer service", Some(Loop::Timers)), timers, on_end, shutdown_rx.clone());
+        let t3 = supervise(("expiry sweep", None), sweep.run(shutdown_rx.clone()), on_end, shutdown_rx);
         let tasks = Mutex::new(vec![writer_task, t1, t2, t3]);
-        Ok(Self { shared, expiry_recoveries, db, writer, shutdown, tasks })
+        let stall = (settings.scan_interval, settings.stall_bound);
+        Ok(Self { shared, expiry_recoveries, db, writer, shutdown, tasks, health, stall, failed })
     }
 
     /// Starts only the writer: for CLI commands that record something (a token, an audit event)
@@ -173,11 +217,19 @@ impl Engine {
         let shared = Arc::new(shared);
         let (outbox_tx, _) = mpsc::unbounded_channel();
         let (timer_tx, _) = mpsc::unbounded_channel();
-        let (writer, writer_task) =
-            writer::spawn(db.clone(), shared.clone(), Sinks { outbox: outbox_tx, timers: timer_tx });
+        let health = Arc::new(Heartbeats::default());
+        let (writer, writer_loop) = writer::new(
+            db.clone(),
+            shared.clone(),
+            Sinks { outbox: outbox_tx, timers: timer_tx, health: health.clone() },
+        );
+        let writer_task = tokio::spawn(writer_loop);
         let (shutdown, _) = watch::channel(false);
+        let (_, failed) = watch::channel(None);
         let expiry_recoveries = Arc::default();
-        Ok(Self { shared, expiry_recoveries, db, writer, shutdown, tasks: Mutex::new(vec![writer_task]) })
+        let stall = (Duration::MAX, Duration::MAX);
+        let tasks = Mutex::new(vec![writer_task]);
+        Ok(Self { shared, expiry_recoveries, db, writer, shutdown, tasks, health, stall, failed })
     }
 
     /// Shared state.
@@ -190,6 +242,27 @@ impl Engine {
     #[must_use]
     pub fn db(&self) -> &Db {
         &self.db
+    }
+
+    /// Whether the writer, the timer service and the outbox dispatcher are running and in time
+    /// (see [`EngineSettings::stall_bound`]); what readiness reports.
+    #[must_use]
+    pub fn health(&self) -> Health {
+        let (period, bound) = self.stall;
+        self.health.health(period, bound)
+    }
+
+    /// Completes when a background loop ended on its own (it returned or panicked): the engine
+    /// cannot go on and the process should exit so that a supervisor restarts it. Never
+    /// completes after [`Engine::shutdown`].
+    pub async fn failed(&self) -> String {
+        let mut failed = self.failed.clone();
+        let reason = failed.wait_for(Option::is_some).await.map(|r| r.clone().unwrap_or_default());
+        match reason {
+            Ok(reason) => reason,
+            // The sender lives as long as the loops' supervisors; without them, wait forever.
+            Err(_) => std::future::pending().await,
+        }
     }
 
     /// How many overdue grants the expiry sweep found and started revoking since start-up
@@ -395,6 +468,7 @@ struct TimerService {
     /// How long past due another replica's timer waits before this one fires it.
     takeover: chrono::Duration,
     in_flight: Arc<Mutex<HashSet<crate::ids::TimerId>>>,
+    health: Arc<Heartbeats>,
 }
 
 impl TimerService {
@@ -406,6 +480,7 @@ impl TimerService {
     async fn run(self, mut wake: mpsc::UnboundedReceiver<DateTime<Utc>>, mut stop: watch::Receiver<bool>) {
         let mut next = Some(self.shared.clock.now());
         loop {
+            self.health.beat(Loop::Timers);
             let now = self.shared.clock.now();
             let wait = next.map_or(self.scan, |t| (t - now).to_std().unwrap_or(Duration::ZERO).min(self.scan));
             tokio::select! {
@@ -522,6 +597,7 @@ struct Dispatcher {
     in_flight: Mutex<HashSet<crate::ids::OutboxId>>,
     permits: Semaphore,
     settings: EngineSettings,
+    health: Arc<Heartbeats>,
 }
 
 impl Dispatcher {
@@ -533,6 +609,7 @@ impl Dispatcher {
         let mut tick = tokio::time::interval(self.settings.scan_interval);
         tick.tick().await;
         loop {
+            self.health.beat(Loop::Dispatcher);
             tokio::select! {
                 _ = stop.changed() => return,
                 Some(work) = rx.recv() => {

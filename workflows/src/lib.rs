@@ -12,6 +12,7 @@ mod validate;
 pub use catalog::{Catalog, CatalogError, IntegrationFacts};
 pub use model::*;
 pub use parse::{DefinitionError, parse_definition};
+pub use validate::MAX_DURATION;
 
 /// The workflow definitions shipped with Tollgate, as `(file name, YAML text)`.
 pub const BUNDLED: &[(&str, &str)] = &[

@@ -13,9 +13,10 @@ const MAX_ID_LEN: usize = 64;
 const MAX_MESSAGE_CHARS: usize = 2000;
 /// Most attempts a retry policy may make.
 const MAX_ATTEMPTS: u32 = 100;
-/// Longest accepted duration of any kind. Keeps every deadline the engine computes far from
+/// Longest accepted duration of any kind, in a definition or in a request (the engine refuses
+/// longer requested durations whatever the workflow says). Keeps every deadline it computes far from
 /// overflow, and no grant lasts longer than this anyway.
-const MAX_DURATION: Duration = Duration::from_secs(366 * 24 * 60 * 60);
+pub const MAX_DURATION: Duration = Duration::from_secs(366 * 24 * 60 * 60);
 /// Placeholders the engine fills in notification messages.
 const PLACEHOLDERS: &[&str] = &["requester", "integration", "scopes", "expires_at", "request"];
 

@@ -3,26 +3,43 @@
 use axum::extract::State;
 use axum::http::StatusCode;
 use sea_orm::ConnectionTrait;
+use tollgate_engine::health::{Health, LoopState};
 
 use crate::app::AppState;
 use crate::dto::HealthOut;
 use crate::error::{ApiError, ApiResult, ErrorBody};
 
-/// The process is up.
+/// The process is up (liveness: it answers; nothing else is checked).
 #[utoipa::path(get, path = "/healthz", tag = "health", responses((status = 200, body = HealthOut)))]
 pub(crate) async fn healthz() -> axum::Json<HealthOut> {
     axum::Json(HealthOut { status: "ok".to_owned() })
 }
 
-/// The database answers.
+/// Ready to serve: the database answers, and the writer, the timer service and the outbox
+/// dispatcher are running and in time (none stopped, none stuck past `engine.stall_bound_secs`).
+/// 503 `unavailable` otherwise, saying which.
 #[utoipa::path(get, path = "/readyz", tag = "health", responses((status = 200, body = HealthOut), (status = 503, body = ErrorBody)))]
 pub(crate) async fn readyz(State(state): State<AppState>) -> ApiResult<axum::Json<HealthOut>> {
-    state
-        .engine
-        .db()
-        .read
-        .execute_unprepared("SELECT 1")
-        .await
-        .map_err(|_| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "database unavailable"))?;
+    let unavailable = |detail: String| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", detail);
+    state.engine.db().read.execute_unprepared("SELECT 1").await.map_err(|_| unavailable("database unavailable".to_owned()))?;
+    let health = state.engine.health();
+    if !health.is_ready() {
+        let detail = format!("not ready: {}", describe(&health));
+        tracing::warn!(%detail, "readiness check failed");
+        return Err(unavailable(detail));
+    }
     Ok(axum::Json(HealthOut { status: "ok".to_owned() }))
+}
+
+/// `writer stuck for 42 s, timer service stopped`: the loops that are not ok.
+fn describe(h: &Health) -> String {
+    [("writer", h.writer), ("timer service", h.timers), ("outbox dispatcher", h.dispatcher)]
+        .into_iter()
+        .filter_map(|(name, state)| match state {
+            LoopState::Ok => None,
+            LoopState::Stopped => Some(format!("{name} stopped")),
+            LoopState::Stuck { for_secs } => Some(format!("{name} stuck for {for_secs} s")),
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
 }

@@ -35,6 +35,12 @@ pub enum StoreError {
     /// The writer task is gone (shutting down).
     #[error("the engine is shutting down")]
     Closed,
+    /// A job panicked (a bug): it was rolled back and failed alone; the writer went on.
+    #[error("internal error in {job}")]
+    JobPanicked {
+        /// The job's type.
+        job: &'static str,
+    },
 }
 
 impl StoreError {

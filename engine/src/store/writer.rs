@@ -15,12 +15,18 @@
 //!   them write: replicas' batches run one at a time, so they cannot deadlock on each other's
 //!   rows, and each reads everything committed before it;
 //! - the run cache and the deferred writes of a batch, both in [`Tx`], and the audit chain
-//!   append at the end of each batch.
+//!   append at the end of each batch;
+//! - isolation of a failing job: a job that panics rolls its batch back like a database error,
+//!   the batch is replayed one job per transaction, and only that job's caller gets an error
+//!   ([`StoreError::JobPanicked`]); the writer goes on. Panics are logged and counted
+//!   ([`crate::health::Health::job_panics`]).
 
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use sea_orm::sea_query::{Expr, LockType, Query};
+use futures_util::FutureExt as _;
 use sea_orm::{
     ConnectionTrait, DatabaseTransaction, DbBackend, SqliteTransactionMode, TransactionOptions, TransactionTrait,
 };
@@ -32,6 +38,7 @@ use super::{Db, StoreError};
 use crate::audit::AuditEvent;
 use crate::context::{Missing, Shared};
 use crate::effect::NewOutbox;
+use crate::health::{Heartbeats, Loop};
 use crate::ids::{OutboxId, RunId};
 use crate::transition::TransitionError;
 
@@ -121,6 +128,8 @@ impl Refusal {
 #[async_trait::async_trait]
 trait Queued: Send {
     async fn run(&mut self, tx: &mut Tx<'_>) -> Result<(), Refusal>;
+    /// The job's type, for logs.
+    fn name(&self) -> &'static str;
     fn reply(self: Box<Self>, result: Result<(), JobError>);
 }
 
@@ -135,6 +144,10 @@ impl<J: Job> Queued for Envelope<J> {
     async fn run(&mut self, tx: &mut Tx<'_>) -> Result<(), Refusal> {
         self.output = Some(self.job.run(tx).await?);
         Ok(())
+    }
+
+    fn name(&self) -> &'static str {
+        std::any::type_name::<J>()
     }
 
     fn reply(self: Box<Self>, result: Result<(), JobError>) {
@@ -194,18 +207,22 @@ impl WriterHandle {
     }
 }
 
-/// Channels the writer feeds after each commit.
+/// Channels the writer feeds after each commit, and the heartbeats it keeps.
 pub(crate) struct Sinks {
     pub(crate) outbox: mpsc::UnboundedSender<OutboxWork>,
     pub(crate) timers: mpsc::UnboundedSender<DateTime<Utc>>,
+    pub(crate) health: Arc<Heartbeats>,
 }
 
-/// Starts the writer task.
-pub(crate) fn spawn(db: Db, shared: Arc<Shared>, sinks: Sinks) -> (WriterHandle, tokio::task::JoinHandle<()>) {
+/// The writer: its handle, and the loop to spawn (it ends when every handle is dropped).
+pub(crate) fn new(
+    db: Db,
+    shared: Arc<Shared>,
+    sinks: Sinks,
+) -> (WriterHandle, impl std::future::Future<Output = ()> + Send + 'static) {
     let (normal, normal_rx) = mpsc::channel(4096);
     let (internal, internal_rx) = mpsc::channel(4096);
-    let task = tokio::spawn(run_writer(db, shared, sinks, internal_rx, normal_rx));
-    (WriterHandle { normal, internal }, task)
+    (WriterHandle { normal, internal }, run_writer(db, shared, sinks, internal_rx, normal_rx))
 }
 
 async fn run_writer(
@@ -218,6 +235,7 @@ async fn run_writer(
     let mut cache = RunCache::default();
     let (mut high, mut low) = (Vec::with_capacity(MAX_BATCH), Vec::with_capacity(MAX_BATCH));
     let (mut internal_open, mut normal_open) = (true, true);
+    sinks.health.beat(Loop::Writer);
     while internal_open || normal_open {
         tokio::select! {
             biased;
@@ -232,9 +250,12 @@ async fn run_writer(
         let mut batch = std::mem::take(&mut high);
         batch.append(&mut low);
         if !batch.is_empty() {
+            sinks.health.writer_busy(true);
             commit_batch(&db, &shared, &sinks, &mut cache, batch).await;
+            sinks.health.writer_busy(false);
         }
     }
+    sinks.health.stopped(Loop::Writer);
     tracing::debug!("writer stopped");
 }
 
@@ -319,8 +340,22 @@ async fn run_batch(
     let mut results = Vec::with_capacity(jobs.len());
     for job in jobs.iter_mut() {
         let mut tx = Tx::new(&txn, shared, &mut *cache, now);
-        let outcome = job.run(&mut tx).await;
+        let outcome = AssertUnwindSafe(job.run(&mut tx)).catch_unwind().await;
         let (wrote, job_pending) = tx.into_parts();
+        let outcome = match outcome {
+            Ok(outcome) => outcome,
+            Err(panic) => {
+                // What the job wrote, and what it left in the cache, cannot be trusted: roll the
+                // whole batch back (it is replayed one job per transaction, so only this job fails).
+                sinks.health.job_panicked();
+                let job = job.name();
+                tracing::error!(job, panic = panic_message(panic.as_ref()), "a job panicked; its transaction is rolled back");
+                pending.absorb_touched(job_pending);
+                cache.forget_all(&pending.touched);
+                let _ = txn.rollback().await;
+                return Err(StoreError::JobPanicked { job });
+            }
+        };
         match outcome {
             Ok(()) => {
                 pending.absorb(job_pending);
@@ -368,6 +403,15 @@ async fn run_batch(
     Ok(results)
 }
 
+/// The text of a panic's payload (a `&str` or `String`, as `panic!` makes them).
+fn panic_message(payload: &(dyn std::any::Any + Send)) -> &str {
+    payload
+        .downcast_ref::<&str>()
+        .copied()
+        .or_else(|| payload.downcast_ref::<String>().map(String::as_str))
+        .unwrap_or("(no message)")
+}
+
 /// Serialises write transactions across replicas (PostgreSQL) by locking the audit chain head
 /// first: every batch would lock it at its end anyway, and taking it first means no batch holds
 /// a row another one waits for while it waits itself, so batches never deadlock. SQLite's
@@ -385,4 +429,166 @@ async fn lock_writers(txn: &DatabaseTransaction) -> Result<(), sea_orm::DbErr> {
         .lock(LockType::Update);
     txn.query_one(&select).await?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use sea_orm::{ConnectionTrait, Statement};
+    use tokio::sync::Semaphore;
+
+    use super::{Job, JobError, Refusal};
+    use crate::audit::AuditEvent;
+    use crate::clock::SystemClock;
+    use crate::feature::audit_events::AppendAudit;
+    use crate::health::LoopState;
+    use crate::store::tx::Tx;
+    use crate::store::{self, StoreError};
+    use crate::{Engine, EngineSettings, Shared};
+
+    /// Records an audit event, then panics: a bug inside one job.
+    struct Panics;
+
+    #[async_trait::async_trait]
+    impl Job for Panics {
+        type Output = ();
+
+        async fn run(&self, tx: &mut Tx<'_>) -> Result<(), Refusal> {
+            tx.audit(event("must_not_commit"));
+            panic!("a bug inside a job");
+        }
+    }
+
+    /// Holds the writer until a permit is released.
+    struct Holds(Arc<Semaphore>);
+
+    #[async_trait::async_trait]
+    impl Job for Holds {
+        type Output = ();
+
+        async fn run(&self, _tx: &mut Tx<'_>) -> Result<(), Refusal> {
+            let _permit = self.0.acquire().await.map_err(|_| JobError::Store(StoreError::Closed))?;
+            Ok(())
+        }
+    }
+
+    fn event(kind: &str) -> AuditEvent {
+        AuditEvent {
+            event_type: kind.to_owned(),
+            channel: "test".to_owned(),
+            outcome: "success".to_owned(),
+            actor: "system".to_owned(),
+            subject: "test".to_owned(),
+            run_id: None,
+            justification: None,
+            workflow_key: None,
+            workflow_version: None,
+            details: serde_json::Value::Null,
+        }
+    }
+
+    async fn engine(stall_bound: Duration) -> (Arc<Engine>, tempfile::TempDir) {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}?mode=rwc", dir.path().join("t.db").display());
+        let db = store::connect(&url, 2).await.unwrap();
+        store::migrate(&db).await.unwrap();
+        let shared = Shared {
+            catalog: tollgate_workflows::Catalog::new(),
+            directory: crate::directory::Directory::default(),
+            clock: Arc::new(SystemClock),
+            node_id: "test".to_owned(),
+            lease: chrono::Duration::seconds(60),
+            channels: Vec::new(),
+            expiry_warning: None,
+        };
+        let settings =
+            EngineSettings { stall_bound, scan_interval: Duration::from_millis(50), ..EngineSettings::default() };
+        let engine = Engine::start(db, shared, Default::default(), Vec::new(), settings).await.unwrap();
+        (Arc::new(engine), dir)
+    }
+
+    async fn audited(e: &Engine, kind: &str) -> i64 {
+        let sql = format!("SELECT COUNT(*) AS n FROM audit_log WHERE event_type = '{kind}'");
+        let stmt = Statement::from_string(e.db().backend(), sql);
+        e.db().read.query_one_raw(stmt).await.unwrap().unwrap().try_get("", "n").unwrap()
+    }
+
+    /// Polls `cond` until it holds (at most 10 s).
+    async fn until(what: &str, mut cond: impl FnMut() -> bool) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while !cond() {
+            assert!(std::time::Instant::now() < deadline, "timed out waiting for {what}");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    #[tokio::test]
+    async fn a_panicking_job_fails_alone_and_the_writer_goes_on() {
+        let (e, _dir) = engine(Duration::from_secs(30)).await;
+        until("the engine's loops to run", || e.health().is_ready()).await;
+        // Hold the writer so the next jobs share one batch with the panicking one.
+        let gate = Arc::new(Semaphore::new(0));
+        let held = tokio::spawn({
+            let (w, gate) = (e.writer.clone(), gate.clone());
+            async move { w.submit(Holds(gate)).await }
+        });
+        until("the writer to be busy", || e.health.health(Duration::ZERO, Duration::ZERO).writer != LoopState::Ok)
+            .await;
+        let before = (0..3).map(|i| {
+            let w = e.writer.clone();
+            tokio::spawn(async move { w.submit(AppendAudit(vec![event(&format!("before_{i}"))])).await })
+        });
+        let before: Vec<_> = before.collect();
+        let bad = tokio::spawn({
+            let w = e.writer.clone();
+            async move { w.submit(Panics).await }
+        });
+        let after = tokio::spawn({
+            let w = e.writer.clone();
+            async move { w.submit(AppendAudit(vec![event("after")])).await }
+        });
+        gate.add_permits(1);
+        held.await.unwrap().unwrap();
+        assert!(
+            matches!(bad.await.unwrap(), Err(JobError::Store(StoreError::JobPanicked { job })) if job.ends_with("Panics")),
+            "the panicking job's caller gets an internal error"
+        );
+        for j in before {
+            j.await.unwrap().unwrap();
+        }
+        after.await.unwrap().unwrap();
+        // Its batch companions committed, its own write did not, and the writer still writes.
+        for i in 0..3 {
+            assert_eq!(audited(&e, &format!("before_{i}")).await, 1);
+        }
+        assert_eq!(audited(&e, "after").await, 1);
+        assert_eq!(audited(&e, "must_not_commit").await, 0);
+        e.writer.submit(AppendAudit(vec![event("later")])).await.unwrap();
+        assert_eq!(audited(&e, "later").await, 1);
+        let health = e.health();
+        assert!(health.is_ready(), "{health:?}");
+        assert!(health.job_panics >= 1, "{health:?}");
+        let verified = store::query::verify_audit(&e.db().read).await.unwrap();
+        assert!(verified.is_ok(), "the chain still verifies: {verified:?}");
+        e.shutdown().await;
+    }
+
+    #[tokio::test]
+    async fn readiness_fails_while_the_writer_is_stuck_and_recovers() {
+        let (e, _dir) = engine(Duration::from_millis(100)).await;
+        until("the engine to be ready", || e.health().is_ready()).await;
+        let gate = Arc::new(Semaphore::new(0));
+        let held = tokio::spawn({
+            let (w, gate) = (e.writer.clone(), gate.clone());
+            async move { w.submit(Holds(gate)).await }
+        });
+        until("the writer to count as stuck", || matches!(e.health().writer, LoopState::Stuck { .. })).await;
+        assert!(!e.health().is_ready());
+        gate.add_permits(1);
+        held.await.unwrap().unwrap();
+        until("the engine to be ready again", || e.health().is_ready()).await;
+        e.shutdown().await;
+    }
 }

@@ -3,7 +3,9 @@
 use chrono::{DateTime, Utc};
 use tollgate_workflows::{ActionStep, ApprovalStep, Operation, Recipient, RequestFacts, RetryPolicy, Step, WaitUntil};
 
-use super::{Context, Outcome};
+use std::time::Duration;
+
+use super::{Context, Outcome, TransitionError};
 use crate::action::{ConnectorAction, IntegrationRef};
 use crate::audit::AuditEvent;
 use crate::effect::{Effect, NewOutbox, OutboxPayload, TimerKind};
@@ -47,12 +49,12 @@ pub(crate) fn current_step<'a>(run: &Run, ctx: &Context<'a>) -> Option<&'a Step>
 }
 
 /// Leaves the current step (clearing its timers) and enters the following ones.
-pub(crate) fn complete_step(out: &mut Outcome, ctx: &Context<'_>) {
+pub(crate) fn complete_step(out: &mut Outcome, ctx: &Context<'_>) -> Result<(), TransitionError> {
     clear_timers(out);
     out.prior_approvals = 0;
     out.run.step_index += 1;
     out.run.step = StepState::Idle;
-    enter_step(out, ctx);
+    enter_step(out, ctx)
 }
 
 /// Drops the timers of the step being left; only approval and wait steps have any.
@@ -72,7 +74,10 @@ pub(crate) fn finish(out: &mut Outcome, status: RunStatus, reason: Option<String
 
 /// Enters the step at `run.step_index`, skipping steps whose guard does not admit the request
 /// and running notify steps inline, until a step waits or the workflow ends.
-pub(crate) fn enter_step(out: &mut Outcome, ctx: &Context<'_>) {
+///
+/// # Errors
+/// [`TransitionError::TimeOutOfRange`] when a deadline it computes is beyond the calendar.
+pub(crate) fn enter_step(out: &mut Outcome, ctx: &Context<'_>) -> Result<(), TransitionError> {
     let risks = ctx.scope_risks(&out.run.scopes);
     let facts = RequestFacts { environment: &ctx.integration.environment, scope_risks: &risks };
     loop {
@@ -81,7 +86,7 @@ pub(crate) fn enter_step(out: &mut Outcome, ctx: &Context<'_>) {
             out.run.step = StepState::Idle;
             let ev = event(&out.run, "request_completed", "system", "engine", "success", serde_json::json!({}));
             out.audit.push(ev);
-            return;
+            return Ok(());
         };
         let index = out.run.step_index;
         if !step.guard().admits(&facts) {
@@ -100,14 +105,14 @@ pub(crate) fn enter_step(out: &mut Outcome, ctx: &Context<'_>) {
         match step {
             Step::Approval(a) => return enter_approval(out, a, ctx),
             Step::Action(a) => {
-                if enter_action(out, a, ctx) {
-                    return;
+                if enter_action(out, a, ctx)? {
+                    return Ok(());
                 }
                 out.run.step_index += 1;
             }
             Step::Wait(w) => {
                 let (until, expiry) = match (w.duration, w.until) {
-                    (Some(d), _) => (ctx.now + chrono_duration(d), false),
+                    (Some(d), _) => (later(ctx.now, d.as_std())?, false),
                     (None, Some(WaitUntil::Expiry)) => {
                         let expires = out.grant.as_ref().and_then(|g| g.expires_at).unwrap_or(ctx.now);
                         (expires, true)
@@ -119,13 +124,12 @@ pub(crate) fn enter_step(out: &mut Outcome, ctx: &Context<'_>) {
                 }
                 out.run.step = StepState::Wait { until, expiry };
                 out.effects.push(Effect::ScheduleTimer { kind: TimerKind::Wait, due_at: until });
-                if let Some(lead) = ctx.expiry_warning.filter(|_| expiry) {
-                    let warn_at = until - lead;
-                    if warn_at > ctx.now {
-                        out.effects.push(Effect::ScheduleTimer { kind: TimerKind::ExpiryWarning, due_at: warn_at });
-                    }
+                if let Some(warn_at) = ctx.expiry_warning.filter(|_| expiry).and_then(|l| until.checked_sub_signed(l))
+                    && warn_at > ctx.now
+                {
+                    out.effects.push(Effect::ScheduleTimer { kind: TimerKind::ExpiryWarning, due_at: warn_at });
                 }
-                return;
+                return Ok(());
             }
             Step::Notify(n) => {
                 let recipients = recipients(&out.run, &n.to, ctx);
@@ -139,19 +143,19 @@ pub(crate) fn enter_step(out: &mut Outcome, ctx: &Context<'_>) {
     }
 }
 
-fn enter_approval(out: &mut Outcome, a: &ApprovalStep, ctx: &Context<'_>) {
-    let deadline = ctx.now + chrono_duration(a.timeout);
+fn enter_approval(out: &mut Outcome, a: &ApprovalStep, ctx: &Context<'_>) -> Result<(), TransitionError> {
+    let deadline = later(ctx.now, a.timeout.as_std())?;
     out.run.status = RunStatus::AwaitingApproval;
     out.run.step = StepState::Approval { reached_at: ctx.now, deadline, reminders: 0, escalated: false };
     out.effects.push(Effect::ScheduleTimer { kind: TimerKind::ApprovalDeadline, due_at: deadline });
     if let Some(e) = &a.escalation {
-        let due = ctx.now + chrono_duration(e.after);
+        let due = later(ctx.now, e.after.as_std())?;
         if due < deadline {
             out.effects.push(Effect::ScheduleTimer { kind: TimerKind::Escalation, due_at: due });
         }
     }
     if let Some(every) = a.reminder {
-        let due = ctx.now + chrono_duration(every);
+        let due = later(ctx.now, every.as_std())?;
         if due < deadline {
             out.effects.push(Effect::ScheduleTimer { kind: TimerKind::Reminder, due_at: due });
         }
@@ -181,6 +185,7 @@ fn enter_approval(out: &mut Outcome, a: &ApprovalStep, ctx: &Context<'_>) {
     let key = format!("{}:{}:approval_requested", out.run.id, out.run.step_index);
     enqueue_notification(out, ctx, "approval_requested", recipients, text, key);
     route_last(out, approval_route(a, out.run.step_index));
+    Ok(())
 }
 
 /// The route of an approval step's requests and reminders.
@@ -189,13 +194,12 @@ pub(crate) fn approval_route(a: &ApprovalStep, step: u32) -> Route {
 }
 
 /// Enters an action step. Returns false when the step has nothing to do and was skipped.
-fn enter_action(out: &mut Outcome, a: &ActionStep, ctx: &Context<'_>) -> bool {
-    let Some(grant_id) = out.run.grant_id else { return false };
+fn enter_action(out: &mut Outcome, a: &ActionStep, ctx: &Context<'_>) -> Result<bool, TransitionError> {
+    let Some(grant_id) = out.run.grant_id else { return Ok(false) };
     let index = out.run.step_index;
     let (key, expires_at) = match a.operation {
         Operation::Grant => {
-            let expires =
-                ctx.now + chrono::Duration::seconds(i64::try_from(out.run.duration_secs).unwrap_or(i64::MAX / 2));
+            let expires = later(ctx.now, Duration::from_secs(out.run.duration_secs))?;
             out.grant = Some(Grant {
                 id: grant_id,
                 run_id: out.run.id,
@@ -214,7 +218,7 @@ fn enter_action(out: &mut Outcome, a: &ActionStep, ctx: &Context<'_>) -> bool {
             (format!("{}:{index}", out.run.id), Some(expires))
         }
         Operation::Revoke => {
-            let Some(grant) = out.grant.as_mut() else { return false };
+            let Some(grant) = out.grant.as_mut() else { return Ok(false) };
             if !grant.status.may_hold_access() {
                 let ev = event(
                     &out.run,
@@ -225,7 +229,7 @@ fn enter_action(out: &mut Outcome, a: &ActionStep, ctx: &Context<'_>) -> bool {
                     serde_json::json!({ "step": index, "type": "action", "reason": format!("grant is {}", grant.status.as_str()) }),
                 );
                 out.audit.push(ev);
-                return false;
+                return Ok(false);
             }
             grant.status = GrantStatus::Revoking;
             grant.updated_at = ctx.now;
@@ -235,8 +239,7 @@ fn enter_action(out: &mut Outcome, a: &ActionStep, ctx: &Context<'_>) -> bool {
         }
         Operation::Renew => {
             let current = out.grant.as_ref().and_then(|g| g.expires_at).unwrap_or(ctx.now);
-            let wanted =
-                ctx.now + chrono::Duration::seconds(i64::try_from(out.run.duration_secs).unwrap_or(i64::MAX / 2));
+            let wanted = later(ctx.now, Duration::from_secs(out.run.duration_secs))?;
             out.run.status = RunStatus::Provisioning;
             (format!("{}:{index}", out.run.id), Some(wanted.max(current)))
         }
@@ -270,7 +273,7 @@ fn enter_action(out: &mut Outcome, a: &ActionStep, ctx: &Context<'_>) -> bool {
         retry: a.retry,
         payload: OutboxPayload::Action { action },
     })));
-    true
+    Ok(true)
 }
 
 /// Queues a notification (no-op without recipients).
@@ -387,7 +390,12 @@ pub(crate) fn fill(template: &str, run: &Run, grant: Option<&Grant>) -> String {
         .replace("{request}", &run.id.to_string())
 }
 
-/// Converts a workflow duration.
-pub(crate) fn chrono_duration(d: tollgate_workflows::Duration) -> chrono::Duration {
-    chrono::Duration::from_std(d.as_std()).unwrap_or(chrono::Duration::MAX)
+/// `at` plus `d`, checked: a time the calendar cannot hold is a typed error, never a panic.
+/// Requested durations and definitions are bounded ([`tollgate_workflows::MAX_DURATION`]) long
+/// before this, so it only guards against data that slipped past them.
+///
+/// # Errors
+/// [`TransitionError::TimeOutOfRange`].
+pub(crate) fn later(at: DateTime<Utc>, d: Duration) -> Result<DateTime<Utc>, TransitionError> {
+    chrono::Duration::from_std(d).ok().and_then(|d| at.checked_add_signed(d)).ok_or(TransitionError::TimeOutOfRange)
 }

@@ -1,9 +1,11 @@
 //! Commands on an existing run: decisions, cancellation, timers, connector results, early revoke.
 
+use std::time::Duration;
+
 use tollgate_workflows::{Operation, Step, TimeoutOutcome};
 
 use super::advance::{
-    approval_route, chrono_duration, complete_step, current_step, enqueue_notification, event, finish, people,
+    approval_route, complete_step, current_step, enqueue_notification, event, finish, later, people,
     route_last,
 };
 use super::{Context, Outcome, TransitionError};
@@ -154,14 +156,14 @@ pub fn apply(state: RunState, command: Command, ctx: &Context<'_>) -> Result<Opt
             if step_index != out.run.step_index || out.run.status.is_final() {
                 return Ok(None);
             }
-            if !timer_fired(&mut out, &votes, kind, ctx) {
+            if !timer_fired(&mut out, &votes, kind, ctx)? {
                 return Ok(None);
             }
         }
         Command::ActionSucceeded { outbox_id, reference, at, actor, channel } => {
             let Some(op) = pending_action(&out, outbox_id) else { return Ok(None) };
             let at = at.filter(|t| *t <= ctx.now).unwrap_or(ctx.now);
-            action_succeeded(&mut out, op, reference, at, &actor, &channel, ctx);
+            action_succeeded(&mut out, op, reference, at, &actor, &channel, ctx)?;
         }
         Command::ActionFailed { outbox_id, error, actor, channel } => {
             let Some(op) = pending_action(&out, outbox_id) else { return Ok(None) };
@@ -185,7 +187,7 @@ pub fn apply(state: RunState, command: Command, ctx: &Context<'_>) -> Result<Opt
             );
             ev.subject = format!("grant:{}", grant_id.unwrap_or_default());
             out.audit.push(ev);
-            complete_step(&mut out, ctx);
+            complete_step(&mut out, ctx)?;
         }
     }
     Ok(Some(out))
@@ -283,7 +285,7 @@ fn decide(out: &mut Outcome, votes: &[Vote], cast: Cast, ctx: &Context<'_>) -> R
         let key = format!("{}:{}:approved", out.run.id, out.run.step_index);
         let text = format!("Your request for {} on {} was approved.", out.run.scopes.join(", "), out.run.integration);
         let step = out.run.step_index;
-        complete_step(out, ctx);
+        complete_step(out, ctx)?;
         enqueue_notification(out, ctx, "approved", requester, text, key);
         route_last(out, outcome_route(step, &actor));
     } else if denials >= step.deny_quorum {
@@ -313,7 +315,7 @@ fn outcome_route(step: u32, actor: &str) -> Route {
 }
 
 /// Returns false when the timer does not belong to the current step (stale).
-fn timer_fired(out: &mut Outcome, votes: &[Vote], kind: TimerKind, ctx: &Context<'_>) -> bool {
+fn timer_fired(out: &mut Outcome, votes: &[Vote], kind: TimerKind, ctx: &Context<'_>) -> Result<bool, TransitionError> {
     match (kind, current_step(&out.run, ctx), out.run.step.clone()) {
         (TimerKind::ApprovalDeadline, Some(Step::Approval(step)), StepState::Approval { .. }) => {
             let requester = people(std::slice::from_ref(&out.run.requester), ctx);
@@ -348,7 +350,7 @@ fn timer_fired(out: &mut Outcome, votes: &[Vote], kind: TimerKind, ctx: &Context
                         "approved_on_timeout",
                         serde_json::json!({ "step": out.run.step_index }),
                     ));
-                    complete_step(out, ctx);
+                    complete_step(out, ctx)?;
                 }
             }
         }
@@ -380,7 +382,7 @@ fn timer_fired(out: &mut Outcome, votes: &[Vote], kind: TimerKind, ctx: &Context
             route_last(out, approval_route(step, out.run.step_index));
             out.run.step = StepState::Approval { reached_at, deadline, reminders: n, escalated };
             if let Some(every) = step.reminder {
-                let due = ctx.now + chrono_duration(every);
+                let due = later(ctx.now, every.as_std())?;
                 if due < deadline {
                     out.effects.push(Effect::ScheduleTimer { kind: TimerKind::Reminder, due_at: due });
                 }
@@ -453,11 +455,11 @@ fn timer_fired(out: &mut Outcome, votes: &[Vote], kind: TimerKind, ctx: &Context
                 ev.subject = format!("grant:{}", grant_id.unwrap_or_default());
                 out.audit.push(ev);
             }
-            complete_step(out, ctx);
+            complete_step(out, ctx)?;
         }
-        _ => return false,
+        _ => return Ok(false),
     }
-    true
+    Ok(true)
 }
 
 fn pending_action(out: &Outcome, outbox_id: OutboxId) -> Option<Operation> {
@@ -475,7 +477,7 @@ fn action_succeeded(
     actor: &str,
     channel: &str,
     ctx: &Context<'_>,
-) {
+) -> Result<(), TransitionError> {
     let grant_id = out.run.grant_id.map(|g| g.to_string()).unwrap_or_default();
     let event_type = match op {
         Operation::Grant => "grant_succeeded",
@@ -499,8 +501,7 @@ fn action_succeeded(
             Operation::Grant => {
                 g.status = GrantStatus::Active;
                 g.granted_at = Some(at);
-                g.expires_at =
-                    Some(at + chrono::Duration::seconds(i64::try_from(out.run.duration_secs).unwrap_or(i64::MAX / 2)));
+                g.expires_at = Some(later(at, Duration::from_secs(out.run.duration_secs))?);
                 g.reference = reference;
             }
             Operation::Revoke => {
@@ -511,8 +512,7 @@ fn action_succeeded(
                 }
             }
             Operation::Renew => {
-                let wanted =
-                    ctx.now + chrono::Duration::seconds(i64::try_from(out.run.duration_secs).unwrap_or(i64::MAX / 2));
+                let wanted = later(ctx.now, Duration::from_secs(out.run.duration_secs))?;
                 let new_expiry = g.expires_at.map_or(wanted, |e| e.max(wanted));
                 g.expires_at = Some(new_expiry);
                 out.effects.push(Effect::ExtendGrant { grant_id: g.id, expires_at: new_expiry });
@@ -529,7 +529,7 @@ fn action_succeeded(
         out.run.status = RunStatus::Revoking;
         out.run.reason = None;
     }
-    complete_step(out, ctx);
+    complete_step(out, ctx)
 }
 
 fn action_failed(out: &mut Outcome, op: Operation, error: String, actor: &str, channel: &str, ctx: &Context<'_>) {

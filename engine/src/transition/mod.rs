@@ -100,6 +100,9 @@ pub enum TransitionError {
     /// The request cannot be created.
     #[error(transparent)]
     Invalid(#[from] start::RequestError),
+    /// A deadline or expiry computed from the request would lie beyond the calendar.
+    #[error("a computed time is out of range")]
+    TimeOutOfRange,
 }
 
 impl TransitionError {
@@ -116,6 +119,7 @@ impl TransitionError {
             Self::NotAllowed => "forbidden",
             Self::GrantNotActive(_) => "grant_not_active",
             Self::StepOver => "step_over",
+            Self::TimeOutOfRange => "time_out_of_range",
             Self::Invalid(e) => e.code(),
         }
     }

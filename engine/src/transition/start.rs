@@ -1,6 +1,6 @@
 //! Creating a run from a request: every check a request must pass before anything is written.
 
-use tollgate_workflows::{Duration, WorkflowKind};
+use tollgate_workflows::{Duration, MAX_DURATION, WorkflowKind};
 
 use super::{Context, Outcome, TransitionError, advance};
 use crate::audit::AuditEvent;
@@ -135,8 +135,11 @@ pub fn start(req: NewRequest, requester_is_admin: bool, ctx: &Context<'_>) -> Re
         seen.insert(s.clone());
     }
     let scopes: Vec<String> = seen.into_iter().collect();
+    // One bound for every kind, whatever the workflow says (a renew or rotate workflow may
+    // state none): no requested duration reaches time arithmetic unchecked.
+    let max = params.max_duration.map_or(MAX_DURATION, |m| m.min(MAX_DURATION));
     let duration = match (req.duration, params.default_duration, params.max_duration) {
-        (Some(d), _, Some(max)) if d > max => {
+        (Some(d), _, _) if d > max => {
             return Err(RequestError::DurationTooLong { asked: d, max }.into());
         }
         (Some(d), _, _) => Some(d),
@@ -188,6 +191,6 @@ pub fn start(req: NewRequest, requester_is_admin: bool, ctx: &Context<'_>) -> Re
         }),
     };
     out.audit.push(created);
-    advance::enter_step(&mut out, ctx);
+    advance::enter_step(&mut out, ctx)?;
     Ok(out)
 }

@@ -594,3 +594,65 @@ fn a_repeated_decision_succeeds_without_effect_and_a_changed_one_is_refused() {
         }
     }
 }
+
+#[test]
+fn no_requested_duration_passes_the_global_bound_whatever_the_workflow_says() {
+    let mut f = Fixture::new();
+    // A workflow that states no maximum (as renew and rotate workflows may).
+    f.def.parameters.max_duration = None;
+    let ask = |secs: u64| NewRequest {
+        id: RunId::new(),
+        requester: "alice".to_owned(),
+        kind: WorkflowKind::Grant,
+        integration: "crm".to_owned(),
+        scopes: vec!["write".to_owned()],
+        duration: Some(tollgate_workflows::Duration::from_secs(secs)),
+        justification: "x".to_owned(),
+        grant: None,
+        channel: "api".to_owned(),
+    };
+    let max = tollgate_workflows::MAX_DURATION.as_std().as_secs();
+    let three_hundred_thousand_years = 300_000 * 365 * 24 * 3600;
+    for secs in [max + 1, three_hundred_thousand_years, u64::MAX / 2] {
+        let err = start(ask(secs), false, &f.ctx(t0())).map(|_| ()).unwrap_err();
+        assert_eq!(err.code(), "duration_too_long", "{secs} s");
+    }
+    assert!(start(ask(max), false, &f.ctx(t0())).is_ok(), "the bound itself is allowed");
+}
+
+#[test]
+fn time_beyond_the_calendar_is_a_typed_error_never_a_panic() {
+    let f = Fixture::new();
+    // The approval deadline (now + 1 h) does not exist.
+    let end = DateTime::<Utc>::MAX_UTC - Duration::minutes(30);
+    let req = NewRequest {
+        id: RunId::new(),
+        requester: "alice".to_owned(),
+        kind: WorkflowKind::Grant,
+        integration: "crm".to_owned(),
+        scopes: vec!["write".to_owned()],
+        duration: Some(tollgate_workflows::Duration::from_secs(3600)),
+        justification: "x".to_owned(),
+        grant: None,
+        channel: "api".to_owned(),
+    };
+    let err = start(req, false, &f.ctx(end)).map(|_| ()).unwrap_err();
+    assert!(matches!(err, TransitionError::TimeOutOfRange), "{err:?}");
+    assert_eq!(err.code(), "time_out_of_range");
+
+    // A run whose grant call succeeds at the end of time: its expiry cannot be computed.
+    let state = f.start("alice");
+    let state = decide(&f, &state, "carol", Decision::Approve, t0()).unwrap();
+    let state = decide(&f, &state, "dave", Decision::Approve, t0()).unwrap();
+    let (outbox_id, op) = pending_action(&state).expect("grant call pending");
+    assert_eq!(op, Operation::Grant);
+    let done = Command::ActionSucceeded {
+        outbox_id,
+        reference: None,
+        at: None,
+        actor: "system".to_owned(),
+        channel: "engine".to_owned(),
+    };
+    let err = apply(state, done, &f.ctx(end)).map(|_| ()).unwrap_err();
+    assert!(matches!(err, TransitionError::TimeOutOfRange), "{err:?}");
+}
