@@ -33,8 +33,10 @@
 //!
 //! - **core** — [`ids`], [`clock`], [`run`], [`directory`], [`audit`], [`action`], [`message`],
 //!   [`effect`], [`transition`], [`policy`], [`delivery`], [`context`], [`health`]: values and pure rules, no
-//!   database or network, time only through [`clock::Clock`]. Effects carry plain values
-//!   ([`action::ConnectorAction`], [`message::Notification`]), so nothing here knows an adapter.
+//!   database or network, time only through [`clock::Clock`], new ids only from an
+//!   [`ids::IdSource`] the caller seeds (a transition is a pure function of state, command and
+//!   context). Effects carry plain values ([`action::ConnectorAction`],
+//!   [`message::Notification`]), so nothing here knows an adapter.
 //! - **store** — [`store`]: entities, reads, and the writer: a generic executor that commits
 //!   batches of jobs, each job's state, audit records and effects together.
 //! - **features** — [`feature`]: each part of the state (runs, outbox, timers, approval

@@ -10,7 +10,7 @@ use tollgate_workflows::WorkflowKind;
 
 use crate::audit::AuditEvent;
 use crate::effect::{Effect, NewOutbox, OutboxPayload, TimerKind};
-use crate::ids::{GrantId, OutboxId, RunId, TimerId};
+use crate::ids::{GrantId, IdSource, OutboxId, RunId, TimerId};
 use crate::run::{Grant, GrantStatus, Run, RunState, StepState};
 use crate::store::entity::{grant, idempotency_key, run, timer};
 use crate::store::query::RunView;
@@ -64,12 +64,14 @@ impl Job for CreateRequest {
         }
         let shared = tx.shared();
         let (definition, integration) = shared.resolve_for_request(&self.request)?;
+        let ids = IdSource::random();
         let ctx = Context {
             definition: &definition,
             directory: &shared.directory,
             integration,
             now: tx.now(),
             expiry_warning: shared.expiry_warning,
+            ids: &ids,
         };
         let outcome = transition::start(self.request.clone(), self.is_admin, &ctx)?;
         let state = tx.persist(outcome, None).await?;
@@ -228,12 +230,14 @@ impl Tx<'_> {
         let (state, cached) = self.state(run_id).await?;
         let shared = self.shared();
         let definition = shared.definition(&state.run)?;
+        let ids = IdSource::random();
         let ctx = Context {
             definition: &definition,
             directory: &shared.directory,
             integration: shared.integration(&state.run)?,
             now: self.now(),
             expiry_warning: shared.expiry_warning,
+            ids: &ids,
         };
         let result = transition::apply(state.clone(), command.clone(), &ctx);
         // A cached state decides nothing by itself: what it ignores or refuses is checked

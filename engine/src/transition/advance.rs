@@ -249,7 +249,7 @@ fn enter_action(out: &mut Outcome, a: &ActionStep, ctx: &Context<'_>) -> Result<
         }
     };
     let principal = out.grant.as_ref().map_or_else(|| out.run.requester.clone(), |g| g.principal.clone());
-    let id = OutboxId::new();
+    let id: OutboxId = ctx.ids.next(ctx.now);
     let action = ConnectorAction {
         operation: a.operation,
         idempotency_key: key.clone(),
@@ -307,7 +307,7 @@ pub(crate) fn enqueue_notification(
         route: Route::default(),
     };
     out.effects.push(Effect::Enqueue(Box::new(NewOutbox {
-        id: OutboxId::new(),
+        id: ctx.ids.next(ctx.now),
         idempotency_key: key,
         step_index: out.run.step_index,
         retry: NOTIFY_RETRY,

@@ -5,8 +5,7 @@ use std::time::Duration;
 use tollgate_workflows::{Operation, Step, TimeoutOutcome};
 
 use super::advance::{
-    approval_route, complete_step, current_step, enqueue_notification, event, finish, later, people,
-    route_last,
+    approval_route, complete_step, current_step, enqueue_notification, event, finish, later, people, route_last,
 };
 use super::{Context, Outcome, TransitionError};
 use crate::effect::{Effect, TimerKind};

@@ -33,6 +33,8 @@ pub struct Context<'a> {
     pub now: DateTime<Utc>,
     /// Warn a grant's holder this long before it expires (none: no warning).
     pub expiry_warning: Option<chrono::Duration>,
+    /// Where the ids the transition creates (grants, outbox items) come from.
+    pub ids: &'a crate::ids::IdSource,
 }
 
 impl Context<'_> {

@@ -110,7 +110,7 @@ pub fn start(req: NewRequest, requester_is_admin: bool, ctx: &Context<'_>) -> Re
             if req.scopes.is_empty() {
                 return Err(RequestError::NoScopes.into());
             }
-            (GrantId::new(), req.scopes, None)
+            (ctx.ids.next::<GrantId>(ctx.now), req.scopes, None)
         }
         (kind, None) => return Err(RequestError::GrantRequired(kind).into()),
         (_, Some(grant)) => {

@@ -11,7 +11,7 @@ use crate::connector::ConnectorConfig;
 use crate::connector::manual::ManualSettings;
 use crate::directory::{Directory, Group, Integration, Principal, PrincipalKind, ScopeDef};
 use crate::effect::{Effect, OutboxPayload, TimerKind};
-use crate::ids::{OutboxId, RunId};
+use crate::ids::{IdSource, OutboxId, RunId};
 use crate::run::{Decision, GrantStatus, RunState, RunStatus, StepState};
 
 const WORKFLOW: &str = r"
@@ -84,11 +84,16 @@ fn directory() -> Directory {
 struct Fixture {
     def: WorkflowDefinition,
     dir: Directory,
+    ids: IdSource,
 }
 
 impl Fixture {
     fn new() -> Self {
-        Self { def: parse_definition("test.yaml", WORKFLOW).expect("valid workflow"), dir: directory() }
+        Self {
+            def: parse_definition("test.yaml", WORKFLOW).expect("valid workflow"),
+            dir: directory(),
+            ids: IdSource::random(),
+        }
     }
 
     fn ctx(&self, now: DateTime<Utc>) -> Context<'_> {
@@ -98,6 +103,7 @@ impl Fixture {
             integration: &self.dir.integrations["crm"],
             now,
             expiry_warning: Some(Duration::minutes(15)),
+            ids: &self.ids,
         }
     }
 
@@ -532,7 +538,11 @@ fn an_escalation_widens_the_approvers_and_asks_only_the_new_ones() {
         "      reminder: 20m\n",
         "      reminder: 20m\n      escalation: { after: 30m, to: { users: [erin] } }\n",
     );
-    let f = Fixture { def: parse_definition("test.yaml", &yaml).expect("valid workflow"), dir: directory() };
+    let f = Fixture {
+        def: parse_definition("test.yaml", &yaml).expect("valid workflow"),
+        dir: directory(),
+        ids: IdSource::random(),
+    };
     let s = f.start("alice");
     assert!(matches!(decide(&f, &s, "erin", Decision::Approve, t0()), Err(TransitionError::NotAnApprover(_))));
     let s = decide(&f, &s, "bob", Decision::Approve, t0()).expect("owner approves");
@@ -655,4 +665,39 @@ fn time_beyond_the_calendar_is_a_typed_error_never_a_panic() {
     };
     let err = apply(state, done, &f.ctx(end)).map(|_| ()).unwrap_err();
     assert!(matches!(err, TransitionError::TimeOutOfRange), "{err:?}");
+}
+
+#[test]
+fn a_transition_is_a_pure_function_of_state_command_and_context() {
+    // Two fixtures whose id sources share a seed: the same request and decisions give the same
+    // outcome, ids included.
+    let seed = uuid::Uuid::new_v4();
+    let run = |f: &mut Fixture| {
+        f.ids = IdSource::seeded(seed);
+        let req = NewRequest {
+            id: RunId(uuid::Uuid::nil()),
+            requester: "alice".to_owned(),
+            kind: WorkflowKind::Grant,
+            integration: "crm".to_owned(),
+            scopes: vec!["write".to_owned()],
+            duration: Some(tollgate_workflows::Duration::from_secs(3600)),
+            justification: "x".to_owned(),
+            grant: None,
+            channel: "api".to_owned(),
+        };
+        let started = start(req, false, &f.ctx(t0())).unwrap();
+        let state = fold(None, started.clone());
+        let state = decide(f, &state, "carol", Decision::Approve, t0()).unwrap();
+        let approved = apply(state, Command::Decide(Cast::new("dave", Decision::Approve, None, "api")), &f.ctx(t0()));
+        format!("{started:?}{approved:?}")
+    };
+    let (mut a, mut b) = (Fixture::new(), Fixture::new());
+    let (first, second) = (run(&mut a), run(&mut b));
+    assert_eq!(first, second);
+    // And the ids it made are distinct, time-ordered UUIDv7s.
+    let ids = IdSource::seeded(seed);
+    let (x, y): (OutboxId, OutboxId) = (ids.next(t0()), ids.next(t0() + Duration::milliseconds(1)));
+    assert_ne!(x, y);
+    assert_eq!(x.0.get_version_num(), 7);
+    assert!(x < y);
 }
