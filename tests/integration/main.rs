@@ -7,6 +7,7 @@ mod audit_tamper;
 mod bad_input;
 mod common;
 mod crash;
+mod durations;
 mod email;
 mod grants;
 mod lifecycle;
