@@ -11,9 +11,7 @@ async fn an_endless_duration_is_refused_for_every_kind_and_the_engine_goes_on() 
     let alice = t.server.client("alice").await?;
     let bob = t.server.client("bob").await?;
     let endless = "300000years";
-    let grant = |duration: &str| {
-        json!({ "integration": "wiki-staging", "scopes": ["read"], "duration": duration, "justification": "x" })
-    };
+    let grant = |duration: &str| json!({ "integration": "wiki-staging", "scopes": ["read"], "duration": duration, "justification": "x" });
 
     // Past the workflow's own maximum.
     let (status, body) = alice.post("/v1/requests", &grant(endless)).await?;
