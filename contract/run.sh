@@ -244,13 +244,10 @@ if [[ -s "$WORK/lint.txt" ]]; then
   echo "-- lint findings (rule: count):"
   awk '{print "   " $2 " " $3}' "$WORK/lint.txt" | sort | uniq -c | sort -rn
 fi
-for who in $IDENTITIES; do
-  f="$WORK/schemathesis-$who.log"
-  [[ -f "$f" ]] || continue
-  # Schemathesis' own tally: the lines under "Failures:" in its summary.
-  found=$(awk '/^Failures:/{on=1; next} on && /^[[:space:]]*$/{on=0} on' "$f")
-  [[ -n "$found" ]] && printf -- '-- schemathesis as %s:\n%s\n' "$who" "$found"
-done
+if [[ -d "$WORK/reports" ]]; then
+  echo "-- schemathesis:"
+  "$PY" contract/digest.py "$WORK/reports" | sed 's/^/   /'
+fi
 echo "wall time $(($(date +%s) - STARTED))s"
 echo "contract: $((${#SUMMARY[@]} - FAILED)) passed, $FAILED failed"
 [[ $FAILED == 0 ]]
