@@ -320,7 +320,8 @@ async fn a_failing_revocation_shows_revoke_failed_and_keeps_retrying_until_it_su
     let kinds: Vec<String> = events(&e, run).await.into_iter().map(|e| e.event_type).collect();
     assert_eq!(kinds.iter().filter(|k| *k == "revoke_failed").count(), 1, "{kinds:?}");
     assert!(kinds.contains(&"notification_failed".to_owned()), "a dead channel is audited, the run goes on: {kinds:?}");
-    assert!(kinds.iter().position(|k| k == "revoke_failed") < kinds.iter().position(|k| k == "revoke_succeeded"));
+    let at = |k: &str| kinds.iter().position(|x| x == k).unwrap_or_else(|| panic!("no {k} in {kinds:?}"));
+    assert!(at("revoke_failed") < at("revoke_succeeded"), "{kinds:?}");
     cleanup(&e).await;
 }
 
@@ -377,18 +378,41 @@ async fn notifications_fan_out_to_every_channel_with_their_own_keys() {
     cleanup(&e).await;
 }
 
+/// On a manual clock: the warning comes when the clock reaches the warning time (1 s before
+/// expiry in these tests) while access is still active, and the revocation only when it reaches
+/// the expiry.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_holder_is_warned_before_access_ends_then_access_is_revoked() {
+    let (url, _dir) = database().await;
+    let clock = ManualClock::new(SystemClock.now());
     let chat = Arc::new(RecordingChannel("chat", Mutex::default()));
     let fake = Arc::new(FakeConnector::default());
-    let (e, _dir) = engine_with(fake.clone(), vec![chat.clone() as Arc<dyn NotificationChannel>]).await;
+    let channels = vec![chat.clone() as Arc<dyn NotificationChannel>];
+    let e = start_on(&url, fake.clone(), channels, Arc::new(clock.clone()), manual_settings("a")).await;
     let run = ask(&e, "alice", WorkflowKind::Grant, None, 3).await; // warning lead in tests: 1 s
     e.decide(run, "bob", Decision::Approve, None, "api").await.unwrap();
+    let active = wait_for(&e, run, "grant active", |v| v.run.status == RunStatus::Active).await;
+    let expires_at = active.grant.and_then(|g| g.expires_at).expect("an active grant has an expiry");
+    let warned = || chat.1.lock().unwrap().iter().any(|(event, _)| event == "expiring");
+    assert!(!warned(), "warned before the warning time");
+
+    // The warning time: the holder is warned, access stays.
+    clock.advance(expires_at - chrono::Duration::seconds(1) - clock.now());
+    let mut polls = 0;
+    while !warned() {
+        polls += 1;
+        assert!(polls < 200, "no expiry warning at the warning time: {:?}", chat.1.lock().unwrap());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let v = query::run_view_snapshot(&e.db().read, run).await.unwrap().unwrap();
+    assert_eq!((v.run.status, v.grant.map(|g| g.status)), (RunStatus::Active, Some(GrantStatus::Active)));
+    assert_eq!(fake.count(Operation::Revoke), 0, "revoked before expiry");
+
+    // The expiry: revoked.
+    clock.advance(expires_at - clock.now());
     wait_for(&e, run, "completed", |v| v.run.status == RunStatus::Completed).await;
-    let events: Vec<String> = chat.1.lock().unwrap().iter().map(|(event, _)| event.clone()).collect();
-    assert!(events.contains(&"expiring".to_owned()), "{events:?}");
     let kinds: Vec<String> = self::events(&e, run).await.into_iter().map(|e| e.event_type).collect();
-    let at = |k: &str| kinds.iter().position(|x| x == k);
+    let at = |k: &str| kinds.iter().position(|x| x == k).unwrap_or_else(|| panic!("no {k} in {kinds:?}"));
     assert!(at("grant_succeeded") < at("access_expiring") && at("access_expiring") < at("access_expired"), "{kinds:?}");
     assert_eq!(fake.count(Operation::Revoke), 1);
     cleanup(&e).await;

@@ -2,7 +2,6 @@
 //! decisions do.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use serde_json::{Value, json};
 use tokio::sync::Barrier;
@@ -102,7 +101,8 @@ async fn only_eligible_people_other_than_the_requester_can_approve() -> anyhow::
     assert_eq!((&again["status"], &again["approvals"]), (&body["status"], &body["approvals"]), "{again:#}");
     let (st, body) = bob.decide(&crm, "deny").await?;
     assert_error(st, &body, 409, "already_voted");
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Everything that follows from one approval has happened: still no grant.
+    s.wait_quiet(PATIENCE).await?;
     assert!(!has_action(&t.receiver.calls(), "grant", &crm), "granted after one approval of two");
     let (st, body) = dave.decide(&crm, "approve").await?;
     assert_eq!(st, 200, "{body}");
@@ -117,7 +117,7 @@ async fn only_eligible_people_other_than_the_requester_can_approve() -> anyhow::
     for run in [&ci, &bobs] {
         t.receiver.wait_for("grant", PATIENCE, |c| has_action(c, "grant", run)).await?;
     }
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    s.wait_quiet(PATIENCE).await?;
     let calls = t.receiver.calls();
     assert!(!has_action(&calls, "grant", &wiki));
     for run in [&ci, &bobs, &crm] {
@@ -236,7 +236,7 @@ async fn denial_cancellation_and_timeout_end_requests_for_good() -> anyhow::Resu
         .await?;
 
     // None of these was ever granted.
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    s.wait_quiet(PATIENCE).await?;
     assert!(t.receiver.grants().is_empty(), "unexpected grants: {:?}", t.receiver.grants());
     for id in [&denied, &crm, &cancelled, &by_admin, &expiring] {
         let v = alice.request_view(id).await?;
@@ -297,7 +297,7 @@ async fn concurrent_approve_and_deny_have_exactly_one_winner() -> anyhow::Result
         t.receiver.wait_for("grant of an approved request", PATIENCE, |c| has_action(c, "grant", id)).await?;
         alice.wait_status(id, "active", PATIENCE).await?;
     }
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    s.wait_quiet(PATIENCE).await?;
     let calls = t.receiver.calls();
     for id in &denied {
         assert!(!has_action(&calls, "grant", id), "denied request {id} was granted");
@@ -340,7 +340,7 @@ async fn double_clicked_approval_counts_once() -> anyhow::Result<()> {
         let v = alice.wait_status(id, "active", PATIENCE).await?;
         assert_eq!(v["approvals"].as_array().map(Vec::len), Some(if id == &crm { 2 } else { 1 }), "{v:#}");
     }
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    s.wait_quiet(PATIENCE).await?;
     let calls = t.receiver.calls();
     for id in [&crm, &wiki] {
         assert_eq!(of_run(&calls, id).filter(|c| c.operation() == Some("grant")).count(), 1, "grant calls of {id}");

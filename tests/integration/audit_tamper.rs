@@ -52,6 +52,9 @@ async fn tampered_audit_rows_are_reported_at_the_first_broken_sequence() -> anyh
             alice.wait_status(&id, "active", PATIENCE).await?;
         }
     }
+    // Let the engine finish (notifications, their audit records) so the database is quiet
+    // before the tampering starts: nothing is left for a restart to append.
+    t.server.wait_quiet(PATIENCE).await?;
     let records = audrey.audit(None).await?;
     let n = i64::try_from(records.len())?;
     assert!(n >= 12, "expected a longer history, got {n} records");

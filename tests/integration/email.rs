@@ -104,6 +104,8 @@ async fn an_approval_link_shows_the_request_and_decides_only_on_a_deliberate_pos
         assert_eq!(mail.to.len(), 1, "one message per approver: {:?}", mail.to);
     }
     assert_eq!(links.iter().collect::<std::collections::BTreeSet<_>>().len(), 3, "one link per approver");
+    // Every email about the request so far has gone out: none of them is for the requester.
+    t.server.wait_quiet(PATIENCE).await?;
     assert!(
         !smtp.messages().iter().any(|m| m.is_for("alice@example.com") && m.approval_link().is_some()),
         "no link is ever issued to the requester"
@@ -322,6 +324,7 @@ async fn a_permanent_rejection_is_audited_and_alerted_and_secrets_never_reach_an
         ms.iter().any(|m| m.is_for("alice@example.com") && m.subject.starts_with("Failed") && m.text.contains(&second))
     })
     .await?;
+    t.server.wait_quiet(PATIENCE).await?;
     for m in smtp.messages() {
         assert!(!m.raw.contains(CANARY), "a connector secret reached an email: {:?}", m.subject);
     }

@@ -126,7 +126,8 @@ async fn approved_request_is_granted_then_revoked_at_expiry_with_a_verifiable_au
     assert!(messages[0].body["text"].as_str().unwrap().contains(&format!("Request: {id}")));
     assert_eq!(principals(&messages[1].body["recipients"]), ["alice", "bob"]);
 
-    // Exactly once, each.
+    // Exactly once, each — checked once the engine is quiet, so a second call would have come.
+    t.server.wait_quiet(PATIENCE).await?;
     assert_eq!(t.receiver.distinct_keys("grant", Some(&id)).len(), 1);
     assert_eq!(t.receiver.distinct_keys("revoke", Some(&id)).len(), 1);
     assert_eq!(t.receiver.grants().len(), 1);

@@ -42,6 +42,9 @@ async fn reminders_go_only_to_approvers_who_have_not_decided() -> anyhow::Result
 
     let (st, body) = t.server.client("bob").await?.decide(&id, "approve").await?;
     assert_eq!(st, 200, "{body}");
+    // A reminder queued before bob's approval may still be on its way: let it arrive, so the
+    // next one to arrive was made after the approval.
+    t.server.wait_quiet(PATIENCE).await?;
     let after = tollgate_tests::wall_clock();
     let calls = t
         .receiver
@@ -111,6 +114,9 @@ async fn reminders_count_the_approvals_already_given() -> anyhow::Result<()> {
     let id = id_of(&alice.create_request(&ask("hr-staging", "payroll")).await?);
     let (st, body) = t.server.client("bob").await?.decide(&id, "approve").await?;
     assert_eq!(st, 200, "{body}");
+    // A reminder queued before bob's approval may still be on its way: let it arrive, so the
+    // next one to arrive was made after the approval.
+    t.server.wait_quiet(PATIENCE).await?;
     let after = tollgate_tests::wall_clock();
     let calls = t
         .receiver
@@ -161,7 +167,7 @@ async fn failed_grant_is_notified_with_the_documented_event() -> anyhow::Result<
     let id = id_of(&alice.create_request(&ask("wiki-staging", "edit")).await?);
     assert_eq!(t.server.client("bob").await?.decide(&id, "approve").await?.0, 200);
     alice.wait_status(&id, "failed", PATIENCE).await?;
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    t.server.wait_quiet(PATIENCE).await?;
     let events: Vec<String> = of_run(&t.receiver.calls(), &id).filter_map(|c| c.event().map(str::to_owned)).collect();
     assert!(events.iter().any(|e| e == "failed"), "{events:?}");
     Ok(())

@@ -282,6 +282,7 @@ async fn an_approve_click_is_acknowledged_at_once_and_replaces_the_message_once(
     // The message is replaced once: no buttons, who approved, the justification still escaped.
     let decided = env.wait_updated(&message).await?;
     env.wait_direct_message("U0ALICE", "Access granted").await?;
+    env.t.server.wait_quiet(PATIENCE).await?;
     assert_eq!(env.updates(&message).len(), 1, "exactly one chat.update");
     assert!(!has_buttons(&decided), "{decided:?}");
     let shown = serde_json::to_string(&decided.blocks)?;
@@ -341,6 +342,7 @@ async fn deny_asks_for_a_reason_in_a_modal_and_the_submission_denies() -> anyhow
 
     let decided = env.wait_updated(&message).await?;
     env.wait_direct_message("U0ALICE", "denied by bob").await?;
+    env.t.server.wait_quiet(PATIENCE).await?;
     assert_eq!(env.updates(&message).len(), 1);
     assert!(!has_buttons(&decided));
     assert!(serde_json::to_string(&decided.blocks)?.contains("*Denied* by bob"), "{decided:?}");
@@ -402,6 +404,7 @@ async fn two_approvals_by_direct_message_meet_the_quorum_and_replays_and_second_
         assert!(serde_json::to_string(&decided.blocks)?.contains("*Approved* by dave"), "{decided:?}");
     }
     env.wait_direct_message("U0ALICE", "was approved").await?;
+    env.t.server.wait_quiet(PATIENCE).await?;
     for message in &messages {
         assert_eq!(env.updates(message).len(), 1, "each DM replaced exactly once");
     }
@@ -583,6 +586,7 @@ async fn concurrent_clicks_decide_once_and_replace_the_message_once() -> anyhow:
     // The second click repeats her decision: answered like the first, nothing recorded twice.
     let confirmed = || env.ephemerals("U0CAROL").iter().filter(|t| t.contains("approval is recorded")).count();
     eventually("both clicks confirmed to carol", || async { Ok((confirmed() == 2).then_some(())) }).await?;
+    env.t.server.wait_quiet(PATIENCE).await?;
     let records = env.audit(Some(&id)).await?;
     let counts = ["approval_recorded", "request_approved", "decision_rejected"].map(|e| count(&records, e));
     assert_eq!(counts, [1, 1, 0], "{records:#?}");
@@ -618,7 +622,9 @@ async fn concurrent_clicks_decide_once_and_replace_the_message_once() -> anyhow:
             denied_dms += 1;
             env.wait_dm_count("U0ALICE", "denied by dave", denied_dms).await?;
         }
-        let records = env.wait_audit(Some(&id), |r| r["event_type"] == "decision_rejected").await?;
+        env.wait_audit(Some(&id), |r| r["event_type"] == "decision_rejected").await?;
+        env.t.server.wait_quiet(PATIENCE).await?;
+        let records = env.audit(Some(&id)).await?;
         assert_eq!(count(&records, "approval_recorded") + count(&records, "denial_recorded"), 1, "round {round}");
         assert_eq!(count(&records, "request_approved") + count(&records, "request_denied"), 1, "round {round}");
         assert_eq!(count(&records, "request_approved"), usize::from(approved), "round {round}: {final_status}");
@@ -714,6 +720,7 @@ async fn a_click_after_the_approval_expired_is_refused_and_the_message_says_expi
     assert_eq!(refused["details"]["reason"], "expired");
     assert_eq!(count(&records, "approval_recorded"), 0);
     assert_eq!(env.status(&id).await?, "expired");
+    env.t.server.wait_quiet(PATIENCE).await?;
     assert_eq!(env.updates(&message).len(), 1, "still the one replacement");
     assert!(!common::has_action(&env.t.receiver.calls(), "grant", &id));
     Ok(())
@@ -739,6 +746,7 @@ async fn a_rate_limited_post_is_retried_no_sooner_than_slack_asked() -> anyhow::
         })
         .await?;
     assert!(!records.iter().any(|r| r["event_type"] == "notification_failed"), "a 429 is not a failure");
+    env.t.server.wait_quiet(PATIENCE).await?;
     assert_eq!(env.approval_messages(&id, 1).await?.len(), 1, "delivered once");
     Ok(())
 }
@@ -779,6 +787,7 @@ async fn a_permanent_slack_error_is_audited_at_once_and_the_approval_request_fal
         .await?;
     assert!(mails.iter().all(|m| !m.is_for("alice@example.com") || m.approval_link().is_none()));
     env.wait_audit(Some(&id), |r| r["event_type"] == "notification_sent" && r["channel"] == "email").await?;
+    env.t.server.wait_quiet(PATIENCE).await?;
     let webhook = env.t.receiver.notifications();
     assert!(
         !common::of_run(&webhook, &id).any(|c| c.event() == Some("approval_requested")),

@@ -342,6 +342,34 @@ revoke_retry_secs = 2
         &self.db
     }
 
+    /// Waits until the engine behind this server (and any replica sharing its database) is
+    /// quiet: no outbox item still to be delivered, no timer due. Tests call this instead of a
+    /// fixed sleep before asserting that something did not happen, or happened exactly once. See
+    /// [`TestDb::wait_quiet`].
+    ///
+    /// # Errors
+    /// When the engine is still busy after `patience`, listing what is still pending.
+    pub async fn wait_quiet(&self, patience: Duration) -> anyhow::Result<()> {
+        self.db.wait_quiet(patience).await
+    }
+
+    /// Lets the wall-clock instant `at` pass (a grant's old expiry, a deadline), then waits until
+    /// the engine is quiet: every timer due by `at` has fired and everything that followed from
+    /// it has been delivered, so the test may assert what happened (or did not) at `at`.
+    ///
+    /// # Errors
+    /// When the engine is still busy `patience` after `at`, listing what is still pending.
+    pub async fn wait_quiet_after(&self, at: chrono::DateTime<chrono::Utc>, patience: Duration) -> anyhow::Result<()> {
+        // The one sleep: until an instant the test must let pass, never instead of a condition.
+        while let Ok(left) = (at - crate::wall_clock()).to_std() {
+            if left.is_zero() {
+                break;
+            }
+            tokio::time::sleep(left).await;
+        }
+        self.db.wait_quiet(patience).await
+    }
+
     /// The binary.
     #[must_use]
     pub fn bin(&self) -> &Path {
