@@ -134,7 +134,7 @@ for _ in 1 2 3; do
 done
 [[ $started == 1 ]] || die "tollgate did not become ready; log:
 $(tail -50 "$WORK/server.log")"
-log "tollgate $("$BIN" --version 2>/dev/null | head -1) ready at $BASE (data in $WORK)"
+log "$("$BIN" --version 2>/dev/null | head -1) ready at $BASE (data in $WORK)"
 
 TOKENS="$WORK/tokens.json"
 {
@@ -181,10 +181,24 @@ served_document() {
   "$PY" - "$WORK/served.json" api/openapi.json <<'EOF'
 import json, sys
 served, committed = (json.load(open(p)) for p in sys.argv[1:3])
+def diff(a, b, at=""):
+    if isinstance(a, dict) and isinstance(b, dict):
+        for k in sorted(set(a) | set(b)):
+            yield from diff(a.get(k), b.get(k), f"{at}/{k}") if k in a and k in b else [f"{at}/{k}"]
+    elif isinstance(a, list) and isinstance(b, list) and len(a) == len(b):
+        for i, (x, y) in enumerate(zip(a, b)):
+            yield from diff(x, y, f"{at}/{i}")
+    elif a != b:
+        yield at
 if served != committed:
     print("the running server's /openapi.json differs from api/openapi.json: either the binary is")
     print("stale (rebuild: cargo build -p tollgate) or the document was not regenerated")
-    print("(cargo run -q -- openapi > api/openapi.json).")
+    print("(cargo run -q -- openapi > api/openapi.json). Differences at:")
+    for n, where in enumerate(diff(served, committed)):
+        if n == 20:
+            print("  ...")
+            break
+        print("  " + where)
     sys.exit(1)
 print("served /openapi.json == api/openapi.json")
 EOF
