@@ -52,7 +52,7 @@ pub(crate) fn current_step<'a>(run: &Run, ctx: &Context<'a>) -> Option<&'a Step>
 pub(crate) fn complete_step(out: &mut Outcome, ctx: &Context<'_>) -> Result<(), TransitionError> {
     clear_timers(out);
     out.prior_approvals = 0;
-    out.run.step_index += 1;
+    out.run.step_index = out.run.step_index.saturating_add(1);
     out.run.step = StepState::Idle;
     enter_step(out, ctx)
 }
@@ -99,7 +99,7 @@ pub(crate) fn enter_step(out: &mut Outcome, ctx: &Context<'_>) -> Result<(), Tra
                 serde_json::json!({ "step": index, "type": step.type_name(), "id": step.id() }),
             );
             out.audit.push(ev);
-            out.run.step_index += 1;
+            out.run.step_index = out.run.step_index.saturating_add(1);
             continue;
         }
         match step {
@@ -108,7 +108,7 @@ pub(crate) fn enter_step(out: &mut Outcome, ctx: &Context<'_>) -> Result<(), Tra
                 if enter_action(out, a, ctx)? {
                     return Ok(());
                 }
-                out.run.step_index += 1;
+                out.run.step_index = out.run.step_index.saturating_add(1);
             }
             Step::Wait(w) => {
                 let (until, expiry) = match (w.duration, w.until) {
@@ -137,7 +137,7 @@ pub(crate) fn enter_step(out: &mut Outcome, ctx: &Context<'_>) -> Result<(), Tra
                 let key = format!("{}:{}:notify", out.run.id, index);
                 let event = n.event.as_deref().unwrap_or("message");
                 enqueue_notification(out, ctx, event, recipients, text, key);
-                out.run.step_index += 1;
+                out.run.step_index = out.run.step_index.saturating_add(1);
             }
         }
     }

@@ -255,7 +255,7 @@ fn decide(out: &mut Outcome, votes: &[Vote], cast: Cast, ctx: &Context<'_>) -> R
     };
     let count = |d: Decision| {
         let here = votes.iter().filter(|v| v.step_index == out.run.step_index && v.decision == d).count();
-        let n = here + usize::from(decision == d);
+        let n = here.saturating_add(usize::from(decision == d));
         u32::try_from(n).unwrap_or(u32::MAX)
     };
     let (approvals, denials) = (count(Decision::Approve), count(Decision::Deny));
@@ -364,7 +364,7 @@ fn timer_fired(out: &mut Outcome, votes: &[Vote], kind: TimerKind, ctx: &Context
                 .into_iter()
                 .filter(|a| !votes.iter().any(|v| &v.approver == a))
                 .collect();
-            let n = reminders + 1;
+            let n = reminders.saturating_add(1);
             out.audit.push(event(
                 &out.run,
                 "approval_reminded",

@@ -4,6 +4,10 @@
 //! outcome, its audit records and its effects in one transaction. A transition that returns an
 //! error has changed nothing.
 
+// No arithmetic that can overflow or panic: counters saturate, times use checked operations
+// (`advance::later`) and turn into `TransitionError::TimeOutOfRange`.
+#![deny(clippy::arithmetic_side_effects)]
+
 mod advance;
 mod command;
 mod start;

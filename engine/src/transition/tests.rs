@@ -1,4 +1,5 @@
 //! Unit and property tests of the pure transitions: no database, no clock, no network.
+#![expect(clippy::arithmetic_side_effects, reason = "tests step clocks and counters by small amounts")]
 
 use std::collections::BTreeMap;
 
