@@ -139,7 +139,11 @@ impl From<JobError> for ApiError {
             JobError::Store(s @ tollgate_engine::store::StoreError::JobPanicked { .. }) => {
                 // A bug, logged by the writer with its panic; this request alone failed.
                 tracing::error!(error = %s, "request failed on an internal error");
-                Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "internal error; the request was not carried out")
+                Self::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "internal",
+                    "internal error; the request was not carried out",
+                )
             }
             JobError::Store(s) => {
                 tracing::error!(error = %s, "store error");

@@ -21,7 +21,13 @@ pub(crate) async fn healthz() -> axum::Json<HealthOut> {
 #[utoipa::path(get, path = "/readyz", tag = "health", responses((status = 200, body = HealthOut), (status = 503, body = ErrorBody)))]
 pub(crate) async fn readyz(State(state): State<AppState>) -> ApiResult<axum::Json<HealthOut>> {
     let unavailable = |detail: String| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", detail);
-    state.engine.db().read.execute_unprepared("SELECT 1").await.map_err(|_| unavailable("database unavailable".to_owned()))?;
+    state
+        .engine
+        .db()
+        .read
+        .execute_unprepared("SELECT 1")
+        .await
+        .map_err(|_| unavailable("database unavailable".to_owned()))?;
     let health = state.engine.health();
     if !health.is_ready() {
         let detail = format!("not ready: {}", describe(&health));

@@ -25,8 +25,8 @@ use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
-use sea_orm::sea_query::{Expr, LockType, Query};
 use futures_util::FutureExt as _;
+use sea_orm::sea_query::{Expr, LockType, Query};
 use sea_orm::{
     ConnectionTrait, DatabaseTransaction, DbBackend, SqliteTransactionMode, TransactionOptions, TransactionTrait,
 };
@@ -349,7 +349,11 @@ async fn run_batch(
                 // whole batch back (it is replayed one job per transaction, so only this job fails).
                 sinks.health.job_panicked();
                 let job = job.name();
-                tracing::error!(job, panic = panic_message(panic.as_ref()), "a job panicked; its transaction is rolled back");
+                tracing::error!(
+                    job,
+                    panic = panic_message(panic.as_ref()),
+                    "a job panicked; its transaction is rolled back"
+                );
                 pending.absorb_touched(job_pending);
                 cache.forget_all(&pending.touched);
                 let _ = txn.rollback().await;
