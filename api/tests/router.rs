@@ -259,6 +259,42 @@ async fn health_and_the_served_document() {
     app.stop().await;
 }
 
+/// Every operation the document says takes a JSON body goes through the strict extractor: a
+/// top-level array (which serde would otherwise read field by field) and an unknown field are
+/// refused before anything is looked up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_documented_json_body_is_read_strictly() {
+    let app = App::start().await;
+    let doc = tollgate::app::openapi();
+    let mut checked = 0;
+    for (path, item) in &doc.paths.paths {
+        let ops = [(Method::POST, &item.post), (Method::PUT, &item.put), (Method::PATCH, &item.patch)];
+        for (method, op) in ops {
+            let Some(op) = op else { continue };
+            if op.request_body.is_none() {
+                continue;
+            }
+            let uri = path.replace("{id}", &some_id());
+            for (body, want) in [("[\"approve\"]", "not an array"), (r#"{"zzz":1}"#, "unknown field `zzz`")] {
+                let reply = app
+                    .send(
+                        req(method.clone(), &uri, Some("admin"))
+                            .header(header::CONTENT_TYPE, "application/json")
+                            .body(Body::from(body))
+                            .expect("request"),
+                    )
+                    .await;
+                reply.assert_error(StatusCode::UNPROCESSABLE_ENTITY, "validation_failed");
+                let detail = reply.body["error"]["detail"].as_str().unwrap_or_default();
+                assert!(detail.contains(want), "{method} {path} {body}: {detail}");
+            }
+            checked += 1;
+        }
+    }
+    assert_eq!(checked, 3, "POST /v1/requests, /v1/requests/{{id}}/decisions, /v1/tasks/{{id}}/complete");
+    app.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_request_is_created_and_approved_by_its_owner() {
     let app = App::start().await;

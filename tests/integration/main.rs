@@ -16,4 +16,5 @@ mod notifications;
 mod openapi;
 mod replicas;
 mod slack;
+mod strict_bodies;
 mod workflows;

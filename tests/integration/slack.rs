@@ -554,6 +554,12 @@ async fn forged_tampered_stale_and_unsigned_requests_are_refused_without_echoing
     let garbage = SignedRequest::new(SIGNING_SECRET, wall_clock().timestamp(), "payload=%7Bnot+json".to_owned());
     let (status, text) = env.interact(&garbage).await?;
     common::assert_error(status, &serde_json::from_str(&text)?, 400, "invalid_request");
+    // Signed, but its JSON is not one object: refused as every JSON body is (issue 16).
+    for payload in ["%5B%22approve%22%5D", "null", "%7B%22type%22%3A1%2C%22type%22%3A2%7D"] {
+        let odd = SignedRequest::new(SIGNING_SECRET, wall_clock().timestamp(), format!("payload={payload}"));
+        let (status, text) = env.interact(&odd).await?;
+        common::assert_error(status, &serde_json::from_str(&text)?, 422, "validation_failed");
+    }
 
     // Four minutes old is within Slack's tolerance; its exact replay is acknowledged and dropped.
     let late = click.with_timestamp(now - 240);

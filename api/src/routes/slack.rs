@@ -143,8 +143,10 @@ async fn interaction(state: &AppState, headers: &HeaderMap, body: &[u8]) -> Resu
     }
     let payload = form_urlencoded::parse(body)
         .find(|(k, _)| k == "payload")
-        .and_then(|(_, v)| serde_json::from_str::<Value>(&v).ok())
-        .ok_or_else(|| ApiError::bad_request("expected a form field `payload` holding JSON"))?;
+        .ok_or_else(|| ApiError::bad_request("expected a form field `payload` holding JSON"))?
+        .1;
+    // The same strict reading as every JSON body: one object, no repeated key, bounded nesting.
+    let payload: Value = crate::extract::parse_body(payload.as_bytes())?;
     let user = str_at(&payload, &["user", "id"]);
     let user_team = str_at(&payload, &["user", "team_id"]).or_else(|| str_at(&payload, &["team", "id"]));
     let team = str_at(&payload, &["team", "id"]);
