@@ -35,17 +35,19 @@ pub fn workflow_sources(config: &Config) -> anyhow::Result<Vec<WorkflowSource>> 
     Ok(out)
 }
 
-/// Reads and validates the definitions in a file or directory.
+/// Reads and validates the definitions in a file or directory (its `*.yaml` and `*.yml` entries,
+/// in name order). Every file is read by [`tollgate_workflows::read_file`]: regular files only
+/// (symbolic links followed), at most 256 KiB read.
 ///
 /// # Errors
-/// The first unreadable or invalid file.
+/// The first unreadable or invalid file, named.
 pub fn read_dir(path: &Path) -> anyhow::Result<Vec<WorkflowSource>> {
     let mut files = Vec::new();
     if path.is_dir() {
         for entry in
             std::fs::read_dir(path).with_context(|| format!("workflows.dir: cannot read {}", path.display()))?
         {
-            let p = entry?.path();
+            let p = entry.with_context(|| format!("workflows.dir: cannot read {}", path.display()))?.path();
             if p.extension().is_some_and(|e| e == "yaml" || e == "yml") {
                 files.push(p);
             }
@@ -57,9 +59,7 @@ pub fn read_dir(path: &Path) -> anyhow::Result<Vec<WorkflowSource>> {
     let mut out = Vec::new();
     for f in files {
         let name = f.display().to_string();
-        let meta = std::fs::metadata(&f).with_context(|| format!("cannot read {name}"))?;
-        anyhow::ensure!(meta.len() <= 256 * 1024, "{name}: file too large (limit 256 KiB)");
-        let text = std::fs::read_to_string(&f).with_context(|| format!("cannot read {name}"))?;
+        let text = tollgate_workflows::read_file(&f)?;
         let definition = parse_definition(&name, &text)?;
         out.push(WorkflowSource { name, text, definition });
     }

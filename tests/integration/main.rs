@@ -17,4 +17,5 @@ mod openapi;
 mod replicas;
 mod slack;
 mod strict_bodies;
+mod workflow_files;
 mod workflows;

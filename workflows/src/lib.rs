@@ -1,15 +1,18 @@
 //! Tollgate's workflow language: the model of a declarative approval workflow, its YAML parser
 //! with precise errors, its validation rules, and the catalog that picks the workflow governing a
-//! request. No I/O: callers hand in text and get values or errors back.
+//! request. Callers hand in text and get values or errors back; the one piece of I/O is
+//! [`read_file`], which reads a definition file by the same rules for every caller.
 
 #![deny(missing_docs)]
 
 pub mod catalog;
+mod file;
 pub mod model;
 pub mod parse;
 mod validate;
 
 pub use catalog::{Catalog, CatalogError, IntegrationFacts};
+pub use file::read_file;
 pub use model::*;
 pub use parse::{DefinitionError, parse_definition};
 pub use validate::MAX_DURATION;

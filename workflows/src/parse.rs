@@ -1,7 +1,9 @@
 //! Turns YAML text into a validated [`WorkflowDefinition`], or into one error with a position.
 
 // Four passes, each stopping at the first problem:
-// 1. the size limit;
+// 1. the size limit, then the characters: one leading byte-order mark is dropped, and characters
+//    the two YAML readers below would read differently (control characters, U+2028, a second
+//    byte-order mark, …) are refused, so both read exactly the same text;
 // 2. a streaming `saphyr-parser` pass for syntax, nesting depth, alias expansion and the document
 //    count (`scan` explains why `yaml_serde` cannot be trusted with those bounds);
 // 3. `yaml_serde` deserialization, tracked by `serde_path_to_error` for the field path: serde
@@ -65,17 +67,22 @@ impl std::error::Error for DefinitionError {}
 /// as single-key maps (`- approval: {...}`), the form the model documents.
 ///
 /// # Errors
-/// The first problem found: text over [`MAX_DEFINITION_BYTES`], invalid YAML, nesting deeper than
-/// 64 levels or an alias bomb, an unknown key, a wrong type or an invalid duration, or a broken
+/// The first problem found: text over [`MAX_DEFINITION_BYTES`], a character no definition may
+/// hold as such (a control character other than tab and line ends, U+2028, a byte-order mark
+/// other than one at the very start, which is accepted), invalid YAML, nesting deeper than 64
+/// levels or an alias bomb, an unknown key, a wrong type or an invalid duration, or a broken
 /// workflow rule (see `examples/README.md`). Every error except the size limit has a line and
-/// column; every error about a field has its path.
+/// column; every error about a field has its path. Paths and messages never contain control
+/// characters (a quoted one is written `\u{1b}`).
 pub fn parse_definition(source: &str, text: &str) -> Result<WorkflowDefinition, DefinitionError> {
-    let error = |line, column, path: String, message| DefinitionError {
+    // Paths and messages can quote the text (an unknown key, a bad value): never pass a control
+    // character on to a terminal or a log.
+    let error = |line, column, path: String, message: String| DefinitionError {
         source: source.to_owned(),
         line,
         column,
-        path,
-        message,
+        path: printable(&path),
+        message: printable(&message),
     };
 
     if text.len() > MAX_DEFINITION_BYTES {
@@ -85,6 +92,13 @@ pub fn parse_definition(source: &str, text: &str) -> Result<WorkflowDefinition, 
             String::new(),
             format!("the definition is {} bytes; the limit is {MAX_DEFINITION_BYTES} (256 KiB)", text.len()),
         ));
+    }
+
+    // Editors on Windows like to start UTF-8 files with a byte-order mark. saphyr skips it and
+    // yaml_serde does not (it reads the first key as `\u{feff}key`), so drop it for both.
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
+    if let Some(u) = scan::unprintable(text) {
+        return Err(error(Some(u.line), Some(u.column), u.path, u.message));
     }
 
     scan::check(text).map_err(|p| error(Some(p.line), Some(p.column), String::new(), p.message))?;
@@ -112,6 +126,14 @@ pub fn parse_definition(source: &str, text: &str) -> Result<WorkflowDefinition, 
         }
     }
     Ok(definition)
+}
+
+/// `text` with every control character written as a `\u{…}` escape.
+fn printable(text: &str) -> String {
+    if !text.chars().any(char::is_control) {
+        return text.to_owned();
+    }
+    text.chars().map(|c| if c.is_control() { c.escape_unicode().to_string() } else { c.to_string() }).collect()
 }
 
 /// Deserializes with `yaml_serde`, returning the field path of any error.

@@ -55,6 +55,11 @@ impl Validator {
         if def.version < 1 {
             self.report("version", "version must be at least 1");
         }
+        self.text("description", &def.description);
+        let a = &def.applies_to;
+        self.names("applies_to.integrations", &a.integrations);
+        self.names("applies_to.apps", &a.apps);
+        self.names("applies_to.environments", &a.environments);
         self.parameters(def);
         if def.steps.is_empty() {
             self.report("steps", "a workflow needs at least one step");
@@ -81,6 +86,17 @@ impl Validator {
                  (Tollgate grants no standing access)",
             );
         }
+        // A renewal extends access by the duration asked for: without a bound a requester could
+        // ask for any extension. No inheriting the grant workflow's bound: which grant workflow
+        // (and version) made a grant is not the renew workflow's to know, and the bound must be
+        // checkable when the definition is loaded.
+        if def.kind == WorkflowKind::Renew && p.max_duration.is_none() {
+            self.report(
+                "parameters.max_duration",
+                "renew without a limit: a renew workflow must set parameters.max_duration, the \
+                 longest extension a request may ask for (at most 366 days)",
+            );
+        }
         if let (Some(default), Some(max)) = (p.default_duration, p.max_duration)
             && default > max
         {
@@ -88,6 +104,50 @@ impl Validator {
                 "parameters.default_duration",
                 format!("default_duration {default} is longer than max_duration {max}"),
             );
+        }
+        self.principals("parameters.requesters", &p.requesters.groups, &p.requesters.users);
+    }
+
+    /// Text shown to people (a description, a message): printable, with tabs and line breaks.
+    fn text(&mut self, path: &str, text: &str) {
+        if let Some((at, c)) = text.chars().enumerate().find(|&(_, c)| c.is_control() && c != '\t' && c != '\n') {
+            self.report(
+                path,
+                format!(
+                    "control character {} (character {}) is not allowed: text shown to people may \
+                     contain tabs and line breaks, but no other control characters",
+                    code(c),
+                    at + 1
+                ),
+            );
+        }
+    }
+
+    /// Names (groups, users, integrations, apps, environments): one line of printable text each.
+    fn names(&mut self, path: &str, names: &[String]) {
+        for (i, name) in names.iter().enumerate() {
+            if let Some((at, c)) = name.chars().enumerate().find(|(_, c)| c.is_control()) {
+                self.report(
+                    format!("{path}[{i}]"),
+                    format!(
+                        "control character {} (character {}) is not allowed in a name: names are \
+                         one line of printable text",
+                        code(c),
+                        at + 1
+                    ),
+                );
+            }
+        }
+    }
+
+    fn principals(&mut self, path: &str, groups: &[String], users: &[String]) {
+        self.names(&format!("{path}.groups"), groups);
+        self.names(&format!("{path}.users"), users);
+    }
+
+    fn condition(&mut self, path: &str, condition: Option<&Condition>) {
+        if let Some(c) = condition {
+            self.names(&format!("{path}.environments"), &c.environments);
         }
     }
 
@@ -115,6 +175,7 @@ impl Validator {
             }
             let guard = step.guard();
             for (name, condition) in [("when", guard.when), ("unless", guard.unless)] {
+                self.condition(&format!("{at}.{name}"), condition);
                 if condition.is_some_and(Condition::is_empty) {
                     self.report(
                         format!("{at}.{name}"),
@@ -138,6 +199,7 @@ impl Validator {
         if s.approvers.is_empty() {
             self.report(format!("{at}.approvers"), "approval without approvers: name groups, users or `owner: true`");
         }
+        self.principals(&format!("{at}.approvers"), &s.approvers.groups, &s.approvers.users);
         if s.quorum < 1 {
             self.report(format!("{at}.quorum"), "quorum must be at least 1");
         }
@@ -196,6 +258,7 @@ impl Validator {
                     "escalation without approvers: name groups, users or `owner: true`",
                 );
             }
+            self.principals(&format!("{at}.escalation.to"), &e.to.groups, &e.to.users);
             if e.after >= s.timeout {
                 self.report(
                     format!("{at}.escalation.after"),
@@ -276,6 +339,7 @@ impl Validator {
                 format!("the message is {chars} characters long; the limit is {MAX_MESSAGE_CHARS}"),
             );
         }
+        self.text(&format!("{at}.message"), &s.message);
         if let Some(unknown) = unknown_placeholder(&s.message) {
             self.report(
                 format!("{at}.message"),
@@ -329,6 +393,11 @@ impl Validator {
             );
         }
     }
+}
+
+/// `U+001B` for a character.
+fn code(c: char) -> String {
+    format!("U+{:04X}", u32::from(c))
 }
 
 /// Checks `[a-z0-9][a-z0-9._-]*`, at most 64 characters.

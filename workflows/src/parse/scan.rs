@@ -112,6 +112,146 @@ fn scan_problem(error: ScanError) -> ScanProblem {
     ScanProblem::at(*error.marker(), message)
 }
 
+/// A character [`unprintable`] found where no definition may have it.
+#[derive(Debug)]
+pub(super) struct Unprintable {
+    pub(super) line: usize,
+    pub(super) column: usize,
+    /// The field whose text holds the character; for a character in a key, the mapping holding
+    /// the key; empty when the text around it does not parse.
+    pub(super) path: String,
+    pub(super) message: String,
+}
+
+/// Finds the first character that may not appear as such in a definition. YAML itself forbids
+/// the C0 and C1 control characters other than tab and line breaks, and U+FFFE and U+FFFF; the two
+/// YAML passes disagree on whether U+0085, U+2028 and U+2029 end a line and on a byte-order mark
+/// (the caller removes the one at the very start); and a carriage return that is not part of a
+/// CRLF line end is a line break nobody sees. Such text is refused before either pass reads it,
+/// with the field it is in, so both passes always see the same text.
+///
+/// Escaped control characters (`"\0"`, `"\e"` in double quotes) are ordinary YAML; the rules on
+/// names and human-facing text in `validate` deal with those.
+pub(super) fn unprintable(text: &str) -> Option<Unprintable> {
+    let (mut line, mut column) = (1, 1);
+    let mut chars = text.chars().enumerate().peekable();
+    while let Some((index, c)) = chars.next() {
+        let next = chars.peek().map(|&(_, n)| n);
+        if let Some(what) = forbidden(c, next) {
+            let (path, in_key) = path_at(text, index).unwrap_or_default();
+            let message = if c == '\u{feff}' {
+                format!("{what} is only allowed at the very start of the file")
+            } else if in_key {
+                format!("{what} is not allowed in a key")
+            } else {
+                format!("{what} is not allowed in a workflow definition")
+            };
+            return Some(Unprintable { line, column, path, message });
+        }
+        if c == '\n' {
+            line += 1;
+            column = 1;
+        } else {
+            column += 1;
+        }
+    }
+    None
+}
+
+/// What `c` (followed by `next`) is, if it may not appear as such in a definition.
+fn forbidden(c: char, next: Option<char>) -> Option<String> {
+    let code = format!("U+{:04X}", u32::from(c));
+    match c {
+        '\t' | '\n' => None,
+        '\r' if next == Some('\n') => None,
+        '\r' => Some(format!("a carriage return ({code}) without a line feed after it")),
+        '\u{feff}' => Some(format!("a byte order mark ({code})")),
+        '\u{2028}' | '\u{2029}' => {
+            let name = if c == '\u{2028}' { "line" } else { "paragraph" };
+            Some(format!("the {name} separator {code} (YAML readers disagree on whether it ends a line)"))
+        }
+        '\u{fffe}' | '\u{ffff}' => Some(format!("the non-character {code}")),
+        c if c.is_control() => Some(format!("the control character {code}")),
+        _ => None,
+    }
+}
+
+/// The field path of the node holding the character at `index` (in characters), and whether it is
+/// in a key (then the path is the mapping's). `None` when the text does not parse even with every
+/// forbidden character replaced by a letter.
+fn path_at(text: &str, index: usize) -> Option<(String, bool)> {
+    /// Where the walk is inside one open collection.
+    enum Frame {
+        /// The current key, once read (`None`: a key comes next).
+        Map(Option<String>),
+        /// Index of the current item.
+        Seq(usize),
+    }
+    fn path(stack: &[Frame]) -> String {
+        let mut out = String::new();
+        for frame in stack {
+            match frame {
+                Frame::Map(Some(key)) if out.is_empty() => out.push_str(key),
+                Frame::Map(Some(key)) => {
+                    out.push('.');
+                    out.push_str(key);
+                }
+                Frame::Map(None) => {}
+                Frame::Seq(i) => out.push_str(&format!("[{i}]")),
+            }
+        }
+        out
+    }
+    /// The parent moves on to its next key or item once a node is complete.
+    fn done(stack: &mut [Frame]) {
+        match stack.last_mut() {
+            Some(Frame::Map(key)) => *key = None,
+            Some(Frame::Seq(i)) => *i += 1,
+            None => {}
+        }
+    }
+
+    let chars: Vec<char> = text.chars().collect();
+    let sanitized: String = chars
+        .iter()
+        .enumerate()
+        .map(|(i, &c)| if forbidden(c, chars.get(i + 1).copied()).is_some() { 'x' } else { c })
+        .collect();
+    let mut stack: Vec<Frame> = Vec::new();
+    for item in Parser::new_from_str(&sanitized) {
+        let (event, span) = item.ok()?;
+        match event {
+            Event::MappingStart(..) => stack.push(Frame::Map(None)),
+            Event::SequenceStart(..) => stack.push(Frame::Seq(0)),
+            Event::MappingEnd | Event::SequenceEnd => {
+                stack.pop();
+                done(&mut stack);
+            }
+            Event::Scalar(value, ..) => {
+                let inside = span.start.index() <= index && index < span.end.index();
+                if let Some(Frame::Map(key @ None)) = stack.last_mut() {
+                    if inside {
+                        return Some((path(&stack), true));
+                    }
+                    *key = Some(value.into_owned());
+                } else {
+                    if inside {
+                        return Some((path(&stack), false));
+                    }
+                    done(&mut stack);
+                }
+            }
+            Event::Alias(_) => match stack.last_mut() {
+                Some(Frame::Map(key @ None)) => *key = Some(String::new()),
+                _ => done(&mut stack),
+            },
+            Event::StreamStart | Event::StreamEnd | Event::DocumentStart(_) | Event::DocumentEnd | Event::Nothing => {}
+        }
+    }
+    // Outside every scalar: in a comment, or in the white space between nodes.
+    Some((String::new(), false))
+}
+
 /// One step of a field path: a mapping key or a sequence index.
 #[derive(Debug, PartialEq, Eq)]
 enum Segment<'a> {
@@ -296,6 +436,33 @@ parameters:
         let doc = "a: &x {b: 1}\nc: *x\n";
         assert_eq!(locate(doc, "c.b"), Some((2, 1)));
         assert_eq!(locate(doc, "a.b"), Some((1, 8)));
+    }
+
+    #[test]
+    fn path_at_names_the_scalar_holding_a_character() {
+        let doc =
+            "key: k\nsteps:\n  - notify:\n      to: [requester, owner]\n      message: |\n        hi\n        there\n";
+        let at = |needle: &str| {
+            let byte = doc.find(needle).unwrap_or_else(|| panic!("{needle}"));
+            path_at(doc, doc[..byte].chars().count())
+        };
+        assert_eq!(at("k\n"), Some(("key".to_owned(), false)));
+        assert_eq!(at("ey:"), Some((String::new(), true)));
+        assert_eq!(at("owner"), Some(("steps[0].notify.to[1]".to_owned(), false)));
+        assert_eq!(at("to:"), Some(("steps[0].notify".to_owned(), true)));
+        assert_eq!(at("there"), Some(("steps[0].notify.message".to_owned(), false)));
+        assert_eq!(at("  - "), Some((String::new(), false)));
+    }
+
+    #[test]
+    fn unprintable_allows_tabs_and_line_ends_only() {
+        assert!(unprintable("a: \"x\ty\"\r\nb: |\n  \tz\n").is_none());
+        for (text, line, column) in [("a: b\r\nc: d\x00\n", 2, 5), ("a: b\rc: d\n", 1, 5), ("# \u{85}\n", 1, 3)] {
+            let found = unprintable(text).unwrap_or_else(|| panic!("{text:?}"));
+            assert_eq!((found.line, found.column), (line, column), "{text:?}: {}", found.message);
+        }
+        assert_eq!(unprintable("a: b\x00\n").map(|u| u.path), Some("a".to_owned()));
+        assert_eq!(unprintable("# \x1b\na: b\n").map(|u| u.path), Some(String::new()));
     }
 
     #[test]

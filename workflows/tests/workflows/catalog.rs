@@ -11,7 +11,8 @@ fn def(key: &str, version: u32, kind: &str, applies_to: &str) -> tollgate_workfl
     let text = if kind == "grant" {
         grant_with("")
     } else {
-        format!("key: t\nversion: 1\nkind: {kind}\nsteps:\n  - action: {{operation: {kind}}}\n")
+        let parameters = if kind == "renew" { "parameters: {max_duration: 1h}\n" } else { "" };
+        format!("key: t\nversion: 1\nkind: {kind}\n{parameters}steps:\n  - action: {{operation: {kind}}}\n")
     };
     accept(
         &text
@@ -124,6 +125,15 @@ fn definitions_built_in_code_are_validated_on_insert() {
         }
         other => panic!("unexpected {other}"),
     }
+
+    let mut unbounded = def("r", 1, "renew", "{}");
+    unbounded.parameters.max_duration = None;
+    let e = Catalog::new().insert(unbounded).expect_err("invalid");
+    assert!(matches!(e, CatalogError::Invalid { ref path, .. } if path == "parameters.max_duration"), "{e}");
+    let mut control = def("d", 1, "revoke", "{}");
+    control.description = "ok\u{7}".to_owned();
+    let e = Catalog::new().insert(control).expect_err("invalid");
+    assert!(matches!(e, CatalogError::Invalid { ref path, .. } if path == "description"), "{e}");
 }
 
 #[test]

@@ -3,7 +3,9 @@
 mod bundled;
 mod catalog;
 mod duration;
+mod files;
 mod parse_errors;
+mod text;
 mod validation;
 
 use tollgate_workflows::{DefinitionError, WorkflowDefinition, parse_definition};

@@ -3,7 +3,9 @@
 use crate::{GRANT, accept, grant_with, reject, reject_at};
 
 fn with_kind(kind: &str, steps: &str) -> String {
-    format!("key: t\nversion: 1\nkind: {kind}\nsteps:\n{steps}")
+    // A renew workflow must bound the extension it grants.
+    let parameters = if kind == "renew" { "parameters: {max_duration: 8h}\n" } else { "" };
+    format!("key: t\nversion: 1\nkind: {kind}\n{parameters}steps:\n{steps}")
 }
 
 #[test]
@@ -61,6 +63,58 @@ fn grant_without_max_duration_is_a_grant_without_expiry() {
 }
 
 #[test]
+fn renew_without_max_duration_is_rejected() {
+    let steps = "  - approval: {approvers: {owner: true}, timeout: 1h}\n  - action: {operation: renew}\n";
+    let bare = format!("key: t\nversion: 1\nkind: renew\nsteps:\n{steps}");
+    let e = reject_at(&bare, "parameters.max_duration", "a renew workflow must set parameters.max_duration");
+    assert!(e.message.contains("366 days"), "{e}");
+    assert_eq!((e.line, e.column), (Some(1), Some(1)), "no `parameters`: the document's start");
+
+    // A default alone is no bound.
+    let text = bare.replace("steps:", "parameters:\n  default_duration: 1h\nsteps:");
+    let e = reject_at(&text, "parameters.max_duration", "renew");
+    assert_eq!((e.line, e.column), (Some(4), Some(1)), "points at `parameters`");
+
+    accept(&bare.replace("steps:", "parameters:\n  max_duration: 2h\nsteps:"));
+    accept(&bare.replace("steps:", "parameters: {max_duration: 366d}\nsteps:"));
+    // The request-time panic of issue 18: an extension of 300,000 years.
+    reject_at(
+        &bare.replace("steps:", "parameters: {max_duration: 300000years}\nsteps:"),
+        "parameters.max_duration",
+        "longer than the limit of 366 days",
+    );
+    // Rotate and revoke workflows take no duration, so they need no bound.
+    accept(&with_kind("rotate", "  - action: {operation: rotate}\n"));
+    accept(&with_kind("revoke", "  - action: {operation: revoke}\n"));
+}
+
+#[test]
+fn every_duration_in_a_definition_is_capped_at_366_days() {
+    let retry = |policy: &str| grant_with(&format!("  - action: {{operation: verify, retry: {policy}}}\n"));
+    let approval =
+        |timeout: &str| grant_with(&format!("  - approval: {{approvers: {{owner: true}}, timeout: {timeout}}}\n"));
+    // `reminder` and `escalation.after` are shorter than `timeout`, so its bound is theirs too.
+    let cases = [
+        (grant_with("").replace("max_duration: 8h", "max_duration: 367d"), "parameters.max_duration"),
+        (
+            grant_with("").replace("  max_duration: 8h\n", "  default_duration: 367d\n  max_duration: 400d\n"),
+            "parameters.default_duration",
+        ),
+        (approval("367d"), "steps[0].approval.timeout"),
+        (retry("{backoff: 367d, max_backoff: 400d}"), "steps[0].action.retry.backoff"),
+        (retry("{max_backoff: 367d}"), "steps[0].action.retry.max_backoff"),
+        (grant_with("  - wait: {duration: 367d}\n"), "steps[0].wait.duration"),
+        (grant_with("  - wait: {duration: 300000years}\n"), "steps[0].wait.duration"),
+    ];
+    for (text, path) in &cases {
+        reject_at(text, path, "longer than the limit of 366 days");
+    }
+    accept(&approval("366d"));
+    accept(&retry("{backoff: 366d, max_backoff: 366d}"));
+    accept(&grant_with("  - wait: {duration: 366d}\n"));
+}
+
+#[test]
 fn grant_must_wait_for_expiry_then_revoke() {
     let head = GRANT.split("{steps}").next().unwrap_or_default();
     let cases = [
@@ -94,7 +148,7 @@ fn each_kind_needs_its_own_operation() {
             "steps",
             &format!("a {kind} workflow needs an `action` step with `operation: {kind}`"),
         );
-        assert_eq!(e.line, Some(4));
+        assert_eq!(e.line, Some(if kind == "renew" { 5 } else { 4 }));
         accept(&with_kind(kind, &format!("  - action: {{operation: {kind}}}\n")));
     }
     let text = grant_with("").replace("      operation: grant\n", "      operation: verify\n");
