@@ -934,7 +934,7 @@ async fn slack_dialogs_refuse_what_the_api_refuses_and_record_nothing() -> anyho
     assert_eq!(env.post("/slack/commands", &command).await?, (200, String::new()));
     env.slack.wait_for("views.open", 1, PATIENCE).await?;
     let dialog = env.slack.opened_views().remove(0);
-    let values = |scopes: &str, justification: &str| {
+    let values_for = |scopes: &str, duration: &str, justification: &str| {
         slack::merge_values([
             slack::input_value(
                 "tollgate_integration",
@@ -942,7 +942,7 @@ async fn slack_dialogs_refuse_what_the_api_refuses_and_record_nothing() -> anyho
                 InputKind::StaticSelect("wiki-staging".to_owned()),
             ),
             slack::input_value("tollgate_scopes", "scopes", InputKind::PlainText(scopes.to_owned())),
-            slack::input_value("tollgate_duration", "duration", InputKind::PlainText("30m".to_owned())),
+            slack::input_value("tollgate_duration", "duration", InputKind::PlainText(duration.to_owned())),
             slack::input_value(
                 "tollgate_justification",
                 "justification",
@@ -950,11 +950,14 @@ async fn slack_dialogs_refuse_what_the_api_refuses_and_record_nothing() -> anyho
             ),
         ])
     };
+    let values = |scopes: &str, justification: &str| values_for(scopes, "30m", justification);
     let too_long = "é".repeat(2001); // counted in characters, not bytes
     let many_scopes = vec!["read"; 101].join(", ");
     for (case, values, block, says) in [
         ("over-long justification", values("read", &too_long), "tollgate_justification", "at most 2000 characters"),
         ("too many scopes", values(&many_scopes, "ok"), "tollgate_scopes", "at most 100 scopes"),
+        // An endless duration (issue 18): refused by the engine's bound, shown by its field.
+        ("endless duration", values_for("read", "300000years", "ok"), "tollgate_duration", "exceeds the maximum"),
     ] {
         let submission = slack::view_submission_of(SIGNING_SECRET, &actor("U0ALICE"), &dialog, values, now());
         let (status, body) = env.interact(&submission).await?;
