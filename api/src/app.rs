@@ -13,9 +13,9 @@ use utoipa::{Modify, OpenApi};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use crate::dto;
 use crate::error::{ApiError, ErrorBody, ErrorDetail};
 use crate::routes::{audit, directory, email_links, grants, health, requests, slack, tasks};
+use crate::{dto, openapi};
 
 /// What handlers share.
 #[derive(Clone, Debug)]
@@ -28,16 +28,23 @@ pub struct AppState {
     pub(crate) slack: Option<Arc<slack::SlackState>>,
 }
 
-/// The document's frame: info, the shared schemas and the bearer scheme. The operations come
-/// from [`documented_routes`], which registers each handler once for both routing and the
-/// document.
+/// The document's frame: info, tags, the shared schemas and the bearer scheme. The operations
+/// come from [`documented_routes`], which registers each handler once for both routing and the
+/// document; [`openapi::complete`] then adds what every operation answers by its shape.
 #[derive(OpenApi)]
 #[openapi(
-    info(title = "Tollgate", description = "Human-in-the-loop, just-in-time access to SaaS integrations.", license(name = "Apache-2.0")),
+    info(title = "Tollgate", description = "Human-in-the-loop, just-in-time access to SaaS integrations.\n\nEvery error is `{\"error\": {\"code\", \"detail\"}}` (`ErrorBody`); each operation lists every status it answers with the codes possible for it.", license(name = "Apache-2.0")),
+    tags(
+        (name = "requests", description = "Ask for access, follow a request, approve or deny, cancel."),
+        (name = "grants", description = "Access granted: who holds what until when; revoke early."),
+        (name = "tasks", description = "Manual-connector tasks that a named operator confirms."),
+        (name = "directory", description = "Integrations, workflows and principals (read-only)."),
+        (name = "audit", description = "The hash-chained audit log, for admins and auditors."),
+        (name = "health", description = "Liveness and readiness."),
+    ),
     components(schemas(
         ErrorBody, ErrorDetail, dto::RequestIn, dto::RequestOut, dto::DecisionIn, dto::TaskCompleteIn, dto::WorkflowRef, dto::StepOut,
-        dto::ApprovalOut, dto::GrantOut, dto::ScopeOut, dto::IntegrationOut, dto::PrincipalOut, dto::WorkflowOut,
-        dto::AuditRecordOut, dto::VerifyOut, dto::TaskOut, dto::HealthOut,
+        dto::ApprovalOut, dto::GrantOut, dto::ScopeOut, dto::IntegrationOut, dto::PrincipalOut, dto::VerifyOut, dto::HealthOut,
     )),
     modifiers(&BearerAuth),
 )]
@@ -79,7 +86,9 @@ fn documented_routes() -> OpenApiRouter<AppState> {
 /// The OpenAPI document (committed as `api/openapi.json`; a test keeps them equal).
 #[must_use]
 pub fn openapi() -> utoipa::openapi::OpenApi {
-    documented_routes().into_openapi()
+    let mut document = documented_routes().into_openapi();
+    openapi::complete(&mut document);
+    document
 }
 
 /// The OpenAPI document as pretty JSON.
@@ -105,7 +114,8 @@ pub fn router(
 ) -> Router {
     let slack = slack.map(|(api, settings)| Arc::new(slack::SlackState::new(api.clone(), settings, &engine)));
     let state = AppState { engine, links: Arc::new(email_links::LinkPages::new(public_url)), slack };
-    let (documented, document) = documented_routes().split_for_parts();
+    let (documented, mut document) = documented_routes().split_for_parts();
+    openapi::complete(&mut document);
     let document: Arc<str> = document.to_pretty_json().unwrap_or_default().into();
     documented
         // Undocumented: browser pages behind email links, Slack's callbacks, the document itself.

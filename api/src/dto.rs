@@ -7,26 +7,48 @@ use tollgate_engine::directory::{Integration, Principal};
 use tollgate_engine::run::{Grant, StepState};
 use tollgate_engine::store::query::{RunView, Task};
 use tollgate_workflows::{Step, WorkflowDefinition};
+
 use utoipa::ToSchema;
 use uuid::Uuid;
+
+use crate::openapi;
+
+/// Most items a page of `GET /v1/requests` or `GET /v1/grants` holds (`limit`).
+pub const MAX_PAGE_LIMIT: u64 = 200;
+/// Items per page of `GET /v1/requests` and `GET /v1/grants` without `limit`.
+pub const DEFAULT_PAGE_LIMIT: u64 = 50;
+/// Most records a page of `GET /v1/audit` holds (`limit`).
+pub const MAX_AUDIT_LIMIT: u64 = 1000;
+/// Records per page of `GET /v1/audit` without `limit`.
+pub const DEFAULT_AUDIT_LIMIT: u64 = 100;
 
 /// A new request.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({
+    "integration": "github-staging",
+    "scopes": ["contents:write"],
+    "duration": "2h",
+    "justification": "hotfix for INC-1234"
+}))]
 pub struct RequestIn {
     /// Integration name.
+    #[schema(schema_with = openapi::integration_name)]
     pub integration: String,
     /// `grant` (default), `renew`, `rotate` or `revoke`.
     #[serde(default)]
+    #[schema(schema_with = openapi::request_kind_in)]
     pub kind: Option<String>,
     /// Scopes (for renew/rotate/revoke: default the grant's).
     #[serde(default)]
+    #[schema(schema_with = openapi::scopes)]
     pub scopes: Vec<String>,
     /// How long, e.g. `"2h"`; defaults to the workflow's default.
     #[serde(default)]
     pub duration: Option<String>,
     /// Why.
     #[serde(default)]
+    #[schema(schema_with = openapi::justification)]
     pub justification: String,
     /// The existing grant, for renew/rotate/revoke.
     #[serde(default)]
@@ -36,20 +58,25 @@ pub struct RequestIn {
 /// A decision.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({ "decision": "approve", "comment": "ok for the incident window" }))]
 pub struct DecisionIn {
     /// `approve` or `deny`.
+    #[schema(schema_with = openapi::decision)]
     pub decision: String,
     /// Comment; for a denial, the reason.
     #[serde(default)]
+    #[schema(schema_with = openapi::comment)]
     pub comment: Option<String>,
 }
 
 /// Resolving a manual task.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({ "outcome": "done", "comment": "collaborator added" }))]
 pub struct TaskCompleteIn {
     /// `done` (default) or `failed`.
     #[serde(default)]
+    #[schema(schema_with = openapi::task_outcome)]
     pub outcome: Option<String>,
     /// Comment.
     #[serde(default)]
@@ -91,6 +118,7 @@ pub struct ApprovalOut {
     /// Approver.
     pub approver: String,
     /// `approve` or `deny`.
+    #[schema(schema_with = openapi::decision)]
     pub decision: String,
     /// Comment.
     pub comment: Option<String>,
@@ -102,6 +130,18 @@ pub struct ApprovalOut {
 
 /// A grant.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[schema(example = json!({
+    "id": "01938f4e-7a10-7c3e-9b1a-2f6d8e4c5a01",
+    "request": "01938f4e-6b20-7d4f-8c2b-3e7f9a5d6b02",
+    "integration": "github-staging",
+    "principal": "alice",
+    "scopes": ["contents:write"],
+    "status": "active",
+    "granted_at": "2026-01-15T09:30:05Z",
+    "expires_at": "2026-01-15T11:30:05Z",
+    "revoked_at": null,
+    "reference": "gh-collab-4821"
+}))]
 pub struct GrantOut {
     /// Id.
     pub id: Uuid,
@@ -114,6 +154,7 @@ pub struct GrantOut {
     /// Scopes.
     pub scopes: Vec<String>,
     /// `provisioning`, `active`, `revoking`, `revoked`, `revoke_failed`, `failed`.
+    #[schema(schema_with = openapi::grant_status)]
     pub status: String,
     /// When access was put in place.
     pub granted_at: Option<DateTime<Utc>>,
@@ -144,13 +185,36 @@ impl From<&Grant> for GrantOut {
 
 /// A request.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[schema(example = json!({
+    "id": "01938f4e-6b20-7d4f-8c2b-3e7f9a5d6b02",
+    "kind": "grant",
+    "status": "awaiting_approval",
+    "requester": "alice",
+    "integration": "github-staging",
+    "scopes": ["contents:write"],
+    "duration": "2h",
+    "duration_secs": 7200,
+    "justification": "hotfix for INC-1234",
+    "workflow": { "key": "standard-grant", "version": 1 },
+    "steps": [
+        { "index": 0, "type": "approval", "id": "owner", "state": "current", "deadline": "2026-01-16T09:30:00Z", "quorum": 1 },
+        { "index": 1, "type": "action", "id": null, "state": "pending", "deadline": null, "quorum": null }
+    ],
+    "approvals": [],
+    "grant": null,
+    "reason": null,
+    "created_at": "2026-01-15T09:30:00Z",
+    "updated_at": "2026-01-15T09:30:00Z"
+}))]
 pub struct RequestOut {
     /// Id.
     pub id: Uuid,
     /// Kind.
+    #[schema(schema_with = openapi::request_kind_out)]
     pub kind: String,
     /// Status: `awaiting_approval`, `denied`, `expired`, `cancelled`, `provisioning`, `active`,
     /// `revoking`, `completed`, `failed`.
+    #[schema(schema_with = openapi::run_status)]
     pub status: String,
     /// Requester.
     pub requester: String,
@@ -252,6 +316,7 @@ impl RequestOut {
 
 /// A page of results.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[schema(example = json!({ "items": [], "next_cursor": null }))]
 pub struct Page<T> {
     /// Items.
     pub items: Vec<T>,
@@ -272,6 +337,15 @@ pub struct ScopeOut {
 
 /// An integration (no connector settings, which may hold secrets).
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[schema(example = json!({
+    "name": "github-staging",
+    "app": "github",
+    "environment": "staging",
+    "owner": "bob",
+    "description": "The staging organisation",
+    "connector": "manual",
+    "scopes": [{ "name": "contents:write", "risk": "medium", "description": "Push to repositories" }]
+}))]
 pub struct IntegrationOut {
     /// Name (also its id).
     pub name: String,
@@ -313,6 +387,17 @@ impl From<&Integration> for IntegrationOut {
 
 /// A principal.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[schema(example = json!({
+    "id": "alice",
+    "kind": "person",
+    "name": "Alice",
+    "email": "alice@example.com",
+    "slack_user_id": null,
+    "roles": [],
+    "owner": null,
+    "groups": ["engineering"],
+    "disabled": false
+}))]
 pub struct PrincipalOut {
     /// Id.
     pub id: String,
@@ -353,6 +438,14 @@ impl PrincipalOut {
 
 /// A workflow definition.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[schema(example = json!({
+    "key": "standard-grant",
+    "version": 1,
+    "kind": "grant",
+    "description": "One approval by the integration's owner",
+    "latest": true,
+    "definition": { "key": "standard-grant", "kind": "grant", "steps": [{ "type": "approval", "approvers": ["integration_owner"] }] }
+}))]
 pub struct WorkflowOut {
     /// Key.
     pub key: String,
@@ -371,6 +464,22 @@ pub struct WorkflowOut {
 
 /// An audit record.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[schema(example = json!({
+    "seq": 42,
+    "recorded_at": "2026-01-15T09:31:00Z",
+    "event_type": "request.decided",
+    "channel": "api",
+    "outcome": "approve",
+    "actor": "bob",
+    "subject": "01938f4e-6b20-7d4f-8c2b-3e7f9a5d6b02",
+    "run_id": "01938f4e-6b20-7d4f-8c2b-3e7f9a5d6b02",
+    "justification": null,
+    "workflow_key": "standard-grant",
+    "workflow_version": 1,
+    "details": { "step": 0 },
+    "prev_hash": "9f2c4e1a7b3d5f6e8a0c2b4d6f8e0a1c3e5f7a9b1d3f5e7a9c1b3d5f7e9a1c3e",
+    "hash": "1b3d5f7e9a1c3e5f7a9b1d3f5e7a9c1b3d5f7e9a1c3e9f2c4e1a7b3d5f6e8a0c"
+}))]
 pub struct AuditRecordOut {
     /// Sequence.
     pub seq: i64,
@@ -426,6 +535,15 @@ impl From<AuditRecord> for AuditRecordOut {
 
 /// The result of verifying the audit chain.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[schema(example = json!({
+    "ok": true,
+    "records": 42,
+    "head_seq": 42,
+    "head_hash": "1b3d5f7e9a1c3e5f7a9b1d3f5e7a9c1b3d5f7e9a1c3e9f2c4e1a7b3d5f6e8a0c",
+    "broken_at": null,
+    "kind": null,
+    "detail": null
+}))]
 pub struct VerifyOut {
     /// Whether every link verified.
     pub ok: bool,
@@ -446,6 +564,17 @@ pub struct VerifyOut {
 
 /// A manual task.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[schema(example = json!({
+    "id": "01938f4e-8c30-7e5a-9d3c-4f8a0b6e7c03",
+    "request": "01938f4e-6b20-7d4f-8c2b-3e7f9a5d6b02",
+    "operator": "admin",
+    "instructions": "Add alice to github-staging with contents:write",
+    "status": "open",
+    "resolved_by": null,
+    "comment": null,
+    "resolved_at": null,
+    "created_at": "2026-01-15T09:31:00Z"
+}))]
 pub struct TaskOut {
     /// Id.
     pub id: Uuid,
@@ -485,6 +614,7 @@ impl From<Task> for TaskOut {
 
 /// Health.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[schema(example = json!({ "status": "ok" }))]
 pub struct HealthOut {
     /// `ok`.
     pub status: String,

@@ -25,6 +25,7 @@ pub struct ApiError {
 
 /// The error envelope.
 #[derive(Debug, Serialize, ToSchema)]
+#[schema(example = json!({ "error": { "code": "not_found", "detail": "request not found" } }))]
 pub struct ErrorBody {
     /// The error.
     pub error: ErrorDetail,

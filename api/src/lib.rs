@@ -7,6 +7,7 @@ pub mod config;
 pub mod dto;
 pub mod error;
 pub mod extract;
+pub mod openapi;
 mod routes;
 pub mod server;
 pub mod telemetry;

@@ -332,3 +332,198 @@ async fn a_request_is_created_and_approved_by_its_owner() {
     assert_eq!(shown.body["approvals"], approved.body["approvals"]);
     app.stop().await;
 }
+
+/// The statuses the document lists for `method path` (`"401"`, …).
+fn documented_statuses(doc: &Value, path: &str, method: &str) -> Vec<String> {
+    doc["paths"][path][method]["responses"].as_object().map(|r| r.keys().cloned().collect()).unwrap_or_default()
+}
+
+/// Every documented operation, as `(path, method, operation)`.
+fn operations(doc: &Value) -> Vec<(String, String, Value)> {
+    let mut out = Vec::new();
+    for (path, item) in doc["paths"].as_object().expect("paths") {
+        for (method, op) in item.as_object().expect("path item") {
+            out.push((path.clone(), method.clone(), op.clone()));
+        }
+    }
+    out
+}
+
+/// Inputs that provoke each error class the extractors answer, sent to every documented
+/// operation they apply to: each answer must be the expected status and code, and a status the
+/// document lists for that operation. The document can therefore not drop an error the server
+/// answers, nor the server start answering one the document does not list.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_error_the_extractors_answer_is_documented() {
+    let app = App::start().await;
+    let doc: Value = serde_json::from_str(&tollgate::app::openapi_json()).expect("the document is JSON");
+    let mut provoked = 0;
+    for (path, method, op) in operations(&doc) {
+        let documented = documented_statuses(&doc, &path, &method);
+        let m = Method::from_bytes(method.to_uppercase().as_bytes()).expect("method");
+        let params = op["parameters"].as_array().cloned().unwrap_or_default();
+        let uuid_path = params.iter().any(|p| p["in"] == "path" && p["schema"]["format"] == "uuid");
+        let has_query = params.iter().any(|p| p["in"] == "query");
+        let has_body = op.get("requestBody").is_some();
+        let secured = op["security"].as_array().is_some_and(|s| !s.is_empty());
+        let uri = path.replace("{id}", &if uuid_path { some_id() } else { "github-staging".to_owned() });
+        let json_body = |principal: Option<&str>, uri: &str, content_type: &str, body: String| {
+            req(m.clone(), uri, principal)
+                .header(header::CONTENT_TYPE, content_type)
+                .body(Body::from(body))
+                .expect("request")
+        };
+        let mut cases: Vec<(&str, Request<Body>, StatusCode, &str)> = Vec::new();
+        if secured {
+            let r = if has_body {
+                json_body(None, &uri, "application/json", "{}".to_owned())
+            } else {
+                req(m.clone(), &uri, None).body(Body::empty()).expect("request")
+            };
+            cases.push(("no token", r, StatusCode::UNAUTHORIZED, "unauthenticated"));
+        }
+        if uuid_path {
+            let bad = path.replace("{id}", "not-a-uuid");
+            let r = if has_body {
+                json_body(Some("admin"), &bad, "application/json", "{}".to_owned())
+            } else {
+                req(m.clone(), &bad, Some("admin")).body(Body::empty()).expect("request")
+            };
+            cases.push(("non-UUID id", r, StatusCode::BAD_REQUEST, "invalid_id"));
+        }
+        if has_query {
+            for q in ["bogus=1", "limit=0", "limit=100000"] {
+                let r = req(m.clone(), &format!("{uri}?{q}"), Some("admin")).body(Body::empty()).expect("request");
+                cases.push(("bad query", r, StatusCode::BAD_REQUEST, "invalid_query"));
+            }
+        }
+        if has_body {
+            let oversized = format!(r#"{{"comment":"{}"}}"#, "x".repeat(MAX_BODY));
+            cases.extend([
+                (
+                    "text/plain",
+                    json_body(Some("admin"), &uri, "text/plain", "{}".to_owned()),
+                    StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                    "unsupported_media_type",
+                ),
+                (
+                    "malformed",
+                    json_body(Some("admin"), &uri, "application/json", r#"{"a":"#.to_owned()),
+                    StatusCode::BAD_REQUEST,
+                    "invalid_request",
+                ),
+                (
+                    "oversized",
+                    json_body(Some("admin"), &uri, "application/json", oversized),
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "payload_too_large",
+                ),
+                (
+                    "array",
+                    json_body(Some("admin"), &uri, "application/json", "[]".to_owned()),
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "validation_failed",
+                ),
+            ]);
+        }
+        for (what, request, status, code) in cases {
+            let reply = app.send(request).await;
+            reply.assert_error(status, code);
+            assert!(
+                documented.contains(&status.as_u16().to_string()),
+                "{method} {path} ({what}) answered {status}, which the document does not list: {documented:?}"
+            );
+            provoked += 1;
+        }
+    }
+    assert!(provoked > 40, "only {provoked} cases provoked");
+    app.stop().await;
+}
+
+/// The statuses issue 16 found missing are listed, each error in the envelope, with its codes.
+#[test]
+fn the_document_lists_every_status_issue_16_found_missing() {
+    let doc: Value = serde_json::from_str(&tollgate::app::openapi_json()).expect("the document is JSON");
+    let has =
+        |path: &str, method: &str, status: &str| documented_statuses(&doc, path, method).iter().any(|s| s == status);
+    let writes = [
+        "/v1/requests",
+        "/v1/requests/{id}/decisions",
+        "/v1/requests/{id}/cancel",
+        "/v1/grants/{id}/revoke",
+        "/v1/tasks/{id}/complete",
+    ];
+    for path in writes {
+        for status in ["401", "500", "503"] {
+            assert!(has(path, "post", status), "POST {path}: {status}");
+        }
+    }
+    for path in ["/v1/audit/verify", "/v1/grants/{id}"] {
+        assert!(has(path, "get", "401"), "GET {path}: 401");
+    }
+    for (path, method, _) in operations(&doc) {
+        if path.contains("{id}") && !path.starts_with("/v1/integrations") {
+            assert!(has(&path, &method, "400"), "{method} {path}: 400 invalid_id");
+        }
+    }
+    for path in ["/v1/requests", "/v1/requests/{id}/decisions", "/v1/tasks/{id}/complete"] {
+        for status in ["400", "413", "415", "422"] {
+            assert!(has(path, "post", status), "POST {path}: {status}");
+        }
+    }
+    assert!(has("/v1/audit", "get", "400"), "GET /v1/audit: 400 invalid_query");
+
+    // Each error response is the envelope (directly or through a shared response) and names its codes.
+    let shared = &doc["components"]["responses"];
+    for (path, method, op) in operations(&doc) {
+        for (status, response) in op["responses"].as_object().expect("responses") {
+            if !status.starts_with('4') && !status.starts_with('5') {
+                continue;
+            }
+            let response = match response["$ref"].as_str() {
+                Some(r) => &shared[r.trim_start_matches("#/components/responses/")],
+                None => response,
+            };
+            let content = &response["content"]["application/json"];
+            assert_eq!(content["schema"]["$ref"], "#/components/schemas/ErrorBody", "{method} {path} {status}");
+            let description = response["description"].as_str().unwrap_or_default();
+            assert!(description.contains("- `"), "{method} {path} {status}: codes not described: {description:?}");
+            assert!(
+                content["examples"].as_object().is_some_and(|e| !e.is_empty()),
+                "{method} {path} {status}: no example"
+            );
+        }
+    }
+
+    // Constraints come from the constants the server checks.
+    let params = &doc["paths"]["/v1/audit"]["get"]["parameters"];
+    let limit = params.as_array().and_then(|p| p.iter().find(|p| p["name"] == "limit")).expect("limit");
+    assert_eq!((limit["schema"]["minimum"].as_u64(), limit["schema"]["maximum"].as_u64()), (Some(1), Some(1000)));
+    let kind = &doc["components"]["schemas"]["RequestIn"]["properties"]["kind"]["enum"];
+    assert_eq!(kind, &json!(["grant", "renew", "rotate", "revoke", null]));
+}
+
+/// `Idempotency-Key` is what the document's pattern says: 1–255 visible ASCII characters.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idempotency_keys_are_visible_ascii_as_documented() {
+    let app = App::start().await;
+    let body = json!({ "integration": "github-staging", "scopes": ["contents:read"], "duration": "30m", "justification": "why" });
+    let send = |key: &str| {
+        req(Method::POST, "/v1/requests", Some("alice"))
+            .header(header::CONTENT_TYPE, "application/json")
+            .header("idempotency-key", key)
+            .body(Body::from(body.to_string()))
+            .expect("request")
+    };
+    for bad in ["a b".to_owned(), "k".repeat(256)] {
+        app.send(send(&bad)).await.assert_error(StatusCode::BAD_REQUEST, "invalid_request");
+    }
+    let first = app.send(send("retry-1")).await;
+    assert_eq!(first.status, StatusCode::CREATED, "{}", first.text);
+    assert!(first.headers.get("idempotent-replayed").is_none());
+    let again = app.send(send("retry-1")).await;
+    assert_eq!(again.status, StatusCode::CREATED, "{}", again.text);
+    assert_eq!(again.headers.get("idempotent-replayed").map(|v| v.as_bytes()), Some(&b"true"[..]));
+    assert_eq!(again.body["id"], first.body["id"]);
+    app.stop().await;
+}

@@ -9,9 +9,10 @@ use tollgate_engine::store::query;
 use utoipa::IntoParams;
 
 use crate::app::AppState;
-use crate::dto::{AuditRecordOut, Page, VerifyOut};
+use crate::dto::{AuditRecordOut, DEFAULT_AUDIT_LIMIT, MAX_AUDIT_LIMIT, Page, VerifyOut};
 use crate::error::{ApiError, ApiResult, ErrorBody};
 use crate::extract::{Caller, Query};
+use crate::openapi;
 
 fn require_auditor(caller: &Caller) -> ApiResult<()> {
     if policy::may_read_audit(caller.viewer()) {
@@ -29,22 +30,31 @@ pub(crate) struct AuditParams {
     cursor: Option<i64>,
     /// Only records of this request.
     request: Option<uuid::Uuid>,
-    /// Page size (1–1000, default 100).
+    /// Page size.
+    #[param(schema_with = openapi::audit_limit)]
     limit: Option<u64>,
 }
 
 /// Audit records in sequence order.
-#[utoipa::path(get, path = "/v1/audit", tag = "audit", params(AuditParams),
-    responses((status = 200, body = Page<AuditRecordOut>), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)), security(("bearer" = [])))]
+#[utoipa::path(get, path = "/v1/audit", tag = "audit", operation_id = "listAudit", params(AuditParams),
+    responses(
+        (status = 200, description = "A page of records", body = Page<AuditRecordOut>),
+        (status = 403, description = "- `forbidden`: the audit log is for admins and auditors", body = ErrorBody)
+    ),
+    security(("bearer" = [])))]
 pub(crate) async fn list(
     State(state): State<AppState>,
     caller: Caller,
     Query(p): Query<AuditParams>,
 ) -> ApiResult<axum::Json<Page<AuditRecordOut>>> {
     require_auditor(&caller)?;
-    let limit = p.limit.unwrap_or(100);
-    if !(1..=1000).contains(&limit) {
-        return Err(ApiError::new(StatusCode::BAD_REQUEST, "invalid_query", "limit must be between 1 and 1000"));
+    let limit = p.limit.unwrap_or(DEFAULT_AUDIT_LIMIT);
+    if !(1..=MAX_AUDIT_LIMIT).contains(&limit) {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_query",
+            format!("limit must be between 1 and {MAX_AUDIT_LIMIT}"),
+        ));
     }
     let records =
         query::audit_page(&state.engine.db().read, p.cursor.unwrap_or(0), limit, p.request.map(RunId)).await?;
@@ -53,8 +63,12 @@ pub(crate) async fn list(
 }
 
 /// Verifies every link of the chain; reports the first broken sequence.
-#[utoipa::path(get, path = "/v1/audit/verify", tag = "audit",
-    responses((status = 200, description = "Verification result (ok false with broken_at when the chain is broken)", body = VerifyOut), (status = 403, body = ErrorBody)), security(("bearer" = [])))]
+#[utoipa::path(get, path = "/v1/audit/verify", tag = "audit", operation_id = "verifyAudit",
+    responses(
+        (status = 200, description = "Verification result (ok false with broken_at when the chain is broken)", body = VerifyOut),
+        (status = 403, description = "- `forbidden`: the audit log is for admins and auditors", body = ErrorBody)
+    ),
+    security(("bearer" = [])))]
 pub(crate) async fn verify(State(state): State<AppState>, caller: Caller) -> ApiResult<axum::Json<VerifyOut>> {
     require_auditor(&caller)?;
     Ok(axum::Json(match query::verify_audit(&state.engine.db().read).await? {

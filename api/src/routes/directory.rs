@@ -8,17 +8,21 @@ use crate::error::{ApiError, ApiResult, ErrorBody};
 use crate::extract::Caller;
 
 /// Every integration (connector settings are never shown).
-#[utoipa::path(get, path = "/v1/integrations", tag = "directory",
-    responses((status = 200, body = Page<IntegrationOut>), (status = 401, body = ErrorBody)), security(("bearer" = [])))]
+#[utoipa::path(get, path = "/v1/integrations", tag = "directory", operation_id = "listIntegrations",
+    responses((status = 200, description = "Every integration (one page)", body = Page<IntegrationOut>)), security(("bearer" = [])))]
 pub(crate) async fn integrations(State(state): State<AppState>, _caller: Caller) -> axum::Json<Page<IntegrationOut>> {
     let items = state.engine.shared().directory.integrations.values().map(IntegrationOut::from).collect();
     axum::Json(Page { items, next_cursor: None })
 }
 
 /// One integration, by name.
-#[utoipa::path(get, path = "/v1/integrations/{id}", tag = "directory",
+#[utoipa::path(get, path = "/v1/integrations/{id}", tag = "directory", operation_id = "getIntegration",
     params(("id" = String, Path, description = "Integration name")),
-    responses((status = 200, body = IntegrationOut), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)), security(("bearer" = [])))]
+    responses(
+        (status = 200, description = "The integration", body = IntegrationOut),
+        (status = 404, description = "- `not_found`: no such integration", body = ErrorBody)
+    ),
+    security(("bearer" = [])))]
 pub(crate) async fn integration(
     State(state): State<AppState>,
     _caller: Caller,
@@ -29,8 +33,8 @@ pub(crate) async fn integration(
 }
 
 /// Every loaded workflow version (older versions stay while runs may use them).
-#[utoipa::path(get, path = "/v1/workflows", tag = "directory",
-    responses((status = 200, body = Page<WorkflowOut>), (status = 401, body = ErrorBody)), security(("bearer" = [])))]
+#[utoipa::path(get, path = "/v1/workflows", tag = "directory", operation_id = "listWorkflows",
+    responses((status = 200, description = "Every loaded workflow version (one page)", body = Page<WorkflowOut>)), security(("bearer" = [])))]
 pub(crate) async fn workflows(State(state): State<AppState>, _caller: Caller) -> axum::Json<Page<WorkflowOut>> {
     let catalog = &state.engine.shared().catalog;
     let latest: Vec<(String, u32)> = catalog.latest().iter().map(|d| (d.key.clone(), d.version)).collect();
@@ -50,8 +54,8 @@ pub(crate) async fn workflows(State(state): State<AppState>, _caller: Caller) ->
 }
 
 /// Every principal with its groups.
-#[utoipa::path(get, path = "/v1/principals", tag = "directory",
-    responses((status = 200, body = Page<PrincipalOut>), (status = 401, body = ErrorBody)), security(("bearer" = [])))]
+#[utoipa::path(get, path = "/v1/principals", tag = "directory", operation_id = "listPrincipals",
+    responses((status = 200, description = "Every principal (one page)", body = Page<PrincipalOut>)), security(("bearer" = [])))]
 pub(crate) async fn principals(State(state): State<AppState>, _caller: Caller) -> axum::Json<Page<PrincipalOut>> {
     let principals = &state.engine.shared().directory.principals;
     let items = principals.values().map(|p| PrincipalOut::new(p, groups_of(&state, &p.id))).collect();
@@ -59,8 +63,8 @@ pub(crate) async fn principals(State(state): State<AppState>, _caller: Caller) -
 }
 
 /// The caller.
-#[utoipa::path(get, path = "/v1/me", tag = "directory",
-    responses((status = 200, body = PrincipalOut), (status = 401, body = ErrorBody)), security(("bearer" = [])))]
+#[utoipa::path(get, path = "/v1/me", tag = "directory", operation_id = "getMe",
+    responses((status = 200, description = "The caller", body = PrincipalOut)), security(("bearer" = [])))]
 pub(crate) async fn me(State(state): State<AppState>, caller: Caller) -> ApiResult<axum::Json<PrincipalOut>> {
     let p = state.engine.shared().directory.active_principal(&caller.id).ok_or_else(ApiError::unauthenticated)?;
     Ok(axum::Json(PrincipalOut::new(p, groups_of(&state, &caller.id))))

@@ -10,9 +10,10 @@ use tollgate_engine::store::query::{self, GrantFilter};
 use utoipa::IntoParams;
 
 use crate::app::AppState;
-use crate::dto::{GrantOut, Page};
+use crate::dto::{DEFAULT_PAGE_LIMIT, GrantOut, MAX_PAGE_LIMIT, Page};
 use crate::error::{ApiError, ApiResult, ErrorBody};
 use crate::extract::{Caller, Channel, IdPath, Query};
+use crate::openapi;
 
 fn can_view(state: &AppState, caller: &Caller, g: &Grant) -> bool {
     policy::may_view_grant(caller.viewer(), g, &state.engine.shared().directory)
@@ -23,22 +24,25 @@ fn can_view(state: &AppState, caller: &Caller, g: &Grant) -> bool {
 #[serde(deny_unknown_fields)]
 pub(crate) struct ListParams {
     /// `provisioning`, `active`, `revoking`, `revoked`, `revoke_failed`, `failed`.
+    #[param(schema_with = openapi::grant_status_filter)]
     status: Option<String>,
     /// Holder.
     principal: Option<String>,
     /// Integration.
     integration: Option<String>,
     /// Cursor from a previous page.
+    #[param(schema_with = openapi::id_cursor)]
     cursor: Option<String>,
-    /// Page size (1–200, default 50).
+    /// Page size.
+    #[param(schema_with = openapi::page_limit)]
     limit: Option<u64>,
 }
 
 /// List grants, newest first (admins and auditors: all; others: their own and those on
 /// integrations they own).
 #[utoipa::path(
-    get, path = "/v1/grants", tag = "grants", params(ListParams),
-    responses((status = 200, body = Page<GrantOut>), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody)),
+    get, path = "/v1/grants", tag = "grants", operation_id = "listGrants", params(ListParams),
+    responses((status = 200, description = "A page of grants", body = Page<GrantOut>)),
     security(("bearer" = []))
 )]
 pub(crate) async fn list(
@@ -47,9 +51,9 @@ pub(crate) async fn list(
     Query(p): Query<ListParams>,
 ) -> ApiResult<axum::Json<Page<GrantOut>>> {
     let bad = |d: String| ApiError::new(StatusCode::BAD_REQUEST, "invalid_query", d);
-    let limit = p.limit.unwrap_or(50);
-    if !(1..=200).contains(&limit) {
-        return Err(bad("limit must be between 1 and 200".to_owned()));
+    let limit = p.limit.unwrap_or(DEFAULT_PAGE_LIMIT);
+    if !(1..=MAX_PAGE_LIMIT).contains(&limit) {
+        return Err(bad(format!("limit must be between 1 and {MAX_PAGE_LIMIT}")));
     }
     let status = p
         .status
@@ -80,9 +84,15 @@ pub(crate) async fn list(
 
 /// One grant.
 #[utoipa::path(
-    get, path = "/v1/grants/{id}", tag = "grants",
+    get, path = "/v1/grants/{id}", tag = "grants", operation_id = "getGrant",
     params(("id" = uuid::Uuid, Path, description = "Grant id")),
-    responses((status = 200, body = GrantOut), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)),
+    responses(
+        (status = 200, description = "The grant", body = GrantOut, links(
+            ("revokeGrant" = (operation_id = "revokeGrant", parameters(("id" = "$response.body#/id")), description = "End it early")),
+            ("getRequest" = (operation_id = "getRequest", parameters(("id" = "$response.body#/request")), description = "The request that created it"))
+        )),
+        (status = 404, description = "- `not_found`: no such grant, or one the caller may not see", body = ErrorBody)
+    ),
     security(("bearer" = []))
 )]
 pub(crate) async fn show(
@@ -100,9 +110,16 @@ pub(crate) async fn show(
 /// Revoke an active grant now (holder, the integration's owner, or an admin). The revoke call
 /// happens asynchronously; the grant shows `revoking`, then `revoked` (or `revoke_failed`).
 #[utoipa::path(
-    post, path = "/v1/grants/{id}/revoke", tag = "grants",
+    post, path = "/v1/grants/{id}/revoke", tag = "grants", operation_id = "revokeGrant",
     params(("id" = uuid::Uuid, Path, description = "Grant id")),
-    responses((status = 202, body = GrantOut), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, description = "grant_not_active", body = ErrorBody)),
+    responses(
+        (status = 202, description = "Revocation under way", body = GrantOut, links(
+            ("getGrant" = (operation_id = "getGrant", parameters(("id" = "$response.body#/id")), description = "Follow the revocation"))
+        )),
+        (status = 403, description = "- `forbidden`: only the grant's holder, the integration's owner or an admin may revoke it", body = ErrorBody),
+        (status = 404, description = "- `not_found`: no such grant, or one the caller may not see", body = ErrorBody),
+        (status = 409, description = "- `grant_not_active`: the grant is not active", body = ErrorBody)
+    ),
     security(("bearer" = []))
 )]
 pub(crate) async fn revoke(

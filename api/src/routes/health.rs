@@ -10,7 +10,7 @@ use crate::dto::HealthOut;
 use crate::error::{ApiError, ApiResult, ErrorBody};
 
 /// The process is up (liveness: it answers; nothing else is checked).
-#[utoipa::path(get, path = "/healthz", tag = "health", responses((status = 200, body = HealthOut)))]
+#[utoipa::path(get, path = "/healthz", tag = "health", operation_id = "healthz", responses((status = 200, description = "Up", body = HealthOut)))]
 pub(crate) async fn healthz() -> axum::Json<HealthOut> {
     axum::Json(HealthOut { status: "ok".to_owned() })
 }
@@ -18,7 +18,11 @@ pub(crate) async fn healthz() -> axum::Json<HealthOut> {
 /// Ready to serve: the database answers, and the writer, the timer service and the outbox
 /// dispatcher are running and in time (none stopped, none stuck past `engine.stall_bound_secs`).
 /// 503 `unavailable` otherwise, saying which.
-#[utoipa::path(get, path = "/readyz", tag = "health", responses((status = 200, body = HealthOut), (status = 503, body = ErrorBody)))]
+#[utoipa::path(get, path = "/readyz", tag = "health", operation_id = "readyz", responses(
+    (status = 200, description = "Ready", body = HealthOut),
+    (status = 503, description = "- `unavailable`: the database does not answer, or a loop is stopped or stuck (the detail says which)", body = ErrorBody,
+        example = json!({ "error": { "code": "unavailable", "detail": "not ready: writer stuck for 42 s" } }))
+))]
 pub(crate) async fn readyz(State(state): State<AppState>) -> ApiResult<axum::Json<HealthOut>> {
     let unavailable = |detail: String| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", detail);
     state

@@ -11,15 +11,16 @@ use tollgate_engine::Created;
 use tollgate_engine::Engine;
 use tollgate_engine::ids::{GrantId, RunId};
 use tollgate_engine::policy::{self, RequestFields};
-use tollgate_engine::run::{Decision, Run, RunStatus};
+use tollgate_engine::run::{Run, RunStatus};
 use tollgate_engine::store::query::{self, RunFilter, RunView};
 use tollgate_engine::transition::NewRequest;
 use utoipa::IntoParams;
 
 use crate::app::AppState;
-use crate::dto::{DecisionIn, Page, RequestIn, RequestOut};
+use crate::dto::{DEFAULT_PAGE_LIMIT, DecisionIn, MAX_PAGE_LIMIT, Page, RequestIn, RequestOut};
 use crate::error::{ApiError, ApiResult, ErrorBody};
 use crate::extract::{Caller, Channel, IdPath, Json, Query};
+use crate::openapi;
 
 /// Renders a request as the API shows it.
 pub(crate) fn render(engine: &Engine, view: &RunView) -> RequestOut {
@@ -45,15 +46,52 @@ async fn load_visible(state: &AppState, caller: &Caller, id: RunId) -> ApiResult
     Ok(view)
 }
 
+/// The `Idempotency-Key` header of `POST /v1/requests`.
+#[derive(Debug, IntoParams)]
+#[into_params(parameter_in = Header)]
+pub(crate) struct IdempotencyHeader {
+    /// Makes the request safe to retry: the same key with the same body returns the first
+    /// response again (with `Idempotent-Replayed: true`) and creates nothing; the same key with
+    /// another body is a 422 `idempotency_key_reused`. Keys are the caller's own.
+    #[param(rename = "Idempotency-Key", schema_with = openapi::idempotency_key)]
+    key: Option<String>,
+}
+
+impl IdempotencyHeader {
+    /// Reads the header: 400 `invalid_request` unless it is 1–255 visible ASCII characters.
+    fn from_headers(headers: &HeaderMap) -> ApiResult<Self> {
+        let Some(value) = headers.get("idempotency-key") else { return Ok(Self { key: None }) };
+        if !openapi::is_idempotency_key(value.as_bytes()) {
+            return Err(ApiError::bad_request(format!(
+                "Idempotency-Key must be 1 to {} visible ASCII characters",
+                openapi::MAX_IDEMPOTENCY_KEY
+            )));
+        }
+        Ok(Self { key: Some(String::from_utf8_lossy(value.as_bytes()).into_owned()) })
+    }
+}
+
 /// Create a request for access.
+///
+/// The request starts on the latest version of the workflow governing its kind on the
+/// integration; its first approvers are notified.
 #[utoipa::path(
-    post, path = "/v1/requests", tag = "requests",
+    post, path = "/v1/requests", tag = "requests", operation_id = "createRequest",
     request_body = RequestIn,
-    params(("Idempotency-Key" = Option<String>, Header, description = "Same key and body returns the same response; same key with another body is a 422")),
+    params(IdempotencyHeader),
     responses(
-        (status = 201, description = "Created", body = RequestOut),
-        (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
-        (status = 413, body = ErrorBody), (status = 422, body = ErrorBody)
+        (status = 201, description = "Created (or, for a repeated `Idempotency-Key` and body, the first response again)", body = RequestOut,
+            headers(
+                ("Location" = String, description = "The request's URL, `/v1/requests/{id}`"),
+                ("Idempotent-Replayed" = String, description = "`true` when this is the stored response to an earlier request with the same `Idempotency-Key`; absent otherwise")
+            ),
+            links(
+                ("getRequest" = (operation_id = "getRequest", parameters(("id" = "$response.body#/id")), description = "Follow the request")),
+                ("decideRequest" = (operation_id = "decideRequest", parameters(("id" = "$response.body#/id")), description = "Approve or deny it (an approver)")),
+                ("cancelRequest" = (operation_id = "cancelRequest", parameters(("id" = "$response.body#/id")), description = "Cancel it (the requester)"))
+            )),
+        (status = 400, description = "- `invalid_request`: `Idempotency-Key` is not 1–255 visible ASCII characters", body = ErrorBody),
+        (status = 422, description = "- `validation_failed`: a field is out of its limits (kind, integration, scopes, justification)\n- `invalid_duration`: `duration` does not parse\n- `unknown_integration`: no such integration\n- `no_workflow`: no workflow governs this kind of request on the integration\n- `invalid_scope`: no scopes, or one the integration does not offer\n- `duration_required`, `duration_too_long`: against the workflow's parameters\n- `justification_required`: the workflow requires one\n- `invalid_grant`: `grant` missing, unexpected, unknown or of another integration\n- `grant_not_active`: the grant to renew, rotate or revoke is not active\n- `forbidden`: the workflow does not let the caller ask, or the grant is not theirs\n- `idempotency_key_reused`: the `Idempotency-Key` was used with another body\n- `time_out_of_range`: a time computed from the request (an expiry, a deadline) is out of range", body = ErrorBody)
     ),
     security(("bearer" = []))
 )]
@@ -71,15 +109,11 @@ pub(crate) async fn create(
         duration: body.duration.as_deref(),
         justification: &body.justification,
     })?;
-    let idempotency = match headers.get("idempotency-key") {
+    let idempotency = match IdempotencyHeader::from_headers(&headers)?.key {
         None => None,
-        Some(v) => {
-            let key =
-                v.to_str().ok().filter(|k| !k.is_empty() && k.len() <= 255).ok_or_else(|| {
-                    ApiError::bad_request("Idempotency-Key must be 1 to 255 visible ASCII characters")
-                })?;
+        Some(key) => {
             let canonical = serde_json::to_vec(&body).map_err(|e| ApiError::internal(&e))?;
-            Some((caller.id.clone(), key.to_owned(), hex::encode(Sha256::digest(canonical))))
+            Some((caller.id.clone(), key, hex::encode(Sha256::digest(canonical))))
         }
     };
     let grant = match body.grant {
@@ -132,22 +166,25 @@ pub(crate) async fn create(
 #[serde(deny_unknown_fields)]
 pub(crate) struct ListParams {
     /// Status filter.
+    #[param(schema_with = openapi::run_status_filter)]
     status: Option<String>,
     /// Requester filter.
     requester: Option<String>,
     /// Integration filter.
     integration: Option<String>,
     /// Cursor from a previous page.
+    #[param(schema_with = openapi::id_cursor)]
     cursor: Option<String>,
-    /// Page size (1–200, default 50).
+    /// Page size.
+    #[param(schema_with = openapi::page_limit)]
     limit: Option<u64>,
 }
 
 /// List requests, newest first. Admins and auditors see all; others see their own and those
 /// they may approve.
 #[utoipa::path(
-    get, path = "/v1/requests", tag = "requests", params(ListParams),
-    responses((status = 200, body = Page<RequestOut>), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody)),
+    get, path = "/v1/requests", tag = "requests", operation_id = "listRequests", params(ListParams),
+    responses((status = 200, description = "A page of requests", body = Page<RequestOut>)),
     security(("bearer" = []))
 )]
 pub(crate) async fn list(
@@ -155,9 +192,13 @@ pub(crate) async fn list(
     caller: Caller,
     Query(p): Query<ListParams>,
 ) -> ApiResult<axum::Json<Page<RequestOut>>> {
-    let limit = p.limit.unwrap_or(50);
-    if !(1..=200).contains(&limit) {
-        return Err(ApiError::new(StatusCode::BAD_REQUEST, "invalid_query", "limit must be between 1 and 200"));
+    let limit = p.limit.unwrap_or(DEFAULT_PAGE_LIMIT);
+    if !(1..=MAX_PAGE_LIMIT).contains(&limit) {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_query",
+            format!("limit must be between 1 and {MAX_PAGE_LIMIT}"),
+        ));
     }
     let status = p
         .status
@@ -203,9 +244,16 @@ pub(crate) async fn list(
 
 /// One request: status, pinned workflow, steps, decisions, grant.
 #[utoipa::path(
-    get, path = "/v1/requests/{id}", tag = "requests",
+    get, path = "/v1/requests/{id}", tag = "requests", operation_id = "getRequest",
     params(("id" = uuid::Uuid, Path, description = "Request id")),
-    responses((status = 200, body = RequestOut), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)),
+    responses(
+        (status = 200, description = "The request", body = RequestOut, links(
+            ("decideRequest" = (operation_id = "decideRequest", parameters(("id" = "$response.body#/id")), description = "Approve or deny it (an approver)")),
+            ("cancelRequest" = (operation_id = "cancelRequest", parameters(("id" = "$response.body#/id")), description = "Cancel it (the requester)")),
+            ("getGrant" = (operation_id = "getGrant", parameters(("id" = "$response.body#/grant/id")), description = "The grant, once the request has one"))
+        )),
+        (status = 404, description = "- `not_found`: no such request, or one the caller may not see", body = ErrorBody)
+    ),
     security(("bearer" = []))
 )]
 pub(crate) async fn show(
@@ -219,15 +267,18 @@ pub(crate) async fn show(
 
 /// Approve or deny.
 #[utoipa::path(
-    post, path = "/v1/requests/{id}/decisions", tag = "requests",
+    post, path = "/v1/requests/{id}/decisions", tag = "requests", operation_id = "decideRequest",
     params(("id" = uuid::Uuid, Path, description = "Request id")),
     request_body = DecisionIn,
     responses(
-        (status = 200, description = "Decision recorded; or the same decision repeated by the same approver (a retry after a lost answer), which records nothing and returns the request with the decision recorded first", body = RequestOut),
-        (status = 403, description = "self_approval or not_an_approver", body = ErrorBody),
-        (status = 404, body = ErrorBody),
-        (status = 409, description = "already_decided, already_voted, expired or cancelled", body = ErrorBody),
-        (status = 422, body = ErrorBody)
+        (status = 200, description = "Decision recorded; or the same decision repeated by the same approver (a retry after a lost answer), which records nothing and returns the request with the decision recorded first", body = RequestOut, links(
+            ("getRequest" = (operation_id = "getRequest", parameters(("id" = "$response.body#/id")), description = "Follow the request")),
+            ("getGrant" = (operation_id = "getGrant", parameters(("id" = "$response.body#/grant/id")), description = "The grant an approval led to"))
+        )),
+        (status = 403, description = "- `self_approval`: the requester may not approve their own request\n- `not_an_approver`: the caller may not decide at the current step", body = ErrorBody),
+        (status = 404, description = "- `not_found`: no such request", body = ErrorBody),
+        (status = 409, description = "- `already_decided`: the request is past its approval steps\n- `already_voted`: the caller already decided otherwise at this step\n- `expired`: the approval deadline passed\n- `cancelled`: the request was cancelled\n- `step_over`: the step ended meanwhile", body = ErrorBody),
+        (status = 422, description = "- `validation_failed`: `comment` is longer than its limit\n- `time_out_of_range`: the next step's deadline is out of range", body = ErrorBody)
     ),
     security(("bearer" = []))
 )]
@@ -238,11 +289,10 @@ pub(crate) async fn decide(
     IdPath(id): IdPath,
     Json(body): Json<DecisionIn>,
 ) -> ApiResult<axum::Json<RequestOut>> {
-    let decision = match body.decision.as_str() {
-        "approve" => Decision::Approve,
-        "deny" => Decision::Deny,
-        _ => return Err(ApiError::validation("decision: must be approve or deny")),
-    };
+    let decision = openapi::DECISIONS
+        .into_iter()
+        .find(|d| d.as_str() == body.decision)
+        .ok_or_else(|| ApiError::validation("decision: must be approve or deny"))?;
     if let Some(comment) = &body.comment {
         policy::check_comment(comment)?;
     }
@@ -256,9 +306,14 @@ pub(crate) async fn decide(
 
 /// Cancel a pending request (requester or admin).
 #[utoipa::path(
-    post, path = "/v1/requests/{id}/cancel", tag = "requests",
+    post, path = "/v1/requests/{id}/cancel", tag = "requests", operation_id = "cancelRequest",
     params(("id" = uuid::Uuid, Path, description = "Request id")),
-    responses((status = 200, body = RequestOut), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)),
+    responses(
+        (status = 200, description = "Cancelled", body = RequestOut),
+        (status = 403, description = "- `forbidden`: only the requester or an admin may cancel", body = ErrorBody),
+        (status = 404, description = "- `not_found`: no such request, or one the caller may not see", body = ErrorBody),
+        (status = 409, description = "- `already_decided`: the request is no longer pending\n- `expired`: the approval deadline passed\n- `cancelled`: already cancelled", body = ErrorBody)
+    ),
     security(("bearer" = []))
 )]
 pub(crate) async fn cancel(
