@@ -80,6 +80,7 @@ pub struct TaskCompleteIn {
     pub outcome: Option<String>,
     /// Comment.
     #[serde(default)]
+    #[schema(schema_with = openapi::comment)]
     pub comment: Option<String>,
 }
 

@@ -307,6 +307,10 @@ async fn every_malformed_body_gets_a_clear_4xx_and_writes_nothing() -> anyhow::R
         let reply = raw(&f.admin, &f.complete(), JSON, body).await;
         assert_refused(&reply, 422, "validation_failed", mentions, &format!("task: {case}"));
     }
+    // A task's comment has the limit of a decision's comment (the same engine rule).
+    let long = json!({ "outcome": "done", "comment": "é".repeat(2001) }).to_string();
+    let reply = raw(&f.admin, &f.complete(), JSON, long).await;
+    assert_refused(&reply, 422, "validation_failed", "at most 2000 characters", "task: comment too long");
     let reply = raw(&f.admin, &f.complete(), Some("text/plain"), r#"{"outcome":"done"}"#).await;
     assert_refused(&reply, 415, "unsupported_media_type", "application/json", "task: text/plain");
 

@@ -49,6 +49,9 @@ pub(crate) async fn complete(
             .find_map(|(name, done)| (name == outcome).then_some(done))
             .ok_or_else(|| ApiError::validation("outcome: must be done or failed"))?,
     };
+    if let Some(comment) = &body.comment {
+        tollgate_engine::policy::check_comment(comment)?;
+    }
     state.engine.resolve_task(TaskId(id), &caller.id, caller.is_admin(), done, body.comment).await?;
     let task = query::task(&state.engine.db().read, TaskId(id)).await?;
     Ok(axum::Json(Page { items: task.into_iter().map(TaskOut::from).collect(), next_cursor: None }))
