@@ -210,13 +210,16 @@ cp contract/schemathesis.toml "$WORK/schemathesis.toml" # next to the seeded dic
 schemathesis_as() {
   local who=$1 seed_args=()
   [[ "$SEED" != random ]] && seed_args=(--seed "$SEED")
+  # One worker: with two threads, Schemathesis 4.32 on CPython 3.11 now and then stops on an
+  # error of its own (a KeyError in its coverage cache, "AST constructor recursion depth
+  # mismatch"), which would fail CI for nothing the server did. A run takes ~30 s either way.
   # From $WORK: Schemathesis keeps its crash cache (for `st replay`) in the working directory.
   (cd "$WORK" && CONTRACT_WFC="$WORK/wfc.json" CONTRACT_IDENTITY="$who" \
     "$VENV/bin/schemathesis" --config-file "$WORK/schemathesis.toml" run "$ROOT/api/openapi.json" \
     --url "$BASE" \
     --phases examples,coverage,fuzzing,stateful \
     --max-examples "$MAX_EXAMPLES" \
-    --workers 2 \
+    --workers 1 \
     "${seed_args[@]}" \
     --generation-database none \
     --request-timeout 10 \
