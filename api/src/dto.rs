@@ -39,11 +39,13 @@ pub struct RequestIn {
     #[serde(default)]
     #[schema(schema_with = openapi::request_kind_in)]
     pub kind: Option<String>,
-    /// Scopes (for renew/rotate/revoke: default the grant's).
+    /// Scopes. For renew, rotate and revoke: the grant's, exactly, or none (which means the
+    /// grant's); any other set is refused (`scope_mismatch`).
     #[serde(default)]
     #[schema(schema_with = openapi::scopes)]
     pub scopes: Vec<String>,
-    /// How long, e.g. `"2h"`; defaults to the workflow's default.
+    /// How long, e.g. `"2h"`: at least 1 second, at most the workflow's `max_duration` (and never
+    /// more than 366 days); defaults to the workflow's default.
     #[serde(default)]
     pub duration: Option<String>,
     /// Why.

@@ -496,7 +496,10 @@ pub fn scopes() -> ArrayBuilder {
     ArrayBuilder::new()
         .items(ObjectBuilder::new().schema_type(Type::String).max_length(Some(MAX_SCOPE_CHARS)))
         .max_items(Some(MAX_SCOPES))
-        .description(Some("Scopes of the integration (for renew, rotate and revoke: default the grant's)."))
+        .description(Some(
+            "Scopes of the integration. For renew, rotate and revoke: exactly the grant's, or none \
+             (meaning the grant's); any other set is refused (422 `scope_mismatch`).",
+        ))
 }
 
 /// `RequestIn.justification`.

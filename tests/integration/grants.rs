@@ -299,3 +299,56 @@ async fn revocation_retried_past_its_budget_numbers_attempts_consecutively() -> 
     assert_eq!(attempts, [1, 2, 3, 4], "docs/WEBHOOKS.md: `attempt` is 1 for the first attempt, then 2, 3…");
     Ok(())
 }
+
+/// Issue 8, items 1, 3 and 8: renew and revoke act on the grant's whole scope set (a revoke of
+/// less than was granted used to revoke only that and show the grant revoked; a renew naming
+/// scopes the grant lacks reached the connector), and access lasts at least a second.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn renew_and_revoke_cover_exactly_the_grants_scopes_and_access_lasts_a_second_at_least() -> anyhow::Result<()> {
+    let t = common::start().await?;
+    let (alice, bob) = (t.server.client("alice").await?, t.server.client("bob").await?);
+    let body =
+        json!({ "integration": "wiki-staging", "scopes": ["read", "edit"], "duration": "1h", "justification": "both" });
+    let id = id_of(&alice.create_request(&body).await?);
+    let (st, resp) = bob.decide(&id, "approve").await?;
+    assert_eq!(st, 200, "{resp}");
+    let view = alice.wait_status(&id, "active", PATIENCE).await?;
+    let gid = view["grant"]["id"].as_str().expect("grant id").to_owned();
+    let runs_before = t.server.db().count("runs").await?;
+
+    for (kind, scopes) in [
+        ("revoke", json!(["read"])),
+        ("revoke", json!(["admin"])),
+        ("renew", json!(["read", "edit", "admin"])),
+        ("renew", json!(["edit"])),
+    ] {
+        let ask = json!({ "integration": "wiki-staging", "kind": kind, "grant": gid, "scopes": scopes, "duration": "1h", "justification": "x" });
+        let (st, body) = alice.post("/v1/requests", &ask).await?;
+        assert_error(st, &body, 422, "scope_mismatch");
+        let detail = body["error"]["detail"].as_str().unwrap_or_default();
+        assert!(detail.contains("[edit, read]"), "{kind} {scopes}: names the grant's scopes: {detail}");
+    }
+    assert_eq!(t.server.db().count("runs").await?, runs_before, "nothing was created");
+    let (st, g) = alice.get(&format!("/v1/grants/{gid}")).await?;
+    assert_eq!((st, g["status"].as_str()), (200, Some("active")), "{g}");
+
+    // The grant's scopes in another order are its whole set; so is naming none.
+    let revoke = json!({ "integration": "wiki-staging", "kind": "revoke", "grant": gid, "scopes": ["edit", "read"] });
+    let revoke_id = id_of(&alice.create_request(&revoke).await?);
+    alice.wait_status(&revoke_id, "completed", PATIENCE).await?;
+    t.server.wait_quiet(PATIENCE).await?;
+    let revokes: Vec<_> = t.receiver.revokes().into_iter().filter(|c| c.body["grant_id"] == gid.as_str()).collect();
+    assert_eq!(revokes.len(), 1, "{revokes:?}");
+    assert_eq!(revokes[0].body["scopes"], json!(["edit", "read"]), "the whole scope set is revoked");
+    let (st, g) = alice.get(&format!("/v1/grants/{gid}")).await?;
+    assert_eq!((st, g["status"].as_str()), (200, Some("revoked")), "{g}");
+
+    // "1ms" used to be accepted as a grant of 0 seconds.
+    for duration in ["1ms", "999ms"] {
+        let ask =
+            json!({ "integration": "wiki-staging", "scopes": ["read"], "duration": duration, "justification": "x" });
+        let (st, body) = alice.post("/v1/requests", &ask).await?;
+        assert_error(st, &body, 422, "duration_too_short");
+    }
+    Ok(())
+}

@@ -441,7 +441,7 @@ fn input_block(e: &InputError) -> &'static str {
 /// The request dialog's block a refused request is about, so the error shows by its field.
 fn refusal_block(e: &TransitionError) -> &'static str {
     match e.code() {
-        "duration_too_long" | "duration_required" => blocks::BLOCK_DURATION,
+        "duration_too_long" | "duration_too_short" | "duration_required" => blocks::BLOCK_DURATION,
         "justification_required" => blocks::BLOCK_JUSTIFICATION,
         "forbidden" => blocks::BLOCK_INTEGRATION,
         _ => blocks::BLOCK_SCOPES,

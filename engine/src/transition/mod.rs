@@ -17,7 +17,7 @@ use tollgate_workflows::{Risk, WorkflowDefinition};
 
 pub(crate) use command::may_decide;
 pub use command::{Cast, Command, apply, is_retry};
-pub use start::{NewRequest, start};
+pub use start::{MIN_DURATION, NewRequest, start};
 
 use crate::audit::AuditEvent;
 use crate::directory::{Directory, Integration};

@@ -30,6 +30,9 @@ pub struct NewRequest {
     pub channel: String,
 }
 
+/// The shortest access a request may ask for (`"1ms"` would otherwise be a zero-second grant).
+pub const MIN_DURATION: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// Why a request is refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum RequestError {
@@ -68,6 +71,23 @@ pub enum RequestError {
     /// The grant cannot be acted on.
     #[error("grant is not active (status {0})")]
     GrantNotActive(&'static str),
+    /// Renew, rotate and revoke act on the grant's whole scope set: another set (wider, which
+    /// would escalate past the grant workflow, or narrower, which would revoke less than was
+    /// granted while the grant showed `revoked`) is refused.
+    #[error(
+        "a {kind} request acts on the grant's whole scope set [{held}]: name exactly those scopes, \
+         or none (more access is a new grant request)",
+        held = .held.join(", ")
+    )]
+    ScopeMismatch {
+        /// The request's kind.
+        kind: WorkflowKind,
+        /// The grant's scopes.
+        held: Vec<String>,
+    },
+    /// Access shorter than [`MIN_DURATION`].
+    #[error("duration {0} is shorter than the minimum of 1s")]
+    DurationTooShort(Duration),
     /// Someone else's grant (only its holder or an admin may renew/rotate/revoke it).
     #[error("only the grant's holder or an admin may ask for this")]
     NotGrantHolder,
@@ -80,6 +100,8 @@ impl RequestError {
         match self {
             Self::UnknownScope(_) | Self::NoScopes => "invalid_scope",
             Self::DurationTooLong { .. } => "duration_too_long",
+            Self::DurationTooShort(_) => "duration_too_short",
+            Self::ScopeMismatch { .. } => "scope_mismatch",
             Self::DurationRequired => "duration_required",
             Self::JustificationRequired => "justification_required",
             Self::RequesterNotAllowed(_) | Self::NotGrantHolder => "forbidden",
@@ -123,8 +145,12 @@ pub fn start(req: NewRequest, requester_is_admin: bool, ctx: &Context<'_>) -> Re
             if grant.status != GrantStatus::Active {
                 return Err(RequestError::GrantNotActive(grant.status.as_str()).into());
             }
-            let scopes = if req.scopes.is_empty() { grant.scopes.clone() } else { req.scopes };
-            (grant.id, scopes, Some(grant))
+            let asked: std::collections::BTreeSet<&str> = req.scopes.iter().map(String::as_str).collect();
+            let held: std::collections::BTreeSet<&str> = grant.scopes.iter().map(String::as_str).collect();
+            if !asked.is_empty() && asked != held {
+                return Err(RequestError::ScopeMismatch { kind: req.kind, held: grant.scopes.clone() }.into());
+            }
+            (grant.id, grant.scopes.clone(), Some(grant))
         }
     };
     let mut seen = std::collections::BTreeSet::new();
@@ -147,6 +173,11 @@ pub fn start(req: NewRequest, requester_is_admin: bool, ctx: &Context<'_>) -> Re
         (None, None, Some(max)) => Some(max),
         (None, None, None) => None,
     };
+    if let Some(d) = duration
+        && d.as_std() < MIN_DURATION
+    {
+        return Err(RequestError::DurationTooShort(d).into());
+    }
     let duration_secs = match (req.kind, duration) {
         (WorkflowKind::Grant | WorkflowKind::Renew, None) => return Err(RequestError::DurationRequired.into()),
         (_, d) => d.map_or(0, Duration::as_secs),

@@ -12,8 +12,8 @@ use crate::connector::ConnectorConfig;
 use crate::connector::manual::ManualSettings;
 use crate::directory::{Directory, Group, Integration, Principal, PrincipalKind, ScopeDef};
 use crate::effect::{Effect, OutboxPayload, TimerKind};
-use crate::ids::{IdSource, OutboxId, RunId};
-use crate::run::{Decision, GrantStatus, RunState, RunStatus, StepState};
+use crate::ids::{GrantId, IdSource, OutboxId, RunId};
+use crate::run::{Decision, Grant, GrantStatus, RunState, RunStatus, StepState};
 
 const WORKFLOW: &str = r"
 key: test-grant
@@ -701,4 +701,68 @@ fn a_transition_is_a_pure_function_of_state_command_and_context() {
     assert_ne!(x, y);
     assert_eq!(x.0.get_version_num(), 7);
     assert!(x < y);
+}
+
+#[test]
+fn renew_rotate_and_revoke_act_on_the_grants_whole_scope_set() {
+    let f = Fixture::new();
+    let grant = Grant {
+        id: GrantId::new(),
+        run_id: RunId::new(),
+        integration: "crm".to_owned(),
+        principal: "alice".to_owned(),
+        scopes: vec!["write".to_owned()],
+        status: GrantStatus::Active,
+        granted_at: Some(t0()),
+        expires_at: Some(t0() + Duration::hours(1)),
+        revoked_at: None,
+        reference: None,
+        created_at: t0(),
+        updated_at: t0(),
+    };
+    let ask = |kind: WorkflowKind, scopes: &[&str]| NewRequest {
+        id: RunId::new(),
+        requester: "alice".to_owned(),
+        kind,
+        integration: "crm".to_owned(),
+        scopes: scopes.iter().map(|s| (*s).to_owned()).collect(),
+        duration: Some(tollgate_workflows::Duration::from_secs(3600)),
+        justification: "x".to_owned(),
+        grant: Some(grant.clone()),
+        channel: "api".to_owned(),
+    };
+    for kind in [WorkflowKind::Renew, WorkflowKind::Rotate, WorkflowKind::Revoke] {
+        for scopes in [&[][..], &["write"], &["write", "write"]] {
+            let out =
+                start(ask(kind, scopes), false, &f.ctx(t0())).unwrap_or_else(|e| panic!("{kind} {scopes:?}: {e}"));
+            assert_eq!(out.run.scopes, ["write"], "{kind} {scopes:?}: the grant's scopes, whatever was named");
+        }
+        // Wider (escalation past the grant workflow) or other (a revoke of less than was granted).
+        for scopes in [&["admin"][..], &["write", "admin"], &["read"]] {
+            let err = start(ask(kind, scopes), false, &f.ctx(t0())).map(|_| ()).unwrap_err();
+            assert_eq!(err.code(), "scope_mismatch", "{kind} {scopes:?}");
+            assert!(err.to_string().contains("[write]"), "{err}");
+        }
+    }
+}
+
+#[test]
+fn access_shorter_than_a_second_is_refused() {
+    let f = Fixture::new();
+    let ask = |d: std::time::Duration| NewRequest {
+        id: RunId::new(),
+        requester: "alice".to_owned(),
+        kind: WorkflowKind::Grant,
+        integration: "crm".to_owned(),
+        scopes: vec!["write".to_owned()],
+        duration: Some(tollgate_workflows::Duration::from(d)),
+        justification: "x".to_owned(),
+        grant: None,
+        channel: "api".to_owned(),
+    };
+    for ms in [1, 999] {
+        let err = start(ask(std::time::Duration::from_millis(ms)), false, &f.ctx(t0())).map(|_| ()).unwrap_err();
+        assert_eq!(err.code(), "duration_too_short", "{ms} ms");
+    }
+    assert!(start(ask(super::MIN_DURATION), false, &f.ctx(t0())).is_ok(), "one second is allowed");
 }
