@@ -44,6 +44,24 @@ steps:
   - action: {operation: revoke}
 ";
 
+/// "Access first, review later" (issue 8, item 4): a denied, timed-out or cancelled review ended
+/// the run with the grant active past its expiry forever. Refused now, like any step that can end
+/// a run between the grant and its revocation.
+const ACCESS_FIRST: &str = "key: access-first
+version: 1
+kind: grant
+parameters:
+  max_duration: 1h
+steps:
+  - action: {operation: grant}
+  - approval:
+      approvers:
+        owner: true
+      timeout: 30m
+  - wait: {until: expiry}
+  - action: {operation: revoke}
+";
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn broken_workflow_files_are_rejected_with_file_line_column_and_field() -> anyhow::Result<()> {
     tollgate_tests::install_crypto_provider();
@@ -66,6 +84,13 @@ async fn broken_workflow_files_are_rejected_with_file_line_column_and_field() ->
     assert_eq!(out.code, 1, "{out:?}");
     assert!(out.stderr.contains("never-reminds.yaml:11:"), "{out:?}");
     assert!(out.stderr.contains("steps[0].approval.reminder: reminder 5m is not shorter than timeout 5m"), "{out:?}");
+    std::fs::write(wf.join("access-first.yaml"), ACCESS_FIRST)?;
+    let out = server.cli(&["workflows", "validate", &wf.join("access-first.yaml").display().to_string()], &[]).await?;
+    assert_eq!(out.code, 1, "{out:?}");
+    assert!(
+        out.stderr.contains("access-first.yaml:8:5: steps[1].approval: approval step between the grant"),
+        "{out:?}"
+    );
     let out = server.cli(&["workflows", "validate", &wf.join("test-grant.yaml").display().to_string()], &[]).await?;
     assert_eq!(out.code, 0, "{out:?}");
 

@@ -384,12 +384,38 @@ impl Validator {
                 .iter()
                 .position(|s| unconditional(s) && matches!(s, Step::Action(a) if a.operation == Operation::Revoke))
         });
-        if revoke.is_none() && !def.steps.is_empty() {
+        let Some(revoke) = wait.zip(revoke).map(|(w, r)| w + 1 + r) else {
+            if !def.steps.is_empty() {
+                self.report(
+                    "steps",
+                    "grant without expiry: after the grant action, a grant workflow needs \
+                     `- wait: {until: expiry}` followed by `- action: {operation: revoke}`, \
+                     neither with `when` or `unless` (Tollgate grants no standing access)",
+                );
+            }
+            return;
+        };
+        // Every way a run can end between the grant and its revocation (a deny, a timeout or a
+        // cancel at an approval; a failed action) would end it with access in place and no
+        // expiry timer left to revoke it. Only steps that cannot end the run may come between.
+        for (i, step) in def.steps.iter().enumerate().take(revoke).skip(granted + 1) {
+            let why = match step {
+                Step::Approval(_) => {
+                    "a deny, a timeout or a cancel here would end the run with access in place and \
+                     nothing left to revoke it (access first, review later is not supported)"
+                }
+                Step::Action(_) => {
+                    "a failure here would end the run with access in place and nothing left to revoke it"
+                }
+                Step::Wait(_) | Step::Notify(_) => continue,
+            };
             self.report(
-                "steps",
-                "grant without expiry: after the grant action, a grant workflow needs \
-                 `- wait: {until: expiry}` followed by `- action: {operation: revoke}`, neither \
-                 with `when` or `unless` (Tollgate grants no standing access)",
+                format!("steps[{i}].{}", step.type_name()),
+                format!(
+                    "{} step between the grant action and its revocation: {why}; only `notify` and \
+                     `wait` steps may come between them",
+                    step.type_name()
+                ),
             );
         }
     }

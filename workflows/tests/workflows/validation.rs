@@ -135,9 +135,39 @@ fn grant_must_wait_for_expiry_then_revoke() {
     }
     // Guarded extras are fine as long as the unconditional pair is there.
     accept(
-        &grant_with("")
-            .replace("  - wait:\n", "  - action: {operation: verify, when: {environments: [prod]}}\n  - wait:\n"),
+        &grant_with("").replace(
+            "  - wait:\n",
+            "  - notify: {to: [owner], message: hi, when: {environments: [prod]}}\n  - wait:\n",
+        ),
     );
+}
+
+/// Issue 8, item 4: "access first, review later" validated, and a deny, timeout or cancel of the
+/// review ended the run with the grant active past its expiry forever. Any step that can end a
+/// run is refused between the grant and its revocation; `notify` and `wait` cannot.
+#[test]
+fn nothing_that_can_end_the_run_comes_between_the_grant_and_its_revocation() {
+    let review = "  - approval: {approvers: {owner: true}, timeout: 1h}\n";
+    let verify = "  - action: {operation: verify}\n";
+    let guarded = "  - action: {operation: verify, when: {environments: [prod]}}\n";
+    let before_wait = |step: &str| grant_with("").replace("  - wait:\n", &format!("{step}  - wait:\n"));
+    let before_revoke = |step: &str| {
+        grant_with("")
+            .replace("  - action:\n      operation: revoke\n", &format!("{step}  - action:\n      operation: revoke\n"))
+    };
+    for (text, path, says) in [
+        (before_wait(review), "steps[1].approval", "a deny, a timeout or a cancel"),
+        (before_wait(verify), "steps[1].action", "a failure here"),
+        (before_wait(guarded), "steps[1].action", "a failure here"),
+        (before_revoke(review), "steps[2].approval", "access first, review later is not supported"),
+    ] {
+        let e = reject_at(&text, path, says);
+        assert!(e.message.contains("only `notify` and `wait` steps"), "{e}");
+    }
+    accept(&before_wait("  - wait: {duration: 1h}\n"));
+    accept(&before_revoke("  - notify: {to: [owner], message: expiring}\n"));
+    // Before the grant, approvals and actions are what a workflow is for.
+    accept(&grant_with(&format!("{review}{verify}")));
 }
 
 #[test]
