@@ -352,3 +352,55 @@ async fn renew_and_revoke_cover_exactly_the_grants_scopes_and_access_lasts_a_sec
     }
     Ok(())
 }
+
+/// A renew workflow for wiki-staging (the owner approves) whose renewals may keep a grant for at
+/// most 2 h.
+const CAPPED_RENEW: &str = "key: capped-renew
+version: 1
+kind: renew
+applies_to:
+  integrations: [wiki-staging]
+parameters:
+  max_duration: 2h
+  max_lifetime: 2h
+  require_justification: false
+steps:
+  - approval:
+      approvers:
+        owner: true
+      timeout: 5m
+  - action: {operation: renew}
+";
+
+/// Issue 8, item 7: each renewal set expiry = max(current, now + duration), so a renew workflow
+/// without approval let access go on for ever. A renewal past the grant's lifetime is refused when
+/// asked, and one that fitted when asked but is approved later is cut at the lifetime's end.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn renewals_never_take_a_grant_past_its_lifetime() -> anyhow::Result<()> {
+    let t = common::start_with(|o| o.workflow("capped-renew.yaml", CAPPED_RENEW)).await?;
+    let alice = t.server.client("alice").await?;
+    let (_, grant) = active_grant(&t, &alice, "read", "1h").await?;
+    let gid = grant["id"].as_str().expect("grant id").to_owned();
+    let granted_at = time(&grant["granted_at"]);
+    let renew =
+        |duration: &str| json!({ "integration": "wiki-staging", "kind": "renew", "grant": gid, "duration": duration });
+
+    // Moments after the grant, 2 h more would end past granted_at + 2 h.
+    let (st, body) = alice.post("/v1/requests", &renew("2h")).await?;
+    assert_error(st, &body, 422, "lifetime_exceeded");
+    assert!(body["error"]["detail"].as_str().unwrap_or_default().contains("lifetime of 2h"), "{body}");
+
+    // Asked for within the lifetime (10 s to spare), approved after those 10 s have passed: cut
+    // at the lifetime's end.
+    let renewal = id_of(&alice.create_request(&renew("1h 59m 50s")).await?);
+    while tollgate_tests::wall_clock() < granted_at + chrono::Duration::seconds(11) {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (st, body) = t.server.client("bob").await?.decide(&renewal, "approve").await?;
+    assert_eq!(st, 200, "{body}");
+    let done = alice.wait_status(&renewal, "completed", PATIENCE).await?;
+    let expires = time(&done["grant"]["expires_at"]);
+    let end = granted_at + chrono::Duration::hours(2);
+    assert!((expires - end).num_milliseconds().abs() <= 1, "expires {expires}, lifetime ends {end}");
+    Ok(())
+}

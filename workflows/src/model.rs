@@ -107,6 +107,10 @@ pub struct Parameters {
     /// Longest duration a request may ask for. Required for `grant` workflows: no standing access.
     #[serde(default)]
     pub max_duration: Option<Duration>,
+    /// Renew workflows: the longest a grant may last from when it was granted, across all its
+    /// renewals (default [`LIFETIME_MULTIPLE`] × `max_duration`, at most 366 days).
+    #[serde(default)]
+    pub max_lifetime: Option<Duration>,
     /// Whether a non-empty justification is required.
     #[serde(default = "yes")]
     pub require_justification: bool,
@@ -120,9 +124,27 @@ impl Default for Parameters {
         Self {
             default_duration: None,
             max_duration: None,
+            max_lifetime: None,
             require_justification: true,
             requesters: Principals::default(),
         }
+    }
+}
+
+/// A renew workflow that states no `max_lifetime` lets a grant last this many times its
+/// `max_duration` from when it was granted.
+pub const LIFETIME_MULTIPLE: u32 = 4;
+
+impl Parameters {
+    /// How long a grant may last from when it was granted, across renewals: `max_lifetime`, else
+    /// [`LIFETIME_MULTIPLE`] × `max_duration`, never more than [`crate::MAX_DURATION`]. `None`
+    /// without either (only renew workflows use it, and they must set `max_duration`).
+    #[must_use]
+    pub fn lifetime(&self) -> Option<Duration> {
+        let lifetime = self
+            .max_lifetime
+            .or_else(|| self.max_duration.map(|m| Duration(m.as_std().saturating_mul(LIFETIME_MULTIPLE))))?;
+        Some(if lifetime > crate::MAX_DURATION { crate::MAX_DURATION } else { lifetime })
     }
 }
 

@@ -97,6 +97,23 @@ impl Validator {
                  longest extension a request may ask for (at most 366 days)",
             );
         }
+        if let Some(lifetime) = p.max_lifetime {
+            self.duration("parameters.max_lifetime", lifetime);
+            if def.kind != WorkflowKind::Renew {
+                self.report(
+                    "parameters.max_lifetime",
+                    "max_lifetime caps a grant across its renewals: set it in renew workflows",
+                );
+            }
+            if let Some(max) = p.max_duration
+                && lifetime < max
+            {
+                self.report(
+                    "parameters.max_lifetime",
+                    format!("max_lifetime {lifetime} is shorter than max_duration {max}"),
+                );
+            }
+        }
         if let (Some(default), Some(max)) = (p.default_duration, p.max_duration)
             && default > max
         {

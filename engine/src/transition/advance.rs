@@ -238,10 +238,9 @@ fn enter_action(out: &mut Outcome, a: &ActionStep, ctx: &Context<'_>) -> Result<
             (format!("{grant_id}:revoke"), None)
         }
         Operation::Renew => {
-            let current = out.grant.as_ref().and_then(|g| g.expires_at).unwrap_or(ctx.now);
-            let wanted = later(ctx.now, Duration::from_secs(out.run.duration_secs))?;
+            let expires = renewed_expiry(out.grant.as_ref(), out.run.duration_secs, ctx)?;
             out.run.status = RunStatus::Provisioning;
-            (format!("{}:{index}", out.run.id), Some(wanted.max(current)))
+            (format!("{}:{index}", out.run.id), Some(expires))
         }
         Operation::Rotate | Operation::Verify => {
             out.run.status = RunStatus::Provisioning;
@@ -388,6 +387,35 @@ pub(crate) fn fill(template: &str, run: &Run, grant: Option<&Grant>) -> String {
         .replace("{scopes}", &run.scopes.join(", "))
         .replace("{expires_at}", &expires)
         .replace("{request}", &run.id.to_string())
+}
+
+/// The expiry a renewal gives `grant` now: its duration from now, never earlier than the current
+/// expiry, and never past the grant's lifetime (the renew workflow's `max_lifetime`; checked when
+/// the request was made, but time passes before it is approved and performed).
+///
+/// # Errors
+/// [`TransitionError::TimeOutOfRange`].
+pub(crate) fn renewed_expiry(
+    grant: Option<&Grant>,
+    duration_secs: u64,
+    ctx: &Context<'_>,
+) -> Result<DateTime<Utc>, TransitionError> {
+    let mut wanted = later(ctx.now, Duration::from_secs(duration_secs))?;
+    if let (Some(g), Some(lifetime)) = (grant, ctx.definition.parameters.lifetime()) {
+        wanted = wanted.min(lifetime_end(g, lifetime)?);
+    }
+    Ok(grant.and_then(|g| g.expires_at).map_or(wanted, |current| current.max(wanted)))
+}
+
+/// When `grant`'s lifetime ends: `lifetime` after it was granted (or created, if never granted).
+///
+/// # Errors
+/// [`TransitionError::TimeOutOfRange`].
+pub(crate) fn lifetime_end(
+    grant: &Grant,
+    lifetime: tollgate_workflows::Duration,
+) -> Result<DateTime<Utc>, TransitionError> {
+    later(grant.granted_at.unwrap_or(grant.created_at), lifetime.as_std())
 }
 
 /// `at` plus `d`, checked: a time the calendar cannot hold is a typed error, never a panic.

@@ -5,7 +5,8 @@ use std::time::Duration;
 use tollgate_workflows::{Operation, Step, TimeoutOutcome};
 
 use super::advance::{
-    approval_route, complete_step, current_step, enqueue_notification, event, finish, later, people, route_last,
+    approval_route, complete_step, current_step, enqueue_notification, event, finish, later, people, renewed_expiry,
+    route_last,
 };
 use super::{Context, Outcome, TransitionError};
 use crate::effect::{Effect, TimerKind};
@@ -511,8 +512,7 @@ fn action_succeeded(
                 }
             }
             Operation::Renew => {
-                let wanted = later(ctx.now, Duration::from_secs(out.run.duration_secs))?;
-                let new_expiry = g.expires_at.map_or(wanted, |e| e.max(wanted));
+                let new_expiry = renewed_expiry(Some(g), out.run.duration_secs, ctx)?;
                 g.expires_at = Some(new_expiry);
                 out.effects.push(Effect::ExtendGrant { grant_id: g.id, expires_at: new_expiry });
             }

@@ -85,6 +85,18 @@ pub enum RequestError {
         /// The grant's scopes.
         held: Vec<String>,
     },
+    /// A renewal past the grant's lifetime (the renew workflow's `max_lifetime` from when the
+    /// grant was made): renewals cannot keep access going for ever.
+    #[error(
+        "this renewal would keep the grant past its lifetime of {lifetime} (until {until}); ask \
+         for less, or request a new grant"
+    )]
+    LifetimeExceeded {
+        /// The renew workflow's lifetime.
+        lifetime: Duration,
+        /// When the grant's lifetime ends.
+        until: chrono::DateTime<chrono::Utc>,
+    },
     /// Access shorter than [`MIN_DURATION`].
     #[error("duration {0} is shorter than the minimum of 1s")]
     DurationTooShort(Duration),
@@ -101,6 +113,7 @@ impl RequestError {
             Self::UnknownScope(_) | Self::NoScopes => "invalid_scope",
             Self::DurationTooLong { .. } => "duration_too_long",
             Self::DurationTooShort(_) => "duration_too_short",
+            Self::LifetimeExceeded { .. } => "lifetime_exceeded",
             Self::ScopeMismatch { .. } => "scope_mismatch",
             Self::DurationRequired => "duration_required",
             Self::JustificationRequired => "justification_required",
@@ -177,6 +190,14 @@ pub fn start(req: NewRequest, requester_is_admin: bool, ctx: &Context<'_>) -> Re
         && d.as_std() < MIN_DURATION
     {
         return Err(RequestError::DurationTooShort(d).into());
+    }
+    if req.kind == WorkflowKind::Renew
+        && let (Some(g), Some(d), Some(lifetime)) = (&grant, duration, params.lifetime())
+    {
+        let until = advance::lifetime_end(g, lifetime)?;
+        if advance::later(ctx.now, d.as_std())? > until {
+            return Err(RequestError::LifetimeExceeded { lifetime, until }.into());
+        }
     }
     let duration_secs = match (req.kind, duration) {
         (WorkflowKind::Grant | WorkflowKind::Renew, None) => return Err(RequestError::DurationRequired.into()),

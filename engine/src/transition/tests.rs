@@ -766,3 +766,45 @@ fn access_shorter_than_a_second_is_refused() {
     }
     assert!(start(ask(super::MIN_DURATION), false, &f.ctx(t0())).is_ok(), "one second is allowed");
 }
+
+#[test]
+fn renewals_stop_at_the_grants_lifetime() {
+    let mut f = Fixture::new();
+    let hours = |h: u64| tollgate_workflows::Duration::from_secs(h * 3600);
+    f.def.parameters.max_duration = Some(hours(2));
+    let grant = Grant {
+        id: GrantId::new(),
+        run_id: RunId::new(),
+        integration: "crm".to_owned(),
+        principal: "alice".to_owned(),
+        scopes: vec!["write".to_owned()],
+        status: GrantStatus::Active,
+        granted_at: Some(t0()),
+        expires_at: Some(t0() + Duration::hours(1)),
+        revoked_at: None,
+        reference: None,
+        created_at: t0(),
+        updated_at: t0(),
+    };
+    let renew = |f: &Fixture, hours_asked: u64, at: DateTime<Utc>| {
+        let req = NewRequest {
+            id: RunId::new(),
+            requester: "alice".to_owned(),
+            kind: WorkflowKind::Renew,
+            integration: "crm".to_owned(),
+            scopes: vec![],
+            duration: Some(hours(hours_asked)),
+            justification: "x".to_owned(),
+            grant: Some(grant.clone()),
+            channel: "api".to_owned(),
+        };
+        start(req, false, &f.ctx(at)).map(|_| ()).map_err(|e| e.code())
+    };
+    // No max_lifetime: four times max_duration (8 h) from when the grant was made.
+    assert_eq!(renew(&f, 2, t0() + Duration::hours(6)), Ok(()));
+    assert_eq!(renew(&f, 2, t0() + Duration::hours(6) + Duration::seconds(1)), Err("lifetime_exceeded"));
+    f.def.parameters.max_lifetime = Some(hours(3));
+    assert_eq!(renew(&f, 2, t0() + Duration::minutes(30)), Ok(()));
+    assert_eq!(renew(&f, 2, t0() + Duration::minutes(90)), Err("lifetime_exceeded"));
+    assert_eq!(renew(&f, 1, t0() + Duration::minutes(90)), Ok(()));
+}

@@ -76,6 +76,15 @@ fn renew_without_max_duration_is_rejected() {
     assert_eq!((e.line, e.column), (Some(4), Some(1)), "points at `parameters`");
 
     accept(&bare.replace("steps:", "parameters:\n  max_duration: 2h\nsteps:"));
+    // A lifetime across renewals (issue 8, item 7): at least max_duration, at most 366 days.
+    accept(&bare.replace("steps:", "parameters:\n  max_duration: 2h\n  max_lifetime: 2h\nsteps:"));
+    for (lifetime, says) in [("1h", "shorter than max_duration 2h"), ("367d", "longer than the limit of 366 days")] {
+        let text =
+            bare.replace("steps:", &format!("parameters:\n  max_duration: 2h\n  max_lifetime: {lifetime}\nsteps:"));
+        reject_at(&text, "parameters.max_lifetime", says);
+    }
+    let grant = grant_with("").replace("  max_duration: 8h\n", "  max_duration: 8h\n  max_lifetime: 9h\n");
+    reject_at(&grant, "parameters.max_lifetime", "set it in renew workflows");
     accept(&bare.replace("steps:", "parameters: {max_duration: 366d}\nsteps:"));
     // The request-time panic of issue 18: an extension of 300,000 years.
     reject_at(
