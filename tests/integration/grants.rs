@@ -374,7 +374,7 @@ steps:
 
 /// Issue 8, item 7: each renewal set expiry = max(current, now + duration), so a renew workflow
 /// without approval let access go on for ever. A renewal past the grant's lifetime is refused when
-/// asked, and one that fitted when asked but is approved later is cut at the lifetime's end.
+/// asked; one within it extends the grant, never past the lifetime's end.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn renewals_never_take_a_grant_past_its_lifetime() -> anyhow::Result<()> {
     let t = common::start_with(|o| o.workflow("capped-renew.yaml", CAPPED_RENEW)).await?;
@@ -390,17 +390,16 @@ async fn renewals_never_take_a_grant_past_its_lifetime() -> anyhow::Result<()> {
     assert_error(st, &body, 422, "lifetime_exceeded");
     assert!(body["error"]["detail"].as_str().unwrap_or_default().contains("lifetime of 2h"), "{body}");
 
-    // Asked for within the lifetime (10 s to spare), approved after those 10 s have passed: cut
-    // at the lifetime's end.
-    let renewal = id_of(&alice.create_request(&renew("1h 59m 50s")).await?);
-    while tollgate_tests::wall_clock() < granted_at + chrono::Duration::seconds(11) {
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    // Within the lifetime: renewed, and never past its end. (That a renewal approved later than
+    // asked is cut at the lifetime's end is a transition unit test with a controlled clock:
+    // `renewals_approved_late_are_cut_at_the_lifetimes_end`.)
+    let renewal = id_of(&alice.create_request(&renew("1h 30m")).await?);
     let (st, body) = t.server.client("bob").await?.decide(&renewal, "approve").await?;
     assert_eq!(st, 200, "{body}");
     let done = alice.wait_status(&renewal, "completed", PATIENCE).await?;
     let expires = time(&done["grant"]["expires_at"]);
     let end = granted_at + chrono::Duration::hours(2);
-    assert!((expires - end).num_milliseconds().abs() <= 1, "expires {expires}, lifetime ends {end}");
+    assert!(expires > granted_at + chrono::Duration::minutes(89), "renewed: expires {expires}");
+    assert!(expires <= end, "expires {expires}, lifetime ends {end}");
     Ok(())
 }

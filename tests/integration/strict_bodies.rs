@@ -58,19 +58,15 @@ impl Fixture {
         );
         let (st, body) = bob.decide(&manual, "approve").await?;
         assert_eq!(st, 200, "{body}");
-        let deadline = std::time::Instant::now() + PATIENCE;
-        let task = loop {
-            let (st, tasks) = admin.get("/v1/tasks").await?;
-            assert_eq!(st, 200, "{tasks}");
-            let open = tasks["items"].as_array().and_then(|items| {
-                items.iter().find(|i| i["request"] == manual.as_str() && i["status"] == "open").cloned()
-            });
-            if let Some(task) = open {
-                break id_of(&task);
-            }
-            assert!(std::time::Instant::now() < deadline, "no task for {manual}: {tasks}");
-            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-        };
+        // The approval's grant call becomes a task once the engine has performed it.
+        t.server.wait_quiet(PATIENCE).await?;
+        let (st, tasks) = admin.get("/v1/tasks").await?;
+        assert_eq!(st, 200, "{tasks}");
+        let task = tasks["items"]
+            .as_array()
+            .and_then(|items| items.iter().find(|i| i["request"] == manual.as_str() && i["status"] == "open"))
+            .map(id_of)
+            .unwrap_or_else(|| panic!("no open task for {manual}: {tasks}"));
         Ok(Self { t, alice, bob, admin, pending, task })
     }
 

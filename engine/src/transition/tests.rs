@@ -703,10 +703,9 @@ fn a_transition_is_a_pure_function_of_state_command_and_context() {
     assert!(x < y);
 }
 
-#[test]
-fn renew_rotate_and_revoke_act_on_the_grants_whole_scope_set() {
-    let f = Fixture::new();
-    let grant = Grant {
+/// alice's active grant of `write` on crm, made at [`t0`] for an hour.
+fn alices_grant() -> Grant {
+    Grant {
         id: GrantId::new(),
         run_id: RunId::new(),
         integration: "crm".to_owned(),
@@ -719,7 +718,13 @@ fn renew_rotate_and_revoke_act_on_the_grants_whole_scope_set() {
         reference: None,
         created_at: t0(),
         updated_at: t0(),
-    };
+    }
+}
+
+#[test]
+fn renew_rotate_and_revoke_act_on_the_grants_whole_scope_set() {
+    let f = Fixture::new();
+    let grant = alices_grant();
     let ask = |kind: WorkflowKind, scopes: &[&str]| NewRequest {
         id: RunId::new(),
         requester: "alice".to_owned(),
@@ -772,20 +777,7 @@ fn renewals_stop_at_the_grants_lifetime() {
     let mut f = Fixture::new();
     let hours = |h: u64| tollgate_workflows::Duration::from_secs(h * 3600);
     f.def.parameters.max_duration = Some(hours(2));
-    let grant = Grant {
-        id: GrantId::new(),
-        run_id: RunId::new(),
-        integration: "crm".to_owned(),
-        principal: "alice".to_owned(),
-        scopes: vec!["write".to_owned()],
-        status: GrantStatus::Active,
-        granted_at: Some(t0()),
-        expires_at: Some(t0() + Duration::hours(1)),
-        revoked_at: None,
-        reference: None,
-        created_at: t0(),
-        updated_at: t0(),
-    };
+    let grant = alices_grant();
     let renew = |f: &Fixture, hours_asked: u64, at: DateTime<Utc>| {
         let req = NewRequest {
             id: RunId::new(),
@@ -807,4 +799,20 @@ fn renewals_stop_at_the_grants_lifetime() {
     assert_eq!(renew(&f, 2, t0() + Duration::minutes(30)), Ok(()));
     assert_eq!(renew(&f, 2, t0() + Duration::minutes(90)), Err("lifetime_exceeded"));
     assert_eq!(renew(&f, 1, t0() + Duration::minutes(90)), Ok(()));
+}
+
+#[test]
+fn renewals_approved_late_are_cut_at_the_lifetimes_end() {
+    let mut f = Fixture::new();
+    f.def.parameters.max_duration = Some(tollgate_workflows::Duration::from_secs(2 * 3600));
+    f.def.parameters.max_lifetime = Some(tollgate_workflows::Duration::from_secs(2 * 3600));
+    let grant = alices_grant();
+    let end = t0() + Duration::hours(2);
+    let renewed = |secs: u64, at| super::advance::renewed_expiry(Some(&grant), secs, &f.ctx(at)).expect("in range");
+    // Asked at t0 + 5 s for 1 h 59 m 50 s (it fitted), performed at t0 + 11 s: cut at the end.
+    assert_eq!(renewed(7190, t0() + Duration::seconds(11)), end);
+    // Performed in time, it gets what it asked for.
+    assert_eq!(renewed(7190, t0() + Duration::seconds(5)), t0() + Duration::seconds(7195));
+    // Never earlier than the current expiry.
+    assert_eq!(renewed(60, t0()), t0() + Duration::hours(1));
 }
