@@ -30,6 +30,31 @@ pub struct ConnectorAction {
     pub expires_at: Option<DateTime<Utc>>,
     /// 1 for the first attempt.
     pub attempt: u32,
+    /// For `verify`: what the target must show for the call to succeed (absent after a
+    /// revocation, present while the grant is active). Absent from other operations' bodies.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expect: Option<Expect>,
+}
+
+/// What a `verify` call expects to find at the target.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Expect {
+    /// The access is in place (an active grant).
+    Present,
+    /// The access is gone (a revoked grant).
+    Absent,
+}
+
+impl Expect {
+    /// The snake_case name.
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Present => "present",
+            Self::Absent => "absent",
+        }
+    }
 }
 
 /// The integration as a connector sees it (no secrets).

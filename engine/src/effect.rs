@@ -90,6 +90,10 @@ pub struct NewOutbox {
     pub step_index: u32,
     /// Retry policy.
     pub retry: RetryPolicy,
+    /// Not before this time (a revocation repeated after a failed verification waits a while);
+    /// `None`: at once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub not_before: Option<chrono::DateTime<chrono::Utc>>,
     /// What to do.
     pub payload: OutboxPayload,
 }

@@ -91,8 +91,18 @@ pub enum Created {
         /// Response body.
         body: String,
     },
+    /// A revoke request for a grant whose revocation another revoke request, still open,
+    /// already asked for: that request (one revocation per grant).
+    Attached {
+        /// The open revoke request.
+        id: RunId,
+        /// Its rendered response body.
+        body: String,
+    },
     /// A replay of an earlier request with the same `Idempotency-Key` and body.
     Replayed {
+        /// The stored status code (201 created, 200 attached).
+        status: u16,
         /// The stored response body.
         body: String,
     },
@@ -287,7 +297,8 @@ impl Engine {
             idempotency.map(|(principal, key, request_hash)| IdempotencyClaim { principal, key, request_hash });
         match self.writer.submit(CreateRequest { request, is_admin, idempotency, render }).await? {
             CreateOutput::Created { run_id, body } => Ok(Created::New { id: run_id, body }),
-            CreateOutput::Replayed { body } => Ok(Created::Replayed { body }),
+            CreateOutput::Attached { run_id, body } => Ok(Created::Attached { id: run_id, body }),
+            CreateOutput::Replayed { status, body } => Ok(Created::Replayed { status, body }),
         }
     }
 
@@ -613,8 +624,8 @@ impl Dispatcher {
             tokio::select! {
                 _ = stop.changed() => return,
                 Some(work) = rx.recv() => {
-                    let now = self.shared.clock.now();
-                    self.clone().launch(work, now);
+                    let not_before = work.item.not_before.unwrap_or_else(|| self.shared.clock.now());
+                    self.clone().launch(work, not_before);
                 }
                 _ = tick.tick() => self.scan(false).await,
             }
@@ -832,6 +843,7 @@ impl Dispatcher {
         notification.idempotency_key.clone_from(&key);
         tracing::warn!(run.id = %work.run_id, event = %n.event, "falling back to {to}");
         Some(Box::new(crate::effect::NewOutbox {
+            not_before: None,
             id: crate::ids::OutboxId::new(),
             idempotency_key: key,
             step_index: work.item.step_index,

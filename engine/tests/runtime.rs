@@ -249,7 +249,7 @@ async fn ask(
     };
     match e.create_request(req, false, None, Box::new(|_| String::new())).await.unwrap() {
         Created::New { id, .. } => id,
-        Created::Replayed { .. } => panic!("not a replay"),
+        Created::Replayed { .. } | Created::Attached { .. } => panic!("not a new request"),
     }
 }
 

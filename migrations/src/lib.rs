@@ -10,6 +10,7 @@ mod m20261123_000001_initial;
 mod m20261130_000001_channels;
 mod m20261207_000001_grant_expiry;
 mod m20261207_000002_timer_owner;
+mod m20261207_000003_runs_grant;
 
 /// The ordered list of migrations.
 #[derive(Debug)]
@@ -23,6 +24,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261130_000001_channels::Migration),
             Box::new(m20261207_000001_grant_expiry::Migration),
             Box::new(m20261207_000002_timer_owner::Migration),
+            Box::new(m20261207_000003_runs_grant::Migration),
         ]
     }
 }

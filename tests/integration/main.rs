@@ -15,6 +15,7 @@ mod load;
 mod notifications;
 mod openapi;
 mod replicas;
+mod revocation;
 mod slack;
 mod strict_bodies;
 mod workflow_files;

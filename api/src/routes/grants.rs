@@ -109,16 +109,18 @@ pub(crate) async fn show(
 
 /// Revoke an active grant now (holder, the integration's owner, or an admin). The revoke call
 /// happens asynchronously; the grant shows `revoking`, then `revoked` (or `revoke_failed`).
+/// A grant whose revocation is already under way (`revoking`, or `revoke_failed` and retried)
+/// is not revoked twice: the call answers 202 with the grant as it is.
 #[utoipa::path(
     post, path = "/v1/grants/{id}/revoke", tag = "grants", operation_id = "revokeGrant",
     params(("id" = uuid::Uuid, Path, description = "Grant id")),
     responses(
-        (status = 202, description = "Revocation under way", body = GrantOut, links(
+        (status = 202, description = "Revocation under way: started now, or already (`revoking`, `revoke_failed`), in which case this call adds nothing to it", body = GrantOut, links(
             ("getGrant" = (operation_id = "getGrant", parameters(("id" = "$response.body#/id")), description = "Follow the revocation"))
         )),
         (status = 403, description = "- `forbidden`: only the grant's holder, the integration's owner or an admin may revoke it", body = ErrorBody),
         (status = 404, description = "- `not_found`: no such grant, or one the caller may not see", body = ErrorBody),
-        (status = 409, description = "- `grant_not_active`: the grant is not active", body = ErrorBody)
+        (status = 409, description = "- `grant_not_active`: the grant is revoked already, was never granted, or is still being provisioned", body = ErrorBody)
     ),
     security(("bearer" = []))
 )]

@@ -90,9 +90,17 @@ impl IdempotencyHeader {
                 ("decideRequest" = (operation_id = "decideRequest", parameters(("id" = "$response.body#/id")), description = "Approve or deny it (an approver)")),
                 ("cancelRequest" = (operation_id = "cancelRequest", parameters(("id" = "$response.body#/id")), description = "Cancel it (the requester)"))
             )),
+        (status = 200, description = "A `revoke` request for a grant whose revocation another revoke request, still open (awaiting approval or revoking), already asked for: that request, created by nobody new (one revocation per grant)", body = RequestOut,
+            headers(
+                ("Location" = String, description = "The open revoke request's URL, `/v1/requests/{id}`"),
+                ("Idempotent-Replayed" = String, description = "`true` when this is the stored response to an earlier request with the same `Idempotency-Key`; absent otherwise")
+            ),
+            links(
+                ("getRequest" = (operation_id = "getRequest", parameters(("id" = "$response.body#/id")), description = "Follow the revocation"))
+            )),
         (status = 400, description = "- `invalid_request`: `Idempotency-Key` is not 1–255 visible ASCII characters", body = ErrorBody),
         (status = 403, description = "- `forbidden`: the workflow does not let the caller ask, or the grant is not theirs", body = ErrorBody),
-        (status = 409, description = "- `grant_not_active`: the grant to renew, rotate or revoke is not active", body = ErrorBody),
+        (status = 409, description = "- `grant_not_active`: the grant to renew, rotate or revoke is not active (its status is in the detail; a grant whose revocation is under way is `revoking`)", body = ErrorBody),
         (status = 422, description = "- `validation_failed`: a field is out of its limits (kind, integration, scopes, justification)\n- `invalid_duration`: `duration` does not parse\n- `unknown_integration`: no such integration\n- `no_workflow`: no workflow governs this kind of request on the integration\n- `invalid_scope`: no scopes, or one the integration does not offer\n- `duration_required`, `duration_too_long`: against the workflow's parameters\n- `duration_too_short`: less than one second\n- `lifetime_exceeded`: a renewal would keep the grant past the renew workflow's `max_lifetime`\n- `scope_mismatch`: a renew, rotate or revoke request names scopes other than the grant's (name exactly those, or none)\n- `justification_required`: the workflow requires one\n- `invalid_grant`: `grant` missing, unexpected, unknown or of another integration\n- `idempotency_key_reused`: the `Idempotency-Key` was used with another body\n- `time_out_of_range`: a time computed from the request (an expiry, a deadline) is out of range", body = ErrorBody)
     ),
     security(("bearer" = []))
@@ -141,19 +149,25 @@ pub(crate) async fn create(
     let render_with = engine.clone();
     let renderer =
         Box::new(move |view: &RunView| serde_json::to_string(&render(&render_with, view)).unwrap_or_default());
-    let (id, body, replayed) = match engine.create_request(request, caller.is_admin(), idempotency, renderer).await? {
-        Created::New { id, body } => {
-            tracing::info!(run.id = %id, requester = %caller.id, "request created");
-            (id.to_string(), body, false)
-        }
-        Created::Replayed { body } => {
-            // The stored first response is returned as it was; its id names the request.
-            let id =
-                serde_json::from_str::<serde_json::Value>(&body).ok().and_then(|v| v["id"].as_str().map(str::to_owned));
-            (id.unwrap_or_default(), body, true)
-        }
-    };
-    let mut resp = (StatusCode::CREATED, [(header::CONTENT_TYPE, "application/json")], body).into_response();
+    let (status, id, body, replayed) =
+        match engine.create_request(request, caller.is_admin(), idempotency, renderer).await? {
+            Created::New { id, body } => {
+                tracing::info!(run.id = %id, requester = %caller.id, "request created");
+                (StatusCode::CREATED, id.to_string(), body, false)
+            }
+            Created::Attached { id, body } => {
+                tracing::info!(run.id = %id, requester = %caller.id, "revoke request attached to the open one");
+                (StatusCode::OK, id.to_string(), body, false)
+            }
+            Created::Replayed { status, body } => {
+                // The stored first response is returned as it was; its id names the request.
+                let id = serde_json::from_str::<serde_json::Value>(&body)
+                    .ok()
+                    .and_then(|v| v["id"].as_str().map(str::to_owned));
+                (StatusCode::from_u16(status).unwrap_or(StatusCode::CREATED), id.unwrap_or_default(), body, true)
+            }
+        };
+    let mut resp = (status, [(header::CONTENT_TYPE, "application/json")], body).into_response();
     if let Ok(loc) = HeaderValue::from_str(&format!("/v1/requests/{id}")) {
         resp.headers_mut().insert(header::LOCATION, loc);
     }

@@ -343,8 +343,8 @@ async fn request_submission(
     match engine.create_request(request, is_admin, idempotency, render).await {
         Ok(created) => {
             let id = match created {
-                Created::New { id, .. } => id.to_string(),
-                Created::Replayed { body } => serde_json::from_str::<Value>(&body)
+                Created::New { id, .. } | Created::Attached { id, .. } => id.to_string(),
+                Created::Replayed { body, .. } => serde_json::from_str::<Value>(&body)
                     .ok()
                     .and_then(|v| v["id"].as_str().map(str::to_owned))
                     .unwrap_or_default(),

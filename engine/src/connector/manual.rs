@@ -91,6 +91,10 @@ fn describe(action: &ConnectorAction) -> String {
             "Rotate the credential that gives principal {principal} scopes {scopes} {on}, \
              and revoke the old one."
         ),
+        Operation::Verify if action.expect == Some(crate::action::Expect::Absent) => format!(
+            "Check that principal {principal} no longer has any of scopes {scopes} {on} (the \
+             access was revoked). Resolve the task as failed if any is still there."
+        ),
         Operation::Verify => format!(
             "Check that the access of principal {principal} to scopes {scopes} {on} is as \
              Tollgate records it ({until}), and report any difference."
@@ -125,6 +129,7 @@ mod tests {
             scopes: vec!["repo".to_owned(), "read:org".to_owned()],
             expires_at: Some("2030-01-02T03:04:05.678Z".parse().unwrap()),
             attempt: 1,
+            expect: None,
         }
     }
 

@@ -123,6 +123,7 @@ mod tests {
             scopes: vec!["api".to_owned(), "refresh_token".to_owned()],
             expires_at: Some("2030-01-02T03:04:05Z".parse().unwrap()),
             attempt,
+            expect: None,
         }
     }
 

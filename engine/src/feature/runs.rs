@@ -5,15 +5,15 @@
 
 use chrono::{DateTime, Utc};
 use sea_orm::sea_query::Expr;
-use sea_orm::{ActiveModelTrait, ColumnTrait, EntityTrait, IntoActiveModel, QueryFilter};
+use sea_orm::{ActiveModelTrait, ColumnTrait, EntityTrait, IntoActiveModel, QueryFilter, QuerySelect};
 use tollgate_workflows::WorkflowKind;
 
 use crate::audit::AuditEvent;
 use crate::effect::{Effect, NewOutbox, OutboxPayload, TimerKind};
 use crate::ids::{GrantId, IdSource, OutboxId, RunId, TimerId};
-use crate::run::{Grant, GrantStatus, Run, RunState, StepState};
+use crate::run::{Grant, GrantStatus, Run, RunState, RunStatus, StepState};
 use crate::store::entity::{grant, idempotency_key, run, timer};
-use crate::store::query::RunView;
+use crate::store::query::{self, RunView};
 use crate::store::tx::Tx;
 use crate::store::writer::{Job, JobError, Refusal};
 use crate::store::{StoreError, grant_model, run_model};
@@ -42,8 +42,21 @@ pub(crate) struct CreateRequest {
 /// What creating a request answered.
 #[derive(Debug)]
 pub(crate) enum CreateOutput {
-    Created { run_id: RunId, body: String },
-    Replayed { body: String },
+    Created {
+        run_id: RunId,
+        body: String,
+    },
+    /// A revoke request for a grant whose revocation another revoke request already asked for
+    /// and which is still open: one revocation per grant, so the caller gets that request.
+    Attached {
+        run_id: RunId,
+        body: String,
+    },
+    /// The stored answer (status code and body) to the first request with this key.
+    Replayed {
+        status: u16,
+        body: String,
+    },
 }
 
 #[async_trait::async_trait]
@@ -59,11 +72,19 @@ impl Job for CreateRequest {
                 if found.request_hash != claim.request_hash {
                     return Err(JobError::IdempotencyMismatch.into());
                 }
-                return Ok(CreateOutput::Replayed { body: found.response });
+                let status = u16::try_from(found.status_code).unwrap_or(201);
+                return Ok(CreateOutput::Replayed { status, body: found.response });
             }
         }
         let shared = tx.shared();
-        let (definition, integration) = shared.resolve_for_request(&self.request)?;
+        let mut request = self.request.clone();
+        // The grant as it is now, read in this transaction: the caller's copy may be stale, and
+        // an early revocation, an expiry or another request may have changed it since (I3, I4).
+        if let Some(g) = &request.grant {
+            let fresh = grant::Entity::find_by_id(g.id.0).one(tx.conn()).await?.ok_or(JobError::NotFound("grant"))?;
+            request.grant = Some(Grant::try_from(fresh)?);
+        }
+        let (definition, integration) = shared.resolve_for_request(&request)?;
         let ids = IdSource::random();
         let ctx = Context {
             definition: &definition,
@@ -73,10 +94,28 @@ impl Job for CreateRequest {
             expiry_warning: shared.expiry_warning,
             ids: &ids,
         };
-        let outcome = transition::start(self.request.clone(), self.is_admin, &ctx)?;
+        // Every check of the request first (who may ask, the grant's status and scopes): a
+        // caller who may not revoke the grant learns nothing of a revocation under way.
+        let outcome = transition::start(request, self.is_admin, &ctx)?;
+        if let (WorkflowKind::Revoke, Some(grant_id)) = (outcome.run.kind, outcome.run.grant_id)
+            && let Some(open) = open_revocation(tx, grant_id).await?
+        {
+            let view = query::run_view(tx.conn(), open).await?.ok_or(JobError::NotFound("request"))?;
+            let body = (self.render)(&view);
+            self.remember(tx, 200, &body).await?;
+            return Ok(CreateOutput::Attached { run_id: open, body });
+        }
         let state = tx.persist(outcome, None).await?;
-        let view = RunView { run: state.run.clone(), votes: Vec::new(), grant: None };
+        let view = RunView { run: state.run.clone(), votes: Vec::new(), grant: state.grant.clone() };
         let body = (self.render)(&view);
+        self.remember(tx, 201, &body).await?;
+        Ok(CreateOutput::Created { run_id: state.run.id, body })
+    }
+}
+
+impl CreateRequest {
+    /// Stores the answer under the request's `Idempotency-Key`, if it has one.
+    async fn remember(&self, tx: &mut Tx<'_>, status: i32, body: &str) -> Result<(), JobError> {
         if let Some(claim) = &self.idempotency {
             let now = tx.now();
             idempotency_key::Entity::insert(
@@ -84,8 +123,8 @@ impl Job for CreateRequest {
                     principal: claim.principal.clone(),
                     key: claim.key.clone(),
                     request_hash: claim.request_hash.clone(),
-                    status_code: 201,
-                    response: body.clone(),
+                    status_code: status,
+                    response: body.to_owned(),
                     created_at: now,
                 }
                 .into_active_model(),
@@ -93,8 +132,24 @@ impl Job for CreateRequest {
             .exec_without_returning(tx.write())
             .await?;
         }
-        Ok(CreateOutput::Created { run_id: state.run.id, body })
+        Ok(())
     }
+}
+
+/// The revoke request of `grant_id` that is still open (awaiting approval or revoking), if any.
+/// Read inside the writer's transaction, so two revoke requests cannot both miss each other.
+async fn open_revocation(tx: &Tx<'_>, grant_id: GrantId) -> Result<Option<RunId>, JobError> {
+    let open = [RunStatus::AwaitingApproval, RunStatus::Provisioning, RunStatus::Revoking, RunStatus::Active];
+    let id: Option<uuid::Uuid> = run::Entity::find()
+        .select_only()
+        .column(run::Column::Id)
+        .filter(run::Column::GrantId.eq(grant_id.0))
+        .filter(run::Column::Kind.eq(WorkflowKind::Revoke.as_str()))
+        .filter(run::Column::Status.is_in(open.map(RunStatus::as_str)))
+        .into_tuple()
+        .one(tx.conn())
+        .await?;
+    Ok(id.map(RunId))
 }
 
 /// Applies a command (a decision, a cancellation) to a run.
@@ -112,7 +167,9 @@ impl Job for ApplyCommand {
     }
 }
 
-/// Revokes an active grant now: its run moves on to its revoke step.
+/// Revokes an active grant now: its run moves on to its revoke step. A grant whose revocation
+/// is already under way is not revoked twice: the caller attaches to that revocation (one
+/// revocation per grant, I3).
 pub(crate) struct RevokeGrant {
     pub(crate) grant_id: GrantId,
     pub(crate) actor: String,
@@ -125,8 +182,13 @@ impl Job for RevokeGrant {
 
     async fn run(&self, tx: &mut Tx<'_>) -> Result<(), Refusal> {
         let g = grant::Entity::find_by_id(self.grant_id.0).one(tx.conn()).await?.ok_or(JobError::NotFound("grant"))?;
+        let g = Grant::try_from(g)?;
+        if matches!(g.status, GrantStatus::Revoking | GrantStatus::RevokeFailed) {
+            // Under way (a failed revocation keeps being retried): nothing to add to it.
+            return Ok(());
+        }
         let command = Command::RevokeNow { actor: self.actor.clone(), channel: self.channel.clone() };
-        tx.apply(RunId(g.run_id), &command).await
+        tx.apply(g.run_id, &command).await
     }
 }
 
@@ -383,6 +445,7 @@ impl Tx<'_> {
                             let mut notification = notification.clone();
                             notification.idempotency_key.clone_from(&key);
                             let fanned = NewOutbox {
+                                not_before: item.not_before,
                                 id: OutboxId::new(),
                                 idempotency_key: key,
                                 step_index: item.step_index,

@@ -138,6 +138,7 @@ impl<'a> Tx<'a> {
 
     /// Defers an outbox insert to the end of the batch and hands the item over after commit.
     pub(crate) fn enqueue(&mut self, run_id: RunId, item: NewOutbox) {
+        let due = item.not_before.map_or(self.now, |t| t.max(self.now));
         self.pending.outbox.push(
             outbox::Model {
                 id: item.id.0,
@@ -148,9 +149,9 @@ impl<'a> Tx<'a> {
                 payload: to_json(&item),
                 status: "pending".to_owned(),
                 attempts: 0,
-                next_attempt_at: self.now,
+                next_attempt_at: due,
                 lease_owner: Some(self.shared.node_id.clone()),
-                lease_until: Some(self.now + self.shared.lease),
+                lease_until: Some(due + self.shared.lease),
                 last_error: None,
                 created_at: self.now,
                 updated_at: self.now,

@@ -6,7 +6,7 @@ use tollgate_workflows::{ActionStep, ApprovalStep, Operation, Recipient, Request
 use std::time::Duration;
 
 use super::{Context, Outcome, TransitionError};
-use crate::action::{ConnectorAction, IntegrationRef};
+use crate::action::{ConnectorAction, Expect, IntegrationRef};
 use crate::audit::AuditEvent;
 use crate::effect::{Effect, NewOutbox, OutboxPayload, TimerKind};
 use crate::ids::OutboxId;
@@ -105,6 +105,10 @@ pub(crate) fn enter_step(out: &mut Outcome, ctx: &Context<'_>) -> Result<(), Tra
         match step {
             Step::Approval(a) => return enter_approval(out, a, ctx),
             Step::Action(a) => {
+                if let Some(status) = inactive_grant(out, a) {
+                    refuse_action(out, a.operation, status, ctx);
+                    return Ok(());
+                }
                 if enter_action(out, a, ctx)? {
                     return Ok(());
                 }
@@ -219,14 +223,22 @@ fn enter_action(out: &mut Outcome, a: &ActionStep, ctx: &Context<'_>) -> Result<
         }
         Operation::Revoke => {
             let Some(grant) = out.grant.as_mut() else { return Ok(false) };
-            if !grant.status.may_hold_access() {
+            // One revocation per grant (I3): a grant already revoking (another run's revocation,
+            // which keeps retrying until it succeeds) or revoked is not revoked again.
+            if grant.status != GrantStatus::Active {
+                let reason = match grant.status {
+                    GrantStatus::Revoking | GrantStatus::RevokeFailed => {
+                        format!("grant is {}: its revocation is under way", grant.status.as_str())
+                    }
+                    other => format!("grant is {}", other.as_str()),
+                };
                 let ev = event(
                     &out.run,
                     "step_skipped",
                     "system",
                     "engine",
                     "success",
-                    serde_json::json!({ "step": index, "type": "action", "reason": format!("grant is {}", grant.status.as_str()) }),
+                    serde_json::json!({ "step": index, "type": "action", "reason": reason }),
                 );
                 out.audit.push(ev);
                 return Ok(false);
@@ -242,18 +254,71 @@ fn enter_action(out: &mut Outcome, a: &ActionStep, ctx: &Context<'_>) -> Result<
             out.run.status = RunStatus::Provisioning;
             (format!("{}:{index}", out.run.id), Some(expires))
         }
-        Operation::Rotate | Operation::Verify => {
+        Operation::Rotate => {
             out.run.status = RunStatus::Provisioning;
             (format!("{}:{index}", out.run.id), out.grant.as_ref().and_then(|g| g.expires_at))
         }
+        Operation::Verify => {
+            out.run.status = if expectation(out.grant.as_ref()) == Expect::Absent {
+                RunStatus::Revoking
+            } else {
+                RunStatus::Provisioning
+            };
+            (format!("{}:{index}", out.run.id), out.grant.as_ref().and_then(|g| g.expires_at))
+        }
     };
+    let expect = (a.operation == Operation::Verify).then(|| expectation(out.grant.as_ref()));
+    let call = Call { operation: a.operation, key, expires_at, expect, retry: a.retry, not_before: None };
+    call_connector(out, call, ctx);
+    Ok(true)
+}
+
+/// What a verification of `grant` expects at the target: absent once its revocation began,
+/// present otherwise.
+fn expectation(grant: Option<&Grant>) -> Expect {
+    if expects_absence(grant) { Expect::Absent } else { Expect::Present }
+}
+
+/// Whether a verification of `grant` checks that its access is gone.
+pub(crate) fn expects_absence(grant: Option<&Grant>) -> bool {
+    grant.is_some_and(|g| matches!(g.status, GrantStatus::Revoking | GrantStatus::RevokeFailed | GrantStatus::Revoked))
+}
+
+/// Whether the next step the run will perform after its current one (notify steps and steps
+/// whose guard does not admit the request aside) is a verification: a revocation followed by one
+/// is not complete until it succeeds.
+pub(crate) fn verification_follows(run: &Run, ctx: &Context<'_>) -> bool {
+    let risks = ctx.scope_risks(&run.scopes);
+    let facts = RequestFacts { environment: &ctx.integration.environment, scope_risks: &risks };
+    let next = ctx
+        .definition
+        .steps
+        .iter()
+        .skip((run.step_index as usize).saturating_add(1))
+        .find(|s| !matches!(s, Step::Notify(_)) && s.guard().admits(&facts));
+    matches!(next, Some(Step::Action(a)) if a.operation == Operation::Verify)
+}
+
+/// A connector call to queue for the run's current step.
+pub(crate) struct Call {
+    pub(crate) operation: Operation,
+    pub(crate) key: String,
+    pub(crate) expires_at: Option<DateTime<Utc>>,
+    pub(crate) expect: Option<Expect>,
+    pub(crate) retry: RetryPolicy,
+    pub(crate) not_before: Option<DateTime<Utc>>,
+}
+
+/// Queues `call` through the outbox; the run's current step waits for its result.
+pub(crate) fn call_connector(out: &mut Outcome, call: Call, ctx: &Context<'_>) {
+    let grant_id = out.run.grant_id.map_or(uuid::Uuid::nil(), |g| g.0);
     let principal = out.grant.as_ref().map_or_else(|| out.run.requester.clone(), |g| g.principal.clone());
     let id: OutboxId = ctx.ids.next(ctx.now);
     let action = ConnectorAction {
-        operation: a.operation,
-        idempotency_key: key.clone(),
+        operation: call.operation,
+        idempotency_key: call.key.clone(),
         run_id: out.run.id.0,
-        grant_id: grant_id.0,
+        grant_id,
         integration: IntegrationRef {
             name: ctx.integration.name.clone(),
             app: ctx.integration.app.clone(),
@@ -261,18 +326,105 @@ fn enter_action(out: &mut Outcome, a: &ActionStep, ctx: &Context<'_>) -> Result<
         },
         principal,
         scopes: out.run.scopes.clone(),
-        expires_at,
+        expires_at: call.expires_at,
         attempt: 0,
+        expect: call.expect,
     };
-    out.run.step = StepState::Action { outbox_id: id, operation: a.operation };
+    out.run.step = StepState::Action { outbox_id: id, operation: call.operation };
     out.effects.push(Effect::Enqueue(Box::new(NewOutbox {
+        not_before: call.not_before,
         id,
-        idempotency_key: key,
-        step_index: index,
-        retry: a.retry,
+        idempotency_key: call.key,
+        step_index: out.run.step_index,
+        retry: call.retry,
         payload: OutboxPayload::Action { action },
     })));
-    Ok(true)
+}
+
+/// A verification after a revocation found the access still there (or could not tell): the
+/// revocation did not hold, so the grant is `revoke_failed` (never shown as revoked: I1), the
+/// requester and the integration's owner are alerted, and the revocation is sent again after
+/// `retry`'s longest backoff (a new idempotency key: the receiver already answered the last one),
+/// then verified again (the run stays on the verification step).
+pub(crate) fn revoke_again(
+    out: &mut Outcome,
+    verify: OutboxId,
+    error: &str,
+    retry: RetryPolicy,
+    ctx: &Context<'_>,
+) -> Result<(), TransitionError> {
+    let Some(grant) = out.grant.as_mut() else { return Ok(()) };
+    grant.status = GrantStatus::RevokeFailed;
+    grant.revoked_at = None;
+    grant.updated_at = ctx.now;
+    let grant_id = grant.id;
+    out.run.status = RunStatus::Revoking;
+    out.run.reason = Some(format!("access still present after revocation ({error}); revoking again"));
+    let mut notify = vec![out.run.requester.clone(), ctx.integration.owner.clone()];
+    notify.dedup();
+    let recipients = people(&notify, ctx);
+    let text = format!(
+        "Access to {} ({}) for {} is still present after its revocation ({error}). Tollgate is revoking it again. Request: {}",
+        out.run.integration,
+        out.run.scopes.join(", "),
+        out.grant.as_ref().map_or("-", |g| g.principal.as_str()),
+        out.run.id
+    );
+    let key = format!("{}:{}:verify_failed:{verify}", out.run.id, out.run.step_index);
+    enqueue_notification(out, ctx, "revoke_failed", recipients, text, key);
+    let not_before = later(ctx.now, retry.max_backoff.as_std())?;
+    let call = Call {
+        operation: Operation::Revoke,
+        key: format!("{grant_id}:revoke:{verify}"),
+        expires_at: None,
+        expect: None,
+        retry,
+        not_before: Some(not_before),
+    };
+    call_connector(out, call, ctx);
+    Ok(())
+}
+
+/// The grant's status when `a` renews or rotates a grant that is no longer active (I4: renew and
+/// rotate act on active grants only, checked when performed, not only when asked: the grant may
+/// have been revoked or expired while the request awaited approval).
+fn inactive_grant(out: &Outcome, a: &ActionStep) -> Option<GrantStatus> {
+    if !matches!(a.operation, Operation::Renew | Operation::Rotate) {
+        return None;
+    }
+    let status = out.grant.as_ref().map_or(GrantStatus::Failed, |g| g.status);
+    (status != GrantStatus::Active).then_some(status)
+}
+
+/// Ends a run whose renew or rotate found its grant no longer active: nothing is sent to the
+/// connector; the refusal is audited and the requester told.
+fn refuse_action(out: &mut Outcome, op: Operation, status: GrantStatus, ctx: &Context<'_>) {
+    let grant_id = out.run.grant_id.map(|g| g.to_string()).unwrap_or_default();
+    let detail = format!("the grant is {}", status.as_str());
+    let mut ev = event(
+        &out.run,
+        "action_refused",
+        "system",
+        "engine",
+        "refused",
+        serde_json::json!({
+            "step": out.run.step_index, "operation": op.as_str(), "grant_id": grant_id,
+            "code": "grant_not_active", "grant_status": status.as_str(),
+        }),
+    );
+    ev.subject = format!("grant:{grant_id}");
+    out.audit.push(ev);
+    let key = format!("{}:{}:refused", out.run.id, out.run.step_index);
+    let text = format!(
+        "{} of {} on {} was not performed: {detail}. Request: {}",
+        op.as_str(),
+        out.run.scopes.join(", "),
+        out.run.integration,
+        out.run.id
+    );
+    finish(out, RunStatus::Failed, Some(format!("grant_not_active: {detail}")));
+    let recipients = people(std::slice::from_ref(&out.run.requester), ctx);
+    enqueue_notification(out, ctx, "failed", recipients, text, key);
 }
 
 /// Queues a notification (no-op without recipients).
@@ -306,6 +458,7 @@ pub(crate) fn enqueue_notification(
         route: Route::default(),
     };
     out.effects.push(Effect::Enqueue(Box::new(NewOutbox {
+        not_before: None,
         id: ctx.ids.next(ctx.now),
         idempotency_key: key,
         step_index: out.run.step_index,

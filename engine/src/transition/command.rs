@@ -5,8 +5,8 @@ use std::time::Duration;
 use tollgate_workflows::{Operation, Step, TimeoutOutcome};
 
 use super::advance::{
-    approval_route, complete_step, current_step, enqueue_notification, event, finish, later, people, renewed_expiry,
-    route_last,
+    approval_route, complete_step, current_step, enqueue_notification, enter_step, event, expects_absence, finish,
+    later, people, renewed_expiry, revoke_again, route_last, verification_follows,
 };
 use super::{Context, Outcome, TransitionError};
 use crate::effect::{Effect, TimerKind};
@@ -167,7 +167,7 @@ pub fn apply(state: RunState, command: Command, ctx: &Context<'_>) -> Result<Opt
         }
         Command::ActionFailed { outbox_id, error, actor, channel } => {
             let Some(op) = pending_action(&out, outbox_id) else { return Ok(None) };
-            action_failed(&mut out, op, error, &actor, &channel, ctx);
+            action_failed(&mut out, op, outbox_id, error, &actor, &channel, ctx)?;
         }
         Command::RevokeNow { actor, channel } => {
             let status = out.grant.as_ref().map_or("none", |g| g.status.as_str());
@@ -479,9 +479,15 @@ fn action_succeeded(
     ctx: &Context<'_>,
 ) -> Result<(), TransitionError> {
     let grant_id = out.run.grant_id.map(|g| g.to_string()).unwrap_or_default();
+    // A revocation sent again because verifying the first found the access still there: the
+    // grant's one `revoke_succeeded` was recorded already (I3); this one is told apart, and the
+    // run verifies again.
+    let repeated = op == Operation::Revoke
+        && matches!(current_step(&out.run, ctx), Some(Step::Action(a)) if a.operation == Operation::Verify);
     let event_type = match op {
         Operation::Grant => "grant_succeeded",
         Operation::Renew => "renew_succeeded",
+        Operation::Revoke if repeated => "revoke_repeated",
         Operation::Revoke => "revoke_succeeded",
         Operation::Rotate => "rotate_succeeded",
         Operation::Verify => "verify_succeeded",
@@ -495,6 +501,9 @@ fn action_succeeded(
         serde_json::json!({ "grant_id": grant_id, "reference": reference }),
     );
     ev.subject = format!("grant:{grant_id}");
+    // A revocation whose workflow verifies it is not `revoked` until the verification confirms
+    // the access is gone (I1): the grant stays `revoking` meanwhile.
+    let verified_later = op == Operation::Revoke && (repeated || verification_follows(&out.run, ctx));
     if let Some(g) = out.grant.as_mut() {
         g.updated_at = ctx.now;
         match op {
@@ -504,6 +513,7 @@ fn action_succeeded(
                 g.expires_at = Some(later(at, Duration::from_secs(out.run.duration_secs))?);
                 g.reference = reference;
             }
+            Operation::Revoke if verified_later => g.status = GrantStatus::Revoking,
             Operation::Revoke => {
                 g.status = GrantStatus::Revoked;
                 g.revoked_at = Some(at);
@@ -511,10 +521,24 @@ fn action_succeeded(
                     out.effects.push(Effect::WakeGrantRun { grant_id: g.id });
                 }
             }
-            Operation::Renew => {
+            Operation::Verify if expects_absence(Some(g)) => {
+                ev.details["expect"] = serde_json::json!(crate::action::Expect::Absent.as_str());
+                g.status = GrantStatus::Revoked;
+                g.revoked_at = Some(at);
+                if g.run_id != out.run.id {
+                    out.effects.push(Effect::WakeGrantRun { grant_id: g.id });
+                }
+            }
+            Operation::Renew if g.status == GrantStatus::Active => {
                 let new_expiry = renewed_expiry(Some(g), out.run.duration_secs, ctx)?;
                 g.expires_at = Some(new_expiry);
                 out.effects.push(Effect::ExtendGrant { grant_id: g.id, expires_at: new_expiry });
+            }
+            Operation::Renew => {
+                // Revoked while the renew call was in flight: the revocation stands, the expiry
+                // does not move (I4). The target may have extended access after the revoke
+                // reached it: that is drift, for a person and for verification to see.
+                ev.details["grant_status"] = serde_json::json!(g.status.as_str());
             }
             Operation::Rotate | Operation::Verify => {}
         }
@@ -523,15 +547,27 @@ fn action_succeeded(
         }
     }
     out.audit.push(ev);
-    if out.run.status == RunStatus::Failed {
+    if out.run.status == RunStatus::Failed || repeated {
         // A revocation that had exhausted its budget and kept retrying finally succeeded.
         out.run.status = RunStatus::Revoking;
         out.run.reason = None;
     }
+    if repeated {
+        out.run.step = StepState::Idle;
+        return enter_step(out, ctx);
+    }
     complete_step(out, ctx)
 }
 
-fn action_failed(out: &mut Outcome, op: Operation, error: String, actor: &str, channel: &str, ctx: &Context<'_>) {
+fn action_failed(
+    out: &mut Outcome,
+    op: Operation,
+    outbox_id: OutboxId,
+    error: String,
+    actor: &str,
+    channel: &str,
+    ctx: &Context<'_>,
+) -> Result<(), TransitionError> {
     let grant_id = out.run.grant_id.map(|g| g.to_string()).unwrap_or_default();
     let event_type = match op {
         Operation::Grant => "grant_failed",
@@ -549,6 +585,15 @@ fn action_failed(out: &mut Outcome, op: Operation, error: String, actor: &str, c
         serde_json::json!({ "grant_id": grant_id, "error": error }),
     );
     ev.subject = format!("grant:{grant_id}");
+    let verify_after_revoke = op == Operation::Verify
+        && expects_absence(out.grant.as_ref())
+        && matches!(current_step(&out.run, ctx), Some(Step::Action(_)));
+    if verify_after_revoke {
+        ev.details["expect"] = serde_json::json!(crate::action::Expect::Absent.as_str());
+        out.audit.push(ev);
+        let Some(Step::Action(a)) = current_step(&out.run, ctx) else { return Ok(()) };
+        return revoke_again(out, outbox_id, &error, a.retry, ctx);
+    }
     out.audit.push(ev);
     let mut notify = vec![out.run.requester.clone(), ctx.integration.owner.clone()];
     notify.dedup();
@@ -566,7 +611,7 @@ fn action_failed(out: &mut Outcome, op: Operation, error: String, actor: &str, c
         out.run.status = RunStatus::Failed;
         out.run.reason = Some(error);
         enqueue_notification(out, ctx, notice, recipients, text, key);
-        return;
+        return Ok(());
     }
     if op == Operation::Grant
         && let Some(g) = out.grant.as_mut()
@@ -576,6 +621,7 @@ fn action_failed(out: &mut Outcome, op: Operation, error: String, actor: &str, c
     }
     finish(out, RunStatus::Failed, Some(error));
     enqueue_notification(out, ctx, notice, recipients, text, key);
+    Ok(())
 }
 
 /// A grant run that ends before its grant call leaves its grant marked failed (never granted).
