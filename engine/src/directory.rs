@@ -40,13 +40,25 @@ pub struct Principal {
     /// Disabled principals cannot authenticate, request or approve.
     #[serde(default)]
     pub disabled: bool,
+    /// The person behind this principal when one person has several principals (e.g. `alice`
+    /// and `alice-admin` both with `person = "alice"`): no-self-approval and one-vote-per-person
+    /// then hold across all of them. Principals sharing an email address or a Slack user id must
+    /// declare the same person, or the directory is refused. Default: the principal's own id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub person: Option<String>,
 }
 
 impl Principal {
-    /// The person ultimately behind this principal.
+    /// The principal accountable for this one: its owner for a service, itself otherwise.
     #[must_use]
     pub fn accountable_person(&self) -> &str {
         self.owner.as_deref().unwrap_or(&self.id)
+    }
+
+    /// The person this principal declares it is (`person`), or its id.
+    #[must_use]
+    pub fn person(&self) -> &str {
+        self.person.as_deref().unwrap_or(&self.id)
     }
 
     /// Whether the principal holds `role`.
@@ -215,6 +227,7 @@ impl Directory {
                 }
             }
         }
+        check_shared_contacts(&principals)?;
         for (name, g) in &groups {
             for m in &g.members {
                 if !principals.contains_key(m) {
@@ -295,10 +308,111 @@ impl Directory {
             || (approvers.owner && integration.owner == approver)
     }
 
-    /// Whether two principals are the same person (directly, or one is a service the other owns).
+    /// The person behind principal `id`: a service's owner's person, a principal's declared
+    /// `person`, or the id itself.
+    #[must_use]
+    pub fn person_of<'a>(&'a self, id: &'a str) -> &'a str {
+        person_of(&self.principals, id)
+    }
+
+    /// Whether two principals are the same person: the same principal, one a service the other
+    /// (or another principal of theirs) owns, or principals declaring the same `person`.
     #[must_use]
     pub fn is_same_person(&self, a: &str, b: &str) -> bool {
-        let person = |id: &str| self.principals.get(id).map_or(id.to_owned(), |p| p.accountable_person().to_owned());
-        a == b || person(a) == person(b)
+        a == b || self.person_of(a) == self.person_of(b)
+    }
+}
+
+fn person_of<'a>(principals: &'a BTreeMap<String, Principal>, id: &'a str) -> &'a str {
+    let Some(p) = principals.get(id) else { return id };
+    match p.owner.as_deref().and_then(|o| principals.get(o)) {
+        Some(owner) => owner.person(),
+        None => p.person(),
+    }
+}
+
+/// Refuses two principals that share an email address (compared case-insensitively) or a Slack
+/// user id unless they declare the same person: otherwise one person could approve their own
+/// request through a second principal, and one inbox or Slack user would receive another
+/// principal's approval links and buttons.
+fn check_shared_contacts(principals: &BTreeMap<String, Principal>) -> Result<(), DirectoryError> {
+    let mut seen: BTreeMap<(&str, String), &str> = BTreeMap::new();
+    for (id, p) in principals {
+        let contacts = [
+            ("email", p.email.as_deref().map(|e| e.trim().to_lowercase())),
+            ("slack_user_id", p.slack_user_id.as_deref().map(|u| u.trim().to_owned())),
+        ];
+        for (field, value) in contacts {
+            let Some(value) = value.filter(|v| !v.is_empty()) else { continue };
+            let display = value.clone();
+            if let Some(first) = seen.insert((field, value), id.as_str())
+                && person_of(principals, first) != person_of(principals, id)
+            {
+                return Err(DirectoryError {
+                    key: format!("principals.{id}.{field}"),
+                    message: format!(
+                        "{display:?} is also the {field} of principal {first:?}: principals {first:?} and {id:?} \
+                         would be one person to Slack or email but two to approval rules; declare them \
+                         one person (person = \"...\" on both) or give each its own {field}"
+                    ),
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn principal(email: Option<&str>, slack: Option<&str>, person: Option<&str>, owner: Option<&str>) -> Principal {
+        Principal {
+            id: String::new(),
+            kind: if owner.is_some() { PrincipalKind::Service } else { PrincipalKind::Person },
+            name: String::new(),
+            email: email.map(str::to_owned),
+            slack_user_id: slack.map(str::to_owned),
+            roles: Vec::new(),
+            owner: owner.map(str::to_owned),
+            disabled: false,
+            person: person.map(str::to_owned),
+        }
+    }
+
+    fn directory(entries: Vec<(&str, Principal)>) -> Result<Directory, DirectoryError> {
+        let principals = entries.into_iter().map(|(id, p)| (id.to_owned(), p)).collect();
+        Directory::new(principals, BTreeMap::new(), BTreeMap::new())
+    }
+
+    #[test]
+    fn principals_sharing_an_email_or_slack_id_must_declare_one_person() {
+        let shared_email = directory(vec![
+            ("alice", principal(Some("alice@example.com"), None, None, None)),
+            ("alice-alt", principal(Some(" Alice@Example.com"), None, None, None)),
+        ]);
+        let e = shared_email.expect_err("a shared email is refused");
+        assert_eq!(e.key, "principals.alice-alt.email");
+        assert!(e.message.contains("\"alice\"") && e.message.contains("\"alice-alt\""), "{e}");
+
+        let shared_slack = directory(vec![
+            ("alice", principal(None, Some("U1"), None, None)),
+            ("bob", principal(None, Some("U2"), None, None)),
+            ("mallory", principal(None, Some("U1"), Some("mallory"), None)),
+        ]);
+        assert_eq!(shared_slack.expect_err("refused").key, "principals.mallory.slack_user_id");
+
+        // Declared as one person: accepted, and one person to every rule.
+        let d = directory(vec![
+            ("alice", principal(Some("alice@example.com"), Some("U1"), Some("alice"), None)),
+            ("alice-alt", principal(Some("alice@example.com"), Some("U1"), Some("alice"), None)),
+            ("ci", principal(Some("alice@example.com"), None, None, Some("alice-alt"))),
+            ("bob", principal(Some("bob@example.com"), None, None, None)),
+        ])
+        .expect("one person, three principals");
+        assert!(d.is_same_person("alice", "alice-alt"));
+        assert!(d.is_same_person("ci", "alice"), "a service is its owner's person");
+        assert!(!d.is_same_person("bob", "alice-alt"));
+        assert!(d.is_same_person("nobody", "nobody") && !d.is_same_person("nobody", "alice"));
     }
 }

@@ -328,6 +328,7 @@ steps:
             roles: roles.to_vec(),
             owner: owner.map(str::to_owned),
             disabled,
+            person: None,
         }
     }
 

@@ -114,6 +114,7 @@ fn principal(kind: PrincipalKind) -> Principal {
         roles: Vec::new(),
         owner: None,
         disabled: false,
+        person: None,
     }
 }
 

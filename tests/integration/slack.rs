@@ -1001,3 +1001,61 @@ async fn slack_dialogs_refuse_what_the_api_refuses_and_record_nothing() -> anyho
     assert_eq!(count(&env.audit(Some(&id)).await?, "denial_recorded"), 0);
     Ok(())
 }
+
+/// A second principal for alice, with her Slack user id, in the security group (so an eligible
+/// approver of wiki-staging requests).
+const ALICE_ALT: &str = r#"
+[principals.alice-alt]
+name = "Alice (admin account)"
+slack_user_id = "U0ALICE"
+"#;
+
+/// Issue 8, same person with several principals: a second principal `alice-alt` with alice's
+/// Slack id used to approve alice's own request from Slack. Sharing a Slack id (or an email) is
+/// now refused at start-up, naming both principals, unless both declare the same person; then
+/// the no-self-approval rule holds across both.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_person_with_two_principals_cannot_approve_their_own_request() -> anyhow::Result<()> {
+    let in_security = |o: ServerOptions| {
+        let mut o = o;
+        o.directory_patches.push((
+            r#"members = ["carol", "dave"]"#.to_owned(),
+            r#"members = ["carol", "dave", "alice-alt"]"#.to_owned(),
+        ));
+        o
+    };
+    let refused = start(Some(APPROVALS), |mut o| {
+        o.extra_config.push_str(ALICE_ALT);
+        in_security(o)
+    })
+    .await;
+    let error = format!("{:#}", refused.err().expect("a shared Slack id without a declared person is refused"));
+    for needle in ["principals.alice-alt.slack_user_id", "\"alice\"", "\"alice-alt\"", "person = "] {
+        assert!(error.contains(needle), "the start-up error names {needle}: {error}");
+    }
+
+    let env = start(Some(APPROVALS), |mut o| {
+        o.extra_config.push_str(ALICE_ALT);
+        o.extra_config.push_str("person = \"alice\"\n");
+        let email = r#"email = "alice@example.com""#.to_owned();
+        o.directory_patches.push((email.clone(), format!("{email}\nperson = \"alice\"")));
+        in_security(o)
+    })
+    .await?;
+    let alice = env.t.server.client("alice").await?;
+    let id = id_of(&alice.create_request(&ask("wiki-staging", "mine")).await?);
+    let records = env.wait_audit(Some(&id), |r| r["event_type"] == "approval_requested").await?;
+    let requested = records.iter().find(|r| r["event_type"] == "approval_requested").expect("approval requested");
+    let approvers = requested["details"]["approvers"].as_array().expect("approvers").clone();
+    assert!(!approvers.contains(&json!("alice-alt")), "alice-alt is alice: not an approver here: {approvers:?}");
+
+    // From Slack (her Slack id maps to one of her principals) and from the API as alice-alt.
+    let message = env.approval_message(&id).await?;
+    assert_eq!(env.interact(&env.click("U0ALICE", APPROVE, &message)).await?.0, 200);
+    env.wait_ephemeral("U0ALICE", "cannot decide on their own").await?;
+    let (st, body) = env.t.server.client("alice-alt").await?.decide(&id, "approve").await?;
+    common::assert_error(st, &body, 403, "self_approval");
+    let view = alice.request_view(&id).await?;
+    assert_eq!((view["status"].as_str(), &view["approvals"]), (Some("awaiting_approval"), &json!([])), "{view:#}");
+    Ok(())
+}

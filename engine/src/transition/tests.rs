@@ -48,6 +48,7 @@ fn person(kind: PrincipalKind, owner: Option<&str>) -> Principal {
         roles: Vec::new(),
         owner: owner.map(str::to_owned),
         disabled: false,
+        person: None,
     }
 }
 
