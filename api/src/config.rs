@@ -236,6 +236,37 @@ pub struct EngineConfig {
     /// timer service or the outbox dispatcher may come round, before `/readyz` answers 503.
     #[serde(default = "default_stall_bound")]
     pub stall_bound_secs: u64,
+    /// When to check every grant against its target (drift reconciliation): a five-field
+    /// crontab line in UTC (`minute hour day month weekday`), or six fields with seconds first;
+    /// `"off"` disables it. Default hourly, on the hour.
+    #[serde(default = "default_reconcile_schedule")]
+    pub reconcile_schedule: String,
+    /// Days after its revocation a grant is still checked for absence by reconciliation.
+    #[serde(default = "default_reconcile_lookback")]
+    pub reconcile_lookback_days: u64,
+}
+
+impl EngineConfig {
+    /// The reconciliation schedule, or `None` when it is off.
+    ///
+    /// # Errors
+    /// A schedule that does not parse, naming the key.
+    pub fn reconcile_schedule(&self) -> Result<Option<tollgate_engine::schedule::CronSchedule>, ConfigError> {
+        let written = self.reconcile_schedule.trim();
+        if written.eq_ignore_ascii_case("off") {
+            return Ok(None);
+        }
+        let schedule = written.parse().map_err(|e| ConfigError(format!("engine.reconcile_schedule: {e}")))?;
+        Ok(Some(schedule))
+    }
+}
+
+fn default_reconcile_schedule() -> String {
+    "0 * * * *".to_owned()
+}
+
+fn default_reconcile_lookback() -> u64 {
+    30
 }
 
 impl Default for EngineConfig {
@@ -248,6 +279,8 @@ impl Default for EngineConfig {
             expiry_grace_secs: default_expiry_grace(),
             timer_takeover_secs: default_timer_takeover(),
             stall_bound_secs: default_stall_bound(),
+            reconcile_schedule: default_reconcile_schedule(),
+            reconcile_lookback_days: default_reconcile_lookback(),
         }
     }
 }
@@ -373,6 +406,7 @@ impl Config {
             return Err(ConfigError("public_url: must start with http:// or https://".to_owned()));
         }
         self.notifications.expiry_warning()?;
+        self.engine.reconcile_schedule()?;
         if self.email.enabled {
             tollgate_engine::notify::email::EmailChannel::new(&self.email)
                 .map_err(|e| ConfigError(format!("email: {e}")))?;
@@ -503,6 +537,12 @@ email = "alice@example.com"
             jail.create_file("bad2.toml", "listen = \"nope\"\n")?;
             let e = load(Some("bad2.toml".as_ref()), &[]).expect_err("bad listen").to_string();
             assert!(e.contains("listen"), "{e}");
+            jail.create_file("bad3.toml", "[engine]\nreconcile_schedule = \"0 0 * * 8\"\n")?;
+            let e = load(Some("bad3.toml".as_ref()), &[]).expect_err("bad schedule").to_string();
+            assert!(e.contains("engine.reconcile_schedule") && e.contains("out of range"), "{e}");
+            jail.create_file("off.toml", "[engine]\nreconcile_schedule = \"off\"\n")?;
+            let c = load(Some("off.toml".as_ref()), &[]).map_err(|e| e.to_string())?;
+            assert!(c.engine.reconcile_schedule().map_err(|e| e.to_string())?.is_none());
             jail.create_file("ok.toml", "")?;
             jail.set_env("TOLLGATE_DATABASE__MAX_CONNECTIONS", "many");
             let e = load(Some("ok.toml".as_ref()), &[]).expect_err("bad type").to_string();

@@ -136,6 +136,8 @@ async fn build_engine_locked(
         expiry_grace: Duration::from_secs(config.engine.expiry_grace_secs),
         timer_takeover: Duration::from_secs(config.engine.timer_takeover_secs),
         stall_bound: Duration::from_secs(config.engine.stall_bound_secs.max(1)),
+        reconcile_schedule: config.engine.reconcile_schedule()?,
+        reconcile_lookback: Duration::from_secs(config.engine.reconcile_lookback_days.min(3660).saturating_mul(86_400)),
         ..EngineSettings::default()
     };
     let shared = Shared {

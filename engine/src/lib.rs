@@ -63,6 +63,7 @@ pub mod ids;
 pub mod message;
 pub mod policy;
 pub mod run;
+pub mod schedule;
 pub mod transition;
 
 // Store: entities, reads, the single writer.

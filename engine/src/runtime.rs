@@ -23,6 +23,7 @@ use crate::feature::audit_events::AppendAudit;
 use crate::feature::config_sync::ApplySync;
 use crate::feature::links::{self, LinkedApproval};
 use crate::feature::outbox::{ActionResult, AttemptFailed, ClaimOutbox, NotificationResult};
+use crate::feature::reconcile;
 use crate::feature::runs::{
     ApplyCommand, CreateOutput, CreateRequest, IdempotencyClaim, RecoverExpiry, Renderer, RevokeGrant,
 };
@@ -35,6 +36,7 @@ use crate::ids::{GrantId, RunId, TaskId};
 use crate::notify::NotificationChannel;
 use crate::outbound::ConnectorError;
 use crate::run::Decision;
+use crate::schedule::CronSchedule;
 use crate::store::query;
 use crate::store::writer::{self, JobError, OutboxWork, Sinks, WriterHandle};
 use crate::store::{Db, StoreError};
@@ -63,6 +65,12 @@ pub struct EngineSettings {
     /// Readiness: how long one write transaction may run, and how late past the scan interval
     /// the timer service or the dispatcher may come round, before the engine counts as stuck.
     pub stall_bound: Duration,
+    /// When to reconcile grants with their targets (`None`: never).
+    pub reconcile_schedule: Option<CronSchedule>,
+    /// How long after its revocation a grant is still checked for absence.
+    pub reconcile_lookback: Duration,
+    /// How often the reconciler looks at the clock for a due tick.
+    pub reconcile_scan: Duration,
 }
 
 impl Default for EngineSettings {
@@ -77,6 +85,9 @@ impl Default for EngineSettings {
             expiry_grace: Duration::from_secs(60),
             timer_takeover: Duration::from_secs(5),
             stall_bound: Duration::from_secs(30),
+            reconcile_schedule: None,
+            reconcile_lookback: Duration::from_secs(30 * 86_400),
+            reconcile_scan: Duration::from_secs(1),
         }
     }
 }
@@ -179,6 +190,8 @@ impl Engine {
         let (writer, writer_task) = writer::new(db.clone(), shared.clone(), sinks);
         let on_end = (&failed_tx, &health);
         let writer_task = supervise(("writer", Some(Loop::Writer)), writer_task, on_end, shutdown_rx.clone());
+        let reconcile_integrations: Vec<(String, bool)> =
+            connectors.iter().map(|(name, c)| (name.clone(), c.verifies())).collect();
         let dispatcher = Arc::new(Dispatcher {
             db: db.clone(),
             writer: writer.clone(),
@@ -212,8 +225,27 @@ impl Engine {
         let t1 = supervise(("outbox dispatcher", Some(Loop::Dispatcher)), dispatcher, on_end, shutdown_rx.clone());
         let timers = timer_service.run(timer_rx, shutdown_rx.clone());
         let t2 = supervise(("timer service", Some(Loop::Timers)), timers, on_end, shutdown_rx.clone());
-        let t3 = supervise(("expiry sweep", None), sweep.run(shutdown_rx.clone()), on_end, shutdown_rx);
-        let tasks = Mutex::new(vec![writer_task, t1, t2, t3]);
+        let t3 = supervise(("expiry sweep", None), sweep.run(shutdown_rx.clone()), on_end, shutdown_rx.clone());
+        let mut tasks = vec![writer_task, t1, t2, t3];
+        if let Some(schedule) = settings.reconcile_schedule.clone() {
+            let integrations =
+                reconcile_integrations.into_iter().filter(|(_, verifies)| *verifies).map(|(name, _)| name).collect();
+            let reconciler = Reconciler {
+                writer: writer.clone(),
+                shared: shared.clone(),
+                schedule,
+                lookback: chrono::Duration::from_std(settings.reconcile_lookback).unwrap_or(chrono::Duration::MAX),
+                scan: settings.reconcile_scan,
+                integrations,
+            };
+            tasks.push(supervise(
+                ("drift reconciliation", None),
+                reconciler.run(shutdown_rx.clone()),
+                on_end,
+                shutdown_rx,
+            ));
+        }
+        let tasks = Mutex::new(tasks);
         let stall = (settings.scan_interval, settings.stall_bound);
         Ok(Self { shared, expiry_recoveries, db, writer, shutdown, tasks, health, stall, failed })
     }
@@ -599,6 +631,58 @@ impl ExpirySweep {
     }
 }
 
+/// Drift reconciliation on its cron schedule ([`reconcile`]): each replica watches the clock and
+/// claims a due tick through the writer; the one whose claim moves the stored tick forward queues
+/// the checks, the others find it claimed. Checks the clock every `scan` (so a controlled clock
+/// works too), not by sleeping until the next firing.
+struct Reconciler {
+    writer: WriterHandle,
+    shared: Arc<Shared>,
+    schedule: CronSchedule,
+    lookback: chrono::Duration,
+    scan: Duration,
+    /// Integrations whose connector can verify.
+    integrations: Vec<String>,
+}
+
+impl Reconciler {
+    async fn run(self, mut stop: watch::Receiver<bool>) {
+        let started = self.shared.clock.now();
+        let mut last = loop {
+            match self.writer.submit_internal(reconcile::StartSchedule { now: started }).await {
+                Ok(t) => break t,
+                Err(e) => tracing::warn!(error = %e, "cannot read the reconciliation schedule; retrying"),
+            }
+            tokio::select! {
+                _ = stop.changed() => return,
+                () = tokio::time::sleep(self.scan) => {}
+            }
+        };
+        let mut tick = tokio::time::interval(self.scan);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = stop.changed() => return,
+                _ = tick.tick() => {}
+            }
+            let now = self.shared.clock.now();
+            // After downtime, only the latest missed firing runs.
+            let Some(due) = self.schedule.latest_due(last, now) else { continue };
+            let claim =
+                reconcile::ClaimTick { tick: due, integrations: self.integrations.clone(), lookback: self.lookback };
+            match self.writer.submit_internal(claim).await {
+                Ok((stored, claimed)) => {
+                    if let Some(checks) = claimed {
+                        tracing::info!(tick = %due, checks, "drift reconciliation tick queued");
+                    }
+                    last = stored.max(due);
+                }
+                Err(e) => tracing::warn!(tick = %due, error = %e, "cannot claim a reconciliation tick; retrying"),
+            }
+        }
+    }
+}
+
 struct Dispatcher {
     db: Db,
     writer: WriterHandle,
@@ -714,6 +798,7 @@ impl Dispatcher {
                         result: Ok(reference),
                         keep_retrying_at: None,
                         attempts: attempt,
+                        reconcile: reconciling(&work),
                     })
                 }
                 (
@@ -784,6 +869,7 @@ impl Dispatcher {
                                 result: Err(message),
                                 keep_retrying_at: keep,
                                 attempts,
+                                reconcile: reconciling(&work),
                             })
                         }
                         OutboxPayload::Notify { notification, channel } => {
@@ -975,4 +1061,15 @@ pub fn build_connectors(
         out.insert(name.clone(), c);
     }
     Ok(out)
+}
+
+/// The call of a reconciliation's outbox item (its result is recorded by the reconciliation, not
+/// applied to a run's step).
+fn reconciling(work: &OutboxWork) -> Option<Box<crate::action::ConnectorAction>> {
+    match &work.item.payload {
+        OutboxPayload::Action { action } if work.item.step_index == reconcile::RECONCILE_STEP => {
+            Some(Box::new(action.clone()))
+        }
+        _ => None,
+    }
 }

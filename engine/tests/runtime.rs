@@ -65,6 +65,10 @@ impl Connector for FakeConnector {
         "fake"
     }
 
+    fn verifies(&self) -> bool {
+        true
+    }
+
     async fn execute(&self, action: &ConnectorAction) -> Result<ActionOutcome, ConnectorError> {
         self.calls.lock().unwrap().push((action.operation, action.idempotency_key.clone()));
         if action.operation == Operation::Revoke {
@@ -528,4 +532,76 @@ async fn the_replica_that_armed_a_timer_fires_it() {
     assert_eq!((fake_a.count(Operation::Revoke), fake_b.count(Operation::Revoke)), (0, 1));
     b.shutdown().await;
     cleanup(&a).await;
+}
+
+/// Drift reconciliation's schedule is durable: after five minutes of downtime only the latest
+/// missed tick runs, once, although two replicas start together; the next tick runs once too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn missed_reconciliation_ticks_run_once_after_downtime_on_one_replica() {
+    let (url, _dir) = database().await;
+    let at = |s: &str| s.parse::<chrono::DateTime<chrono::Utc>>().unwrap();
+    let clock = ManualClock::new(at("2030-01-01T10:00:30Z"));
+    let fake = Arc::new(FakeConnector::default());
+    let log = || vec![Arc::new(tollgate_engine::notify::LogChannel) as Arc<dyn NotificationChannel>];
+    let settings = |node| EngineSettings {
+        reconcile_schedule: Some("* * * * *".parse().unwrap()),
+        reconcile_scan: Duration::from_millis(20),
+        ..manual_settings(node)
+    };
+    let a = start_on(&url, fake.clone(), log(), Arc::new(clock.clone()), settings("a")).await;
+    let run = ask(&a, "alice", WorkflowKind::Grant, None, 3600).await;
+    a.decide(run, "bob", Decision::Approve, None, "api").await.unwrap();
+    wait_for(&a, run, "grant active", |v| v.run.status == RunStatus::Active).await;
+    a.shutdown().await;
+
+    let ticks = |e: Arc<Engine>| async move {
+        let sql = "SELECT details FROM audit_log WHERE event_type = 'reconcile_started' ORDER BY seq";
+        let rows = e.db().read.query_all_raw(sea_orm::Statement::from_string(e.db().backend(), sql)).await.unwrap();
+        rows.iter()
+            .map(|r| {
+                let details: String = r.try_get("", "details").unwrap();
+                serde_json::from_str::<serde_json::Value>(&details).unwrap()["tick"].as_str().unwrap().to_owned()
+            })
+            .collect::<Vec<String>>()
+    };
+    let checks = || {
+        fake.calls
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(op, key)| *op == Operation::Verify && key.contains(":reconcile:"))
+            .count()
+    };
+    let wait_ticks = |e: Arc<Engine>, n: usize| async move {
+        for _ in 0..400 {
+            if ticks(e.clone()).await.len() >= n {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        panic!("fewer than {n} reconciliation ticks");
+    };
+
+    clock.advance(chrono::Duration::minutes(5));
+    let b = start_on(&url, fake.clone(), log(), Arc::new(clock.clone()), settings("b")).await;
+    let c = start_on(&url, fake.clone(), log(), Arc::new(clock.clone()), settings("c")).await;
+    wait_ticks(b.clone(), 1).await;
+    clock.advance(chrono::Duration::minutes(1));
+    wait_ticks(c.clone(), 2).await;
+    for _ in 0..400 {
+        if checks() >= 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    let seen = ticks(b.clone()).await;
+    let seen: Vec<chrono::DateTime<chrono::Utc>> = seen.iter().map(|t| at(t)).collect();
+    assert_eq!(
+        seen,
+        [at("2030-01-01T10:05:00Z"), at("2030-01-01T10:06:00Z")],
+        "10:01 to 10:04 were missed, not replayed"
+    );
+    assert_eq!(checks(), 2, "one check of the one grant per tick");
+    c.shutdown().await;
+    cleanup(&b).await;
 }

@@ -11,6 +11,7 @@ mod m20261130_000001_channels;
 mod m20261207_000001_grant_expiry;
 mod m20261207_000002_timer_owner;
 mod m20261207_000003_runs_grant;
+mod m20261207_000004_schedules;
 
 /// The ordered list of migrations.
 #[derive(Debug)]
@@ -25,6 +26,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261207_000001_grant_expiry::Migration),
             Box::new(m20261207_000002_timer_owner::Migration),
             Box::new(m20261207_000003_runs_grant::Migration),
+            Box::new(m20261207_000004_schedules::Migration),
         ]
     }
 }

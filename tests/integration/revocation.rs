@@ -240,3 +240,58 @@ async fn a_failed_verification_after_a_revoke_revokes_again() -> anyhow::Result<
     assert_eq!(told, 1, "one revoke_failed notification");
     Ok(())
 }
+
+/// Drift reconciliation: a receiver that "forgets" a revoke (its access is still there when a
+/// reconciliation tick verifies the revoked grant) is detected on the next tick, audited as
+/// `drift_detected`, and revoked again at once with a new idempotency key; ticks are claimed
+/// once each.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reconciliation_revokes_again_access_the_target_still_has() -> anyhow::Result<()> {
+    let t = common::start_with(|mut o| {
+        o.reconcile_schedule = "* * * * * *".to_owned(); // every second
+        o
+    })
+    .await?;
+    let alice = t.server.client("alice").await?;
+    let grant = active_grant(&t, &alice).await?;
+    let gid = grant["id"].as_str().expect("grant id").to_owned();
+    let of_grant = |op: &'static str, calls: &[tollgate_tests::Call]| -> Vec<tollgate_tests::Call> {
+        calls.iter().filter(|c| c.operation() == Some(op) && c.body["grant_id"] == gid.as_str()).cloned().collect()
+    };
+    // An active grant is checked for presence.
+    let calls = t.receiver.wait_for("a presence check", PATIENCE, |c| !of_grant("verify", c).is_empty()).await?;
+    assert_eq!(of_grant("verify", &calls)[0].body["expect"], "present");
+
+    // The target forgets the revoke: the next absence check finds the access.
+    t.receiver.fail_next(Some("verify:absent"), 409, 1);
+    let (st, body) = alice.post(&format!("/v1/grants/{gid}/revoke"), &json!({})).await?;
+    assert_eq!(st, 202, "{body}");
+    let calls = t.receiver.wait_for("the revoke sent again", PATIENCE, |c| of_grant("revoke", c).len() == 2).await?;
+    let revokes = of_grant("revoke", &calls);
+    assert_ne!(revokes[0].idempotency_key(), revokes[1].idempotency_key(), "{revokes:?}");
+    assert_eq!(revokes[1].body["scopes"], json!(["read"]), "the grant's whole scope set");
+    let auditor = t.server.client("audrey").await?;
+    let deadline = std::time::Instant::now() + PATIENCE;
+    let audit = loop {
+        let audit = auditor.audit(None).await?;
+        if about_grant(&audit, "revoke_repeated", &gid).count() == 1 {
+            break audit;
+        }
+        assert!(std::time::Instant::now() < deadline, "no revoke_repeated for {gid}");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
+    let drift: Vec<_> = about_grant(&audit, "drift_detected", &gid).collect();
+    assert_eq!(drift.len(), 1, "{drift:#?}");
+    assert_eq!(drift[0]["details"]["expected"], "absent");
+    assert_eq!(about_grant(&audit, "revoke_succeeded", &gid).count(), 1, "one revoke_succeeded per grant");
+    let (_, g) = alice.get(&format!("/v1/grants/{gid}")).await?;
+    assert_eq!(g["status"], "revoked", "{g}");
+
+    // Every tick was claimed once.
+    let ticks: Vec<&Value> =
+        audit.iter().filter(|r| r["event_type"] == "reconcile_started").map(|r| &r["details"]["tick"]).collect();
+    let distinct: std::collections::BTreeSet<String> = ticks.iter().map(|t| t.to_string()).collect();
+    assert!(!ticks.is_empty());
+    assert_eq!(distinct.len(), ticks.len(), "a tick ran twice: {ticks:?}");
+    Ok(())
+}

@@ -38,6 +38,12 @@ pub trait Connector: Send + Sync + std::fmt::Debug {
     /// # Errors
     /// [`ConnectorError::Retryable`] or [`ConnectorError::Permanent`].
     async fn execute(&self, action: &ConnectorAction) -> Result<ActionOutcome, ConnectorError>;
+
+    /// Whether `verify` is answered by the target itself, unattended: such integrations' grants
+    /// are checked by drift reconciliation. (A manual connector would open a task per grant.)
+    fn verifies(&self) -> bool {
+        false
+    }
 }
 
 /// How an integration's connector is configured, tagged by `type`:

@@ -84,6 +84,10 @@ impl Connector for WebhookConnector {
         "webhook"
     }
 
+    fn verifies(&self) -> bool {
+        true
+    }
+
     async fn execute(&self, action: &ConnectorAction) -> Result<ActionOutcome, ConnectorError> {
         let response = self.endpoint.deliver("tollgate.action", &action.idempotency_key, action).await?;
         Ok(ActionOutcome::Done { reference: read_reference(response).await })

@@ -6,6 +6,7 @@ pub(crate) mod audit_events;
 pub mod config_sync;
 pub mod links;
 pub(crate) mod outbox;
+pub(crate) mod reconcile;
 pub(crate) mod runs;
 pub(crate) mod slack_messages;
 pub(crate) mod tasks;

@@ -5,6 +5,7 @@ use chrono::{DateTime, Utc};
 use sea_orm::sea_query::Expr;
 use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
 
+use crate::action::ConnectorAction;
 use crate::audit::AuditEvent;
 use crate::effect::NewOutbox;
 use crate::ids::{OutboxId, RunId};
@@ -22,6 +23,9 @@ pub(crate) struct ActionResult {
     pub(crate) result: Result<Option<String>, String>,
     pub(crate) keep_retrying_at: Option<DateTime<Utc>>,
     pub(crate) attempts: i32,
+    /// The call, when it was a reconciliation's (its result goes to
+    /// [`super::reconcile::record`], not to a run's step).
+    pub(crate) reconcile: Option<Box<ConnectorAction>>,
 }
 
 #[async_trait::async_trait]
@@ -35,6 +39,9 @@ impl Job for ActionResult {
                 tx.update_outbox(self.outbox_id, "pending", self.attempts, Some(at), Some(e.clone())).await?;
             }
             (Err(e), None) => tx.update_outbox(self.outbox_id, "failed", self.attempts, None, Some(e.clone())).await?,
+        }
+        if let Some(action) = &self.reconcile {
+            return super::reconcile::record(tx, self.outbox_id, action, &self.result).await;
         }
         let (actor, channel) = ("system".to_owned(), "engine".to_owned());
         let command = match &self.result {

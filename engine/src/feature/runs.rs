@@ -402,7 +402,7 @@ impl Tx<'_> {
 
     /// Another run's grant changed under it: drop its cached state and bump its version so any
     /// replica holding a copy re-reads it before its next transition.
-    async fn touch_other_run(&mut self, run_id: RunId) -> Result<(), JobError> {
+    pub(crate) async fn touch_other_run(&mut self, run_id: RunId) -> Result<(), JobError> {
         use sea_orm::sea_query::ExprTrait as _;
         self.forget(run_id);
         run::Entity::update_many()

@@ -196,6 +196,19 @@ pub mod audit_head {
     entity_boilerplate!();
 }
 
+pub mod schedule {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "schedules")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub name: String,
+        pub last_tick: DateTimeUtc,
+    }
+    entity_boilerplate!();
+}
+
 pub mod api_token {
     use sea_orm::entity::prelude::*;
 

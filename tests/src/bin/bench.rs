@@ -423,6 +423,7 @@ level = {level}
 
 [engine]
 dispatch_concurrency = 256
+reconcile_schedule = "off"
 
 [email]
 enabled = false

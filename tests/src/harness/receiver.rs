@@ -228,7 +228,8 @@ impl Receiver {
     }
 
     /// Answers `status` to the next `times` calls whose operation or event is `selector`
-    /// (every call when `None`).
+    /// (every call when `None`); `verify:absent` and `verify:present` select verify calls by
+    /// their `expect`.
     pub fn fail_next(&self, selector: Option<&str>, status: u16, times: usize) {
         self.script(selector, Action::Status(status), Some(times));
     }
@@ -328,6 +329,8 @@ async fn handle(State(inner): State<Arc<Inner>>, uri: Uri, headers: HeaderMap, r
         signature_ok: verified.is_ok(),
     };
     let selector = call.selector().to_owned();
+    // `verify:absent` / `verify:present` select verify calls by what they expect.
+    let qualified = call.body["expect"].as_str().map(|e| format!("{selector}:{e}"));
     let reference = format!("ref-{}", call.idempotency_key().unwrap_or_default());
     // Subscribe before recording so a release() right after the test sees the call is not missed.
     let mut release = inner.release.subscribe();
@@ -340,9 +343,10 @@ async fn handle(State(inner): State<Arc<Inner>>, uri: Uri, headers: HeaderMap, r
     }
     let action = {
         let mut scripts = inner.scripts.lock().unwrap_or_else(PoisonError::into_inner);
-        let found = scripts
-            .iter_mut()
-            .position(|s| s.selector.as_deref().is_none_or(|want| want == selector) && s.remaining != Some(0));
+        let found = scripts.iter_mut().position(|s| {
+            s.selector.as_deref().is_none_or(|want| want == selector || qualified.as_deref() == Some(want))
+                && s.remaining != Some(0)
+        });
         found.map(|i| {
             let s = &mut scripts[i];
             if let Some(n) = s.remaining.as_mut() {

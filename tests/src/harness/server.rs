@@ -54,6 +54,9 @@ pub struct ServerOptions {
     pub node_id: String,
     /// Text replacements applied to the directory TOML, e.g. to drop someone from a group.
     pub directory_patches: Vec<(String, String)>,
+    /// `engine.reconcile_schedule`: off unless a test is about reconciliation, so that no
+    /// reconciliation check lands among the calls another test counts.
+    pub reconcile_schedule: String,
 }
 
 impl ServerOptions {
@@ -70,6 +73,7 @@ impl ServerOptions {
             extra_config: String::new(),
             node_id: "test-node".to_owned(),
             directory_patches: Vec::new(),
+            reconcile_schedule: "off".to_owned(),
         }
     }
 
@@ -198,6 +202,7 @@ level = "info,tollgate=debug,tollgate_engine=debug"
 
 [engine]
 revoke_retry_secs = 2
+reconcile_schedule = "{reconcile}"
 {notify}
 {directory}
 {extra}
@@ -213,6 +218,7 @@ revoke_retry_secs = 2
                 .fold(fixtures::directory_toml(&o.connector_url, &o.connector_timeout), |toml, (from, to)| toml
                     .replace(from, to)),
             extra = o.extra_config,
+            reconcile = o.reconcile_schedule,
         );
         std::fs::write(&self.config_path, config)?;
         Ok(())
