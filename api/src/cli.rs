@@ -192,6 +192,10 @@ pub enum RequestCommand {
         /// Existing grant id (renew, rotate, revoke).
         #[arg(long)]
         grant: Option<String>,
+        /// Emergency access: granted at once, reviewed after (only where the workflow offers
+        /// break-glass and names you; a denied or late review revokes it at once).
+        #[arg(long)]
+        break_glass: bool,
         /// Idempotency key (safe retries from scripts).
         #[arg(long)]
         idempotency_key: Option<String>,

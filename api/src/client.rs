@@ -137,11 +137,15 @@ pub async fn request(command: RequestCommand) -> anyhow::Result<i32> {
             justification,
             kind,
             grant,
+            break_glass,
             idempotency_key,
             client,
         } => {
             let c = Client::new(&client)?;
-            let body = json!({ "integration": integration, "kind": kind, "scopes": scopes, "duration": duration, "justification": justification, "grant": grant });
+            let mut body = json!({ "integration": integration, "kind": kind, "scopes": scopes, "duration": duration, "justification": justification, "grant": grant });
+            if break_glass {
+                body["break_glass"] = json!(true);
+            }
             let v = c.call(reqwest::Method::POST, "/v1/requests", Some(body), idempotency_key.as_deref()).await?;
             print_request(&v, client.json);
         }

@@ -55,6 +55,13 @@ pub struct RequestIn {
     /// The existing grant, for renew/rotate/revoke.
     #[serde(default)]
     pub grant: Option<Uuid>,
+    /// Emergency access ("break-glass"): granted at once, without the approvals before the
+    /// grant, then reviewed by the workflow's `break_glass.review` approvers; a denied or late
+    /// review revokes the access at once. Only grant requests, only where the workflow offers it
+    /// and names the requester (else 422 `break_glass_unavailable` or 403 `forbidden`); a
+    /// justification is required.
+    #[serde(default)]
+    pub break_glass: bool,
 }
 
 /// A decision.
@@ -206,6 +213,7 @@ impl From<&Grant> for GrantOut {
     "approvals": [],
     "grant": null,
     "reason": null,
+    "break_glass": false,
     "created_at": "2026-01-15T09:30:00Z",
     "updated_at": "2026-01-15T09:30:00Z"
 }))]
@@ -241,6 +249,9 @@ pub struct RequestOut {
     pub grant: Option<GrantOut>,
     /// Why it ended as it did (denial reason, failure).
     pub reason: Option<String>,
+    /// Emergency access: granted before its review. While the review is pending the request is
+    /// `awaiting_approval` with its grant already `active`.
+    pub break_glass: bool,
     /// Created.
     pub created_at: DateTime<Utc>,
     /// Last change.
@@ -271,6 +282,11 @@ impl RequestOut {
                         (Step::Approval(a), StepState::Approval { deadline, .. }) if current => {
                             (Some(*deadline), Some(a.quorum))
                         }
+                        // A break-glass grant under review: the grant step shows the review.
+                        (Step::Action(_), StepState::Approval { deadline, .. }) if current => (
+                            Some(*deadline),
+                            tollgate_engine::transition::pending_approval_in(run, d).map(|a| a.quorum),
+                        ),
                         (Step::Approval(a), _) => (None, Some(a.quorum)),
                         _ => (None, None),
                     };
@@ -311,6 +327,7 @@ impl RequestOut {
                 .collect(),
             grant: v.grant.as_ref().map(GrantOut::from),
             reason: run.reason.clone(),
+            break_glass: run.break_glass,
             created_at: run.created_at,
             updated_at: run.updated_at,
         }

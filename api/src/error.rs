@@ -97,7 +97,8 @@ impl From<TransitionError> for ApiError {
             | TransitionError::Cancelled
             | TransitionError::AlreadyVoted(_)
             | TransitionError::StepOver
-            | TransitionError::GrantNotActive(_) => StatusCode::CONFLICT,
+            | TransitionError::GrantNotActive(_)
+            | TransitionError::AccessGranted => StatusCode::CONFLICT,
             TransitionError::SelfApproval | TransitionError::NotAnApprover(_) | TransitionError::NotAllowed => {
                 StatusCode::FORBIDDEN
             }

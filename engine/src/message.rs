@@ -95,6 +95,10 @@ pub struct RequestSummary {
     pub deadline: Option<DateTime<Utc>>,
     /// Grant expiry, if any.
     pub expires_at: Option<DateTime<Utc>>,
+    /// Break-glass: emergency access granted before its review. Channels show it as an
+    /// emergency.
+    #[serde(default)]
+    pub emergency: bool,
 }
 
 /// A Slack message posted about a run: an approval request, in a channel or a direct message.

@@ -83,10 +83,16 @@ pub fn may_view_request(
     let (Some(definition), Some(integration)) = (definition, directory.integrations.get(&run.integration)) else {
         return false;
     };
-    definition.steps.iter().any(|step| {
-        matches!(step, Step::Approval(a)
-            if directory.is_eligible_approver(viewer.id, &a.approvers_at(true), integration, &run.requester))
-    })
+    let reviewers = definition.break_glass.iter().map(|b| &b.review).filter(|_| run.break_glass);
+    definition
+        .steps
+        .iter()
+        .filter_map(|step| match step {
+            Step::Approval(a) => Some(a),
+            _ => None,
+        })
+        .chain(reviewers)
+        .any(|a| directory.is_eligible_approver(viewer.id, &a.approvers_at(true), integration, &run.requester))
 }
 
 /// Whether `viewer` may see `grant`: its holder, the owner of its integration, or an admin or
@@ -383,6 +389,7 @@ steps:
             created_at: t0,
             updated_at: t0,
             reason: None,
+            break_glass: false,
         }
     }
 

@@ -166,6 +166,8 @@ pub struct Run {
     pub updated_at: DateTime<Utc>,
     /// Why the run ended the way it did (denial comment, failure), if anything to say.
     pub reason: Option<String>,
+    /// Emergency access: granted before its review (the workflow's `break_glass.review`).
+    pub break_glass: bool,
 }
 
 /// State of the current step.

@@ -18,9 +18,11 @@
 //! `PROPTEST_CASES` sets the number of cases (default 16).
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::panic::AssertUnwindSafe;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
+use futures_util::FutureExt as _;
 use proptest::prelude::*;
 use proptest::test_runner::{Config as ProptestConfig, TestRunner};
 use sea_orm::{ColumnTrait, ConnectionTrait, Database, EntityTrait, PaginatorTrait, QueryFilter};
@@ -203,11 +205,11 @@ fn op() -> impl Strategy<Value = Op> {
         3 => (1u64..=3600, any::<bool>()).prop_map(|(secs, name_scopes)| Op::Renew { secs, name_scopes }),
         3 => Just(Op::ApproveRenew),
         1 => any::<bool>().prop_map(|deny| Op::DropRenew { deny }),
-        1 => Just(Op::RevokeRequest),
+        2 => Just(Op::RevokeRequest),
         1 => Just(Op::EarlyRevoke),
         3 => prop_oneof![Just(None), (1i64..=5).prop_map(Some), (60i64..=1800).prop_map(Some)].prop_map(Op::Advance),
         2 => (1u32..=4).prop_map(Op::FailRevokes),
-        1 => Just(Op::FailRevokesUntilCleared),
+        2 => Just(Op::FailRevokesUntilCleared),
         1 => Just(Op::FailVerifyOnce),
         2 => Just(Op::Restart),
         1 => Just(Op::Burst),
@@ -243,18 +245,12 @@ async fn database() -> (String, Option<tempfile::TempDir>) {
     }
 }
 
-/// Stops the engine and drops a PostgreSQL test database (SQLite temp dirs clean themselves up).
-async fn cleanup(e: &Engine) {
-    e.shutdown().await;
+/// Drops a PostgreSQL test database, connections and all (SQLite temp dirs clean themselves up).
+async fn drop_database(url: &str) {
     let Ok(base) = std::env::var("TOLLGATE_TEST_DATABASE_URL") else { return };
-    if e.db().backend() != sea_orm::DbBackend::Postgres {
-        return;
-    }
-    let stmt = sea_orm::Statement::from_string(sea_orm::DbBackend::Postgres, "SELECT current_database() AS d");
-    let db: Option<String> = e.db().read.query_one_raw(stmt).await.ok().flatten().and_then(|r| r.try_get("", "d").ok());
-    let _ = e.db().read.clone().close().await;
-    if let (Some(db), Ok(admin)) = (db, Database::connect(&base).await) {
-        let _ = admin.execute_unprepared(&format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)")).await;
+    let Some((_, name)) = url.rsplit_once('/').filter(|_| !url.starts_with("sqlite:")) else { return };
+    if let Ok(admin) = Database::connect(&base).await {
+        let _ = admin.execute_unprepared(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).await;
     }
 }
 
@@ -301,6 +297,7 @@ async fn ask(
         None => None,
     };
     let req = NewRequest {
+        break_glass: false,
         id: RunId::new(),
         requester: "alice".to_owned(),
         kind,
@@ -349,7 +346,6 @@ async fn until(what: &str, mut ready: impl AsyncFnMut() -> Result<(), String>) {
 /// One case: the engine, its clock and target, the grant, and what was asked of it.
 struct Case {
     url: String,
-    _dir: Option<tempfile::TempDir>,
     clock: ManualClock,
     fake: Arc<FakeConnector>,
     engine: Arc<Engine>,
@@ -597,8 +593,7 @@ impl Case {
     }
 }
 
-async fn run_case(grant_secs: u64, steps: Vec<Step>) {
-    let (url, dir) = database().await;
+async fn run_case(url: String, grant_secs: u64, steps: Vec<Step>) {
     let (clock, fake) = (ManualClock::new(SystemClock.now()), Arc::new(FakeConnector::default()));
     let engine = start_on(&url, fake.clone(), &clock).await;
     let run = ask(&engine, WorkflowKind::Grant, None, grant_secs, &["write", "read"]).await.expect("a grant request");
@@ -606,7 +601,7 @@ async fn run_case(grant_secs: u64, steps: Vec<Step>) {
     let view = query::run_view(&engine.db().read, run).await.expect("read the grant run");
     let grant = view.and_then(|v| v.run.grant_id).expect("a grant request names its grant");
     let (renewals, approved) = (Vec::new(), Vec::new());
-    let mut case = Case { url, _dir: dir, clock, fake, engine, grant, renewals, approved, seen_revoked: false };
+    let mut case = Case { url, clock, fake, engine, grant, renewals, approved, seen_revoked: false };
     case.settle("the grant").await;
     assert_eq!(case.grant().await.status, GrantStatus::Active, "the approved grant is active");
     case.check("the grant").await;
@@ -628,19 +623,28 @@ async fn run_case(grant_secs: u64, steps: Vec<Step>) {
         }
     }
     case.finish().await;
-    cleanup(&case.engine).await;
+    case.engine.shutdown().await;
 }
 
 #[test]
 fn grant_invariants_hold_under_any_interleaving() {
     let cases = std::env::var("PROPTEST_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(16);
     // No regression file (this test writes nothing to the tree): a failure prints its minimal case.
-    let config = ProptestConfig { cases, failure_persistence: None, max_shrink_iters: 64, ..ProptestConfig::default() };
+    let config =
+        ProptestConfig { cases, failure_persistence: None, max_shrink_iters: 128, ..ProptestConfig::default() };
     let scenario = (60u64..=3600, proptest::collection::vec(step(), 1..=12));
     let result = TestRunner::new(config).run(&scenario, |(grant_secs, steps)| {
-        // A runtime per case: whatever a failed case left running dies with it.
+        // A runtime per case: whatever a failed case left running dies with it, and its database
+        // is dropped whatever happened.
         let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build();
-        rt.expect("a tokio runtime").block_on(run_case(grant_secs, steps));
+        let rt = rt.expect("a tokio runtime");
+        let (url, dir) = rt.block_on(database());
+        let done = rt.block_on(AssertUnwindSafe(run_case(url.clone(), grant_secs, steps)).catch_unwind());
+        rt.block_on(drop_database(&url));
+        drop((rt, dir));
+        if let Err(panic) = done {
+            std::panic::resume_unwind(panic);
+        }
         Ok(())
     });
     if let Err(e) = result {

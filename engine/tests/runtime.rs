@@ -251,6 +251,7 @@ async fn ask(
         justification: "test".to_owned(),
         grant,
         channel: "api".to_owned(),
+        break_glass: false,
     };
     match e.create_request(req, false, None, Box::new(|_| String::new())).await.unwrap() {
         Created::New { id, .. } => id,

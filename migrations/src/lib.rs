@@ -12,6 +12,7 @@ mod m20261207_000001_grant_expiry;
 mod m20261207_000002_timer_owner;
 mod m20261207_000003_runs_grant;
 mod m20261207_000004_schedules;
+mod m20261207_000005_break_glass;
 
 /// The ordered list of migrations.
 #[derive(Debug)]
@@ -27,6 +28,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261207_000002_timer_owner::Migration),
             Box::new(m20261207_000003_runs_grant::Migration),
             Box::new(m20261207_000004_schedules::Migration),
+            Box::new(m20261207_000005_break_glass::Migration),
         ]
     }
 }

@@ -5,6 +5,7 @@
 mod approvals;
 mod audit_tamper;
 mod bad_input;
+mod break_glass;
 mod common;
 mod crash;
 mod durations;

@@ -835,7 +835,16 @@ async fn the_slash_command_opens_a_dialog_whose_submission_creates_one_request()
     assert_eq!(view["callback_id"], "tollgate_request");
     assert_eq!(view["private_metadata"], "C0GENERAL");
     let blocks: Vec<&str> = view["blocks"].as_array().unwrap().iter().filter_map(|b| b["block_id"].as_str()).collect();
-    assert_eq!(blocks, ["tollgate_integration", "tollgate_scopes", "tollgate_duration", "tollgate_justification"]);
+    assert_eq!(
+        blocks,
+        [
+            "tollgate_integration",
+            "tollgate_scopes",
+            "tollgate_duration",
+            "tollgate_justification",
+            "tollgate_break_glass"
+        ]
+    );
     assert!(view["blocks"][0].to_string().contains("\"value\":\"wiki-staging\""), "{view}");
 
     let values = |duration: &str| {
@@ -1057,5 +1066,52 @@ async fn one_person_with_two_principals_cannot_approve_their_own_request() -> an
     common::assert_error(st, &body, 403, "self_approval");
     let view = alice.request_view(&id).await?;
     assert_eq!((view["status"].as_str(), &view["approvals"]), (Some("awaiting_approval"), &json!([])), "{view:#}");
+    Ok(())
+}
+
+/// Break-glass from the Slack dialog: the request is granted at once, and its review reaches the
+/// reviewers' channel as an emergency, with buttons that decide it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn break_glass_from_the_dialog_is_reviewed_in_slack_as_an_emergency() -> anyhow::Result<()> {
+    let workflow = crate::break_glass::emergency_workflow("5m");
+    let env = start(Some(APPROVALS), |o| o.workflow("emergency-grant.yaml", &workflow)).await?;
+    let alice = env.t.server.client("alice").await?;
+    let command = slack::slash_command(SIGNING_SECRET, &actor("U0ALICE"), "/tollgate", "", "C0GENERAL", wall_clock());
+    assert_eq!(env.post("/slack/commands", &command).await?.0, 200);
+    env.slack.wait_for("views.open", 1, PATIENCE).await?;
+    let view = env.slack.opened_views().remove(0);
+    let values = slack::merge_values([
+        slack::input_value("tollgate_integration", "integration", InputKind::StaticSelect("wiki-staging".to_owned())),
+        slack::input_value("tollgate_scopes", "scopes", InputKind::PlainText("edit".to_owned())),
+        slack::input_value("tollgate_duration", "duration", InputKind::EmptyPlainText),
+        slack::input_value("tollgate_justification", "justification", InputKind::PlainText("INC-9".to_owned())),
+        slack::input_value(
+            "tollgate_break_glass",
+            "break_glass",
+            InputKind::Checkboxes(vec!["break_glass".to_owned()]),
+        ),
+    ]);
+    let submission = slack::view_submission_of(SIGNING_SECRET, &actor("U0ALICE"), &view, values, wall_clock());
+    let (status, body) = env.interact(&submission).await?;
+    assert_eq!((status, body.as_str()), (200, ""));
+    let (_, page) = alice.get("/v1/requests?requester=alice").await?;
+    let id = id_of(&page["items"][0]);
+    assert_eq!(page["items"][0]["break_glass"], true, "{page}");
+    env.t
+        .receiver
+        .wait_for("the grant, before any approval", PATIENCE, |c| common::has_action(c, "grant", &id))
+        .await?;
+
+    let review = env.approval_message(&id).await?;
+    assert_eq!(review.channel, APPROVALS);
+    let shown = serde_json::to_string(&review.blocks)?;
+    assert!(shown.contains("EMERGENCY break-glass"), "{shown}");
+    assert!(review.text.contains("EMERGENCY"), "{}", review.text);
+    assert_eq!(env.interact(&env.click("U0CAROL", APPROVE, &review)).await?.0, 200);
+    env.wait_ephemeral("U0CAROL", "approval is recorded").await?;
+    alice.wait_status(&id, "active", PATIENCE).await?;
+    let records = env.wait_audit(Some(&id), |r| r["event_type"] == "review_approved").await?;
+    let approved = records.iter().find(|r| r["event_type"] == "review_approved").expect("review approved");
+    assert_eq!((approved["channel"].as_str(), approved["actor"].as_str()), (Some("slack"), Some("carol")));
     Ok(())
 }

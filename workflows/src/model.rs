@@ -34,6 +34,23 @@ pub struct WorkflowDefinition {
     pub parameters: Parameters,
     /// Ordered steps; at least one.
     pub steps: Vec<Step>,
+    /// Grant workflows: emergency access ("access first, review after") for the principals it
+    /// names. A break-glass request skips the approval steps before the grant, is granted at once,
+    /// and must then pass `review`; a denied or late review revokes the access at once.
+    #[serde(default)]
+    pub break_glass: Option<BreakGlass>,
+}
+
+/// Emergency access with an enforced review.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BreakGlass {
+    /// Who may use it (never empty: break-glass is for named people and groups).
+    pub requesters: Principals,
+    /// The review that follows the grant: its approvers (never the requester), quorum,
+    /// deadline (counted from the grant; at the latest the grant's expiry), reminders and
+    /// channels, like an approval step's. `on_timeout` is always a revocation.
+    pub review: ApprovalStep,
 }
 
 /// The kind of a workflow, which is also the kind of the requests it serves.

@@ -69,6 +69,29 @@ impl Validator {
         if def.kind == WorkflowKind::Grant {
             self.expiry_chain(def);
         }
+        if let Some(b) = &def.break_glass {
+            self.break_glass(def, b);
+        }
+    }
+
+    fn break_glass(&mut self, def: &WorkflowDefinition, b: &crate::model::BreakGlass) {
+        if def.kind != WorkflowKind::Grant {
+            self.report("break_glass", "break-glass is emergency access: only grant workflows may offer it");
+        }
+        if b.requesters.is_empty() {
+            self.report(
+                "break_glass.requesters",
+                "name the groups or users who may use break-glass (it is never open to everyone)",
+            );
+        }
+        self.principals("break_glass.requesters", &b.requesters.groups, &b.requesters.users);
+        self.approval("break_glass.review", &b.review);
+        if b.review.when.is_some() || b.review.unless.is_some() {
+            self.report("break_glass.review", "a review always happens: it takes no when/unless");
+        }
+        if b.review.on_timeout != crate::model::TimeoutOutcome::Deny {
+            self.report("break_glass.review.on_timeout", "a review not done in time always revokes the access");
+        }
     }
 
     fn parameters(&mut self, def: &WorkflowDefinition) {

@@ -30,7 +30,6 @@ use tollgate_engine::policy;
 use tollgate_engine::run::{Decision, StepState};
 use tollgate_engine::store::writer::JobError;
 use tollgate_engine::transition::TransitionError;
-use tollgate_workflows::Step;
 
 use crate::app::AppState;
 
@@ -260,10 +259,7 @@ fn decide_page(
         .shared()
         .catalog
         .get(&run.workflow_key, run.workflow_version)
-        .and_then(|d| match d.steps.get(run.step_index as usize) {
-            Some(Step::Approval(a)) => Some(a.quorum),
-            _ => None,
-        })
+        .and_then(|d| tollgate_engine::transition::pending_approval_in(run, &d).map(|a| a.quorum))
         .unwrap_or(1);
     let approved_by: Vec<&str> = linked
         .view

@@ -101,7 +101,7 @@ impl IdempotencyHeader {
         (status = 400, description = "- `invalid_request`: `Idempotency-Key` is not 1–255 visible ASCII characters", body = ErrorBody),
         (status = 403, description = "- `forbidden`: the workflow does not let the caller ask, or the grant is not theirs", body = ErrorBody),
         (status = 409, description = "- `grant_not_active`: the grant to renew, rotate or revoke is not active (its status is in the detail; a grant whose revocation is under way is `revoking`)", body = ErrorBody),
-        (status = 422, description = "- `validation_failed`: a field is out of its limits (kind, integration, scopes, justification)\n- `invalid_duration`: `duration` does not parse\n- `unknown_integration`: no such integration\n- `no_workflow`: no workflow governs this kind of request on the integration\n- `invalid_scope`: no scopes, or one the integration does not offer\n- `duration_required`, `duration_too_long`: against the workflow's parameters\n- `duration_too_short`: less than one second\n- `lifetime_exceeded`: a renewal would keep the grant past the renew workflow's `max_lifetime`\n- `scope_mismatch`: a renew, rotate or revoke request names scopes other than the grant's (name exactly those, or none)\n- `justification_required`: the workflow requires one\n- `invalid_grant`: `grant` missing, unexpected, unknown or of another integration\n- `idempotency_key_reused`: the `Idempotency-Key` was used with another body\n- `time_out_of_range`: a time computed from the request (an expiry, a deadline) is out of range", body = ErrorBody)
+        (status = 422, description = "- `validation_failed`: a field is out of its limits (kind, integration, scopes, justification)\n- `invalid_duration`: `duration` does not parse\n- `unknown_integration`: no such integration\n- `no_workflow`: no workflow governs this kind of request on the integration\n- `invalid_scope`: no scopes, or one the integration does not offer\n- `duration_required`, `duration_too_long`: against the workflow's parameters\n- `duration_too_short`: less than one second\n- `lifetime_exceeded`: a renewal would keep the grant past the renew workflow's `max_lifetime`\n- `scope_mismatch`: a renew, rotate or revoke request names scopes other than the grant's (name exactly those, or none)\n- `justification_required`: the workflow requires one (break-glass always does)\n- `break_glass_unavailable`: `break_glass` asked of a workflow that offers none, or of a renew, rotate or revoke\n- `invalid_grant`: `grant` missing, unexpected, unknown or of another integration\n- `idempotency_key_reused`: the `Idempotency-Key` was used with another body\n- `time_out_of_range`: a time computed from the request (an expiry, a deadline) is out of range", body = ErrorBody)
     ),
     security(("bearer" = []))
 )]
@@ -144,6 +144,7 @@ pub(crate) async fn create(
         justification: body.justification.trim().to_owned(),
         grant,
         channel: channel.to_owned(),
+        break_glass: body.break_glass,
     };
     let engine: Arc<Engine> = state.engine.clone();
     let render_with = engine.clone();
@@ -328,7 +329,7 @@ pub(crate) async fn decide(
         (status = 200, description = "Cancelled", body = RequestOut),
         (status = 403, description = "- `forbidden`: only the requester or an admin may cancel", body = ErrorBody),
         (status = 404, description = "- `not_found`: no such request, or one the caller may not see", body = ErrorBody),
-        (status = 409, description = "- `already_decided`: the request is no longer pending\n- `expired`: the approval deadline passed\n- `cancelled`: already cancelled", body = ErrorBody)
+        (status = 409, description = "- `already_decided`: the request is no longer pending\n- `expired`: the approval deadline passed\n- `cancelled`: already cancelled\n- `access_granted`: a break-glass request under review already has its access; revoke the grant instead", body = ErrorBody)
     ),
     security(("bearer" = []))
 )]

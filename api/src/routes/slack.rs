@@ -28,7 +28,7 @@ use tollgate_engine::slack::verify::{self, SIGNATURE_HEADER, TIMESTAMP_HEADER};
 use tollgate_engine::slack::{ResolvedSlack, SlackApi};
 use tollgate_engine::store::query::{self, RunView};
 use tollgate_engine::store::writer::JobError;
-use tollgate_engine::transition::{Cast, NewRequest, TransitionError};
+use tollgate_engine::transition::{Cast, NewRequest, RequestError, TransitionError};
 use tollgate_engine::{Created, run::Run};
 
 use crate::app::AppState;
@@ -295,6 +295,9 @@ async fn request_submission(
         .collect();
     let duration = Some(text(blocks::BLOCK_DURATION, blocks::INPUT_DURATION)).filter(|d| !d.is_empty());
     let justification = text(blocks::BLOCK_JUSTIFICATION, blocks::INPUT_JUSTIFICATION).to_owned();
+    let break_glass = values[blocks::BLOCK_BREAK_GLASS][blocks::INPUT_BREAK_GLASS]["selected_options"]
+        .as_array()
+        .is_some_and(|o| o.iter().any(|o| o["value"] == blocks::BREAK_GLASS_VALUE));
     if integration.is_empty() {
         return Ok(modal_error(blocks::BLOCK_INTEGRATION, "Choose an integration."));
     }
@@ -324,6 +327,7 @@ async fn request_submission(
         justification,
         grant: None,
         channel: "slack".to_owned(),
+        break_glass,
     };
     // The modal's view id makes the submission idempotent: a replay to any replica returns the
     // request created the first time.
@@ -443,6 +447,10 @@ fn refusal_block(e: &TransitionError) -> &'static str {
     match e.code() {
         "duration_too_long" | "duration_too_short" | "duration_required" => blocks::BLOCK_DURATION,
         "justification_required" => blocks::BLOCK_JUSTIFICATION,
+        "break_glass_unavailable" => blocks::BLOCK_BREAK_GLASS,
+        "forbidden" if matches!(e, TransitionError::Invalid(RequestError::BreakGlassNotAllowed(_))) => {
+            blocks::BLOCK_BREAK_GLASS
+        }
         "forbidden" => blocks::BLOCK_INTEGRATION,
         _ => blocks::BLOCK_SCOPES,
     }
@@ -485,6 +493,7 @@ fn summary(engine: &Engine, view: &RunView) -> RequestSummary {
         approvals_needed: None,
         deadline: None,
         expires_at: None,
+        emergency: run.break_glass,
     }
 }
 

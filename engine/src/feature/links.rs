@@ -156,7 +156,7 @@ fn issuable(
         _ => return Ok(none()),
     };
     let definition = shared.definition(run)?;
-    let Some(tollgate_workflows::Step::Approval(step)) = definition.steps.get(step_index as usize) else {
+    let Some(step) = transition::pending_approval_in(run, &definition) else {
         return Ok(none());
     };
     let (directory, integration) = (&shared.directory, shared.integration(run)?);

@@ -800,6 +800,12 @@ pub fn render_with_link(notification: &Notification, link: Option<&LinkView>) ->
         v.link_expires_at = Some(link.expires_at.format("%Y-%m-%d %H:%M UTC").to_string());
     }
     let Wording { subject, headline, lead } = wording(&notification.event, &v)?;
+    // Break-glass: emergency access already in place; every message about it says so first.
+    let (subject, headline) = if notification.request.emergency {
+        (format!("EMERGENCY (break-glass): {subject}"), format!("EMERGENCY (break-glass): {}", headline.trim()))
+    } else {
+        (subject, headline)
+    };
     let subject = one_line(&subject, MAX_SUBJECT_CHARS);
     let (headline, lead) = (headline.trim(), lead.trim());
     let text = TextLayout { headline, lead, v: &v }
@@ -884,6 +890,7 @@ fn sample(event: &str) -> Notification {
             approvals_needed: pending.then_some(1),
             deadline: deadline.filter(|_| pending),
             expires_at: None,
+            emergency: false,
         },
         text: text.to_owned(),
         route: crate::message::Route::default(),
@@ -1328,6 +1335,17 @@ mod tests {
         let no_pool = SmtpSettings { pool_max: 0, ..base };
         let err = config_error(EmailSettings { smtp: Some(no_pool), ..EmailSettings::default() });
         assert!(matches!(err, ConfigError::Invalid { field: "smtp.pool_max", .. }), "{err:?}");
+    }
+
+    #[test]
+    fn break_glass_messages_say_emergency_first() {
+        let mut n = sample("approval_requested");
+        n.request.emergency = true;
+        let email = render(&n).unwrap();
+        assert!(email.subject.starts_with("EMERGENCY (break-glass): Approval needed"), "{}", email.subject);
+        assert!(email.text.contains("EMERGENCY (break-glass)") && email.html.contains("EMERGENCY (break-glass)"));
+        n.request.emergency = false;
+        assert!(!render(&n).unwrap().subject.contains("EMERGENCY"));
     }
 
     fn smtp_placeholder() -> SmtpSettings {

@@ -95,6 +95,7 @@ mod tests {
                 approvals_needed: Some(1),
                 deadline: Some("2030-01-01T00:00:00Z".parse().unwrap()),
                 expires_at: None,
+                emergency: false,
             },
             text: "alice asks for api on salesforce-prod".to_owned(),
             route: crate::message::Route::default(),
@@ -147,7 +148,7 @@ mod tests {
                     "kind": "grant", "requester": "alice", "integration": "salesforce-prod",
                     "environment": "production", "scopes": ["api"], "duration_secs": 3600,
                     "justification": "INC-42 <@channel>", "status": "pending", "approvals_needed": 1,
-                    "deadline": "2030-01-01T00:00:00Z", "expires_at": null
+                    "deadline": "2030-01-01T00:00:00Z", "expires_at": null, "emergency": false
                 },
                 "text": "alice asks for api on salesforce-prod",
                 "sent_at": body["sent_at"],

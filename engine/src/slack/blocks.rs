@@ -42,6 +42,13 @@ pub const INPUT_DURATION: &str = "duration";
 pub const BLOCK_JUSTIFICATION: &str = "tollgate_justification";
 /// `action_id` of the request modal's justification input.
 pub const INPUT_JUSTIFICATION: &str = "justification";
+/// `block_id` of the request modal's break-glass checkbox (optional).
+pub const BLOCK_BREAK_GLASS: &str = "tollgate_break_glass";
+/// `action_id` of the request modal's break-glass checkbox; its one option's value is
+/// [`BREAK_GLASS_VALUE`].
+pub const INPUT_BREAK_GLASS: &str = "break_glass";
+/// The value of the break-glass option when ticked.
+pub const BREAK_GLASS_VALUE: &str = "break_glass";
 
 /// Slack's limit on a header block's text, in characters.
 pub const MAX_HEADER_CHARS: usize = 150;
@@ -332,6 +339,21 @@ pub fn request_modal(integrations: &[(String, Vec<String>)], channel_id: Option<
             text_input(INPUT_JUSTIFICATION, "What do you need the access for?", true, Some(MAX_JUSTIFICATION_CHARS)),
             Some("Approvers see this text."),
         ),
+        SlackInputBlock::new(
+            plain("Emergency", MAX_OPTION_TEXT_CHARS),
+            SlackBlockCheckboxesElement::new(vec![
+                SlackBlockChoiceItem::new(
+                    SlackBlockText::from(plain("Break-glass: grant now, review after", MAX_OPTION_TEXT_CHARS)),
+                    BREAK_GLASS_VALUE.to_owned(),
+                )
+                .with_description(plain("A denied or late review revokes it at once.", MAX_OPTION_TEXT_CHARS)),
+            ])
+            .with_action_id(INPUT_BREAK_GLASS.into())
+            .into(),
+        )
+        .with_block_id(BLOCK_BREAK_GLASS.into())
+        .with_optional(true)
+        .into(),
     ];
     SlackView::Modal(
         view.with_blocks(blocks)
@@ -394,6 +416,9 @@ fn summary_blocks(n: &Notification, header: &str, ids: &BlockIds, now: DateTime<
 
 /// "Access request: {integration} ({environment})", worded by request kind. Not escaped.
 fn heading(r: &RequestSummary) -> String {
+    if r.emergency {
+        return format!("🚨 EMERGENCY break-glass access: {} ({})", r.integration, r.environment);
+    }
     let title = match r.kind.as_str() {
         "renew" => "Renewal request",
         "rotate" => "Rotation request",
@@ -510,6 +535,7 @@ mod tests {
                 approvals_needed: Some(2),
                 deadline: Some(now() + chrono::Duration::minutes(90)),
                 expires_at: None,
+                emergency: false,
             },
             text: String::new(),
             route: crate::message::Route::default(),
@@ -732,8 +758,15 @@ mod tests {
         assert_eq!(view["private_metadata"], "C42");
         let blocks = view["blocks"].as_array().unwrap();
         let ids: Vec<&str> = blocks.iter().map(|b| b["block_id"].as_str().unwrap()).collect();
-        assert_eq!(ids, [BLOCK_INTEGRATION, BLOCK_SCOPES, BLOCK_DURATION, BLOCK_JUSTIFICATION]);
-        assert!(blocks.iter().all(|b| b["type"] == "input" && b["optional"] == false));
+        assert_eq!(ids, [BLOCK_INTEGRATION, BLOCK_SCOPES, BLOCK_DURATION, BLOCK_JUSTIFICATION, BLOCK_BREAK_GLASS]);
+        assert!(blocks[..4].iter().all(|b| b["type"] == "input" && b["optional"] == false));
+        let emergency = &blocks[4];
+        assert_eq!(
+            (emergency["optional"].as_bool(), emergency["element"]["type"].as_str()),
+            (Some(true), Some("checkboxes"))
+        );
+        assert_eq!(emergency["element"]["action_id"], INPUT_BREAK_GLASS);
+        assert_eq!(emergency["element"]["options"][0]["value"], BREAK_GLASS_VALUE);
         let select = &blocks[0]["element"];
         assert_eq!(select["type"], "static_select");
         assert_eq!(select["action_id"], INPUT_INTEGRATION);

@@ -37,6 +37,7 @@ pub mod run {
         pub version: i64,
         #[sea_orm(column_type = "Text", nullable)]
         pub reason: Option<String>,
+        pub break_glass: bool,
         pub created_at: DateTimeUtc,
         pub updated_at: DateTimeUtc,
     }

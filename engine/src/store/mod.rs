@@ -158,6 +158,7 @@ impl TryFrom<entity::run::Model> for Run {
             created_at: m.created_at,
             updated_at: m.updated_at,
             reason: m.reason,
+            break_glass: m.break_glass,
         })
     }
 }
@@ -179,6 +180,7 @@ pub(crate) fn run_model(r: &Run) -> entity::run::Model {
         step_state: to_json(&r.step),
         version: r.version,
         reason: r.reason.clone(),
+        break_glass: r.break_glass,
         created_at: r.created_at,
         updated_at: r.updated_at,
     }

@@ -103,7 +103,23 @@ pub(crate) fn enter_step(out: &mut Outcome, ctx: &Context<'_>) -> Result<(), Tra
             continue;
         }
         match step {
-            Step::Approval(a) => return enter_approval(out, a, ctx),
+            // Break-glass: the approvals before the grant become the review after it.
+            Step::Approval(_) if out.run.break_glass && out.grant.is_none() => {
+                let ev = event(
+                    &out.run,
+                    "step_skipped",
+                    "system",
+                    "engine",
+                    "success",
+                    serde_json::json!({
+                        "step": index, "type": "approval", "id": step.id(),
+                        "reason": "break-glass: access first, review after",
+                    }),
+                );
+                out.audit.push(ev);
+                out.run.step_index = out.run.step_index.saturating_add(1);
+            }
+            Step::Approval(a) => return enter_approval(out, a, ctx, None),
             Step::Action(a) => {
                 if let Some(status) = inactive_grant(out, a) {
                     refuse_action(out, a.operation, status, ctx);
@@ -147,8 +163,18 @@ pub(crate) fn enter_step(out: &mut Outcome, ctx: &Context<'_>) -> Result<(), Tra
     }
 }
 
-fn enter_approval(out: &mut Outcome, a: &ApprovalStep, ctx: &Context<'_>) -> Result<(), TransitionError> {
-    let deadline = later(ctx.now, a.timeout.as_std())?;
+/// Enters an approval: an approval step, or (`review_until` = the grant's expiry) the review of
+/// a break-glass grant, whose deadline is its timeout or the expiry, whichever comes first.
+fn enter_approval(
+    out: &mut Outcome,
+    a: &ApprovalStep,
+    ctx: &Context<'_>,
+    review_until: Option<DateTime<Utc>>,
+) -> Result<(), TransitionError> {
+    let mut deadline = later(ctx.now, a.timeout.as_std())?;
+    if let Some(until) = review_until {
+        deadline = deadline.min(until);
+    }
     out.run.status = RunStatus::AwaitingApproval;
     out.run.step = StepState::Approval { reached_at: ctx.now, deadline, reminders: 0, escalated: false };
     out.effects.push(Effect::ScheduleTimer { kind: TimerKind::ApprovalDeadline, due_at: deadline });
@@ -167,7 +193,7 @@ fn enter_approval(out: &mut Outcome, a: &ApprovalStep, ctx: &Context<'_>) -> Res
     let approvers = ctx.directory.eligible_approvers(&a.approvers, ctx.integration, &out.run.requester);
     let ev = event(
         &out.run,
-        "approval_requested",
+        if review_until.is_some() { "review_requested" } else { "approval_requested" },
         "system",
         "engine",
         "success",
@@ -176,14 +202,22 @@ fn enter_approval(out: &mut Outcome, a: &ApprovalStep, ctx: &Context<'_>) -> Res
         }),
     );
     out.audit.push(ev);
+    let emergency = if review_until.is_some() {
+        "EMERGENCY (break-glass): access is already granted and must be reviewed now. "
+    } else {
+        ""
+    };
     let text = format!(
-        "{} asks for {} access to {} ({}) for {}: {}",
-        out.run.requester,
-        out.run.scopes.join(", "),
-        out.run.integration,
-        ctx.integration.environment,
-        humantime::format_duration(std::time::Duration::from_secs(out.run.duration_secs)),
-        out.run.justification
+        "{emergency}{}",
+        format_args!(
+            "{} asks for {} access to {} ({}) for {}: {}",
+            out.run.requester,
+            out.run.scopes.join(", "),
+            out.run.integration,
+            ctx.integration.environment,
+            humantime::format_duration(std::time::Duration::from_secs(out.run.duration_secs)),
+            out.run.justification
+        )
     );
     let recipients = people(&approvers, ctx);
     let key = format!("{}:{}:approval_requested", out.run.id, out.run.step_index);
@@ -195,6 +229,127 @@ fn enter_approval(out: &mut Outcome, a: &ApprovalStep, ctx: &Context<'_>) -> Res
 /// The route of an approval step's requests and reminders.
 pub(crate) fn approval_route(a: &ApprovalStep, step: u32) -> Route {
     Route { step: Some(step), actor: None, channels: a.channels.clone(), slack_channel: a.slack_channel.clone() }
+}
+
+/// The approval the run awaits: its current approval step, or — a break-glass run whose grant is
+/// in place — the workflow's `break_glass.review`.
+pub(crate) fn pending_approval<'a>(run: &Run, ctx: &Context<'a>) -> Option<&'a ApprovalStep> {
+    pending_approval_in(run, ctx.definition)
+}
+
+/// [`pending_approval`] against a definition.
+#[must_use]
+pub fn pending_approval_in<'a>(run: &Run, def: &'a tollgate_workflows::WorkflowDefinition) -> Option<&'a ApprovalStep> {
+    if !matches!(run.step, StepState::Approval { .. }) {
+        return None;
+    }
+    match def.steps.get(run.step_index as usize) {
+        Some(Step::Approval(a)) => Some(a),
+        Some(_) if run.break_glass => def.break_glass.as_ref().map(|b| &b.review),
+        _ => None,
+    }
+}
+
+/// Whether the run is a break-glass run awaiting its review (its access is in place).
+#[must_use]
+pub fn in_review(run: &Run, def: &tollgate_workflows::WorkflowDefinition) -> bool {
+    run.break_glass
+        && matches!(run.step, StepState::Approval { .. })
+        && !matches!(def.steps.get(run.step_index as usize), Some(Step::Approval(_)))
+}
+
+/// Records a break-glass request (`break_glass_used`) and tells the integration's owner at once,
+/// in the review's Slack channel too when it names one.
+pub(crate) fn break_glass_used(out: &mut Outcome, ctx: &Context<'_>) {
+    let Some(b) = ctx.definition.break_glass.as_ref() else { return };
+    let channel = out.audit.first().map_or_else(|| "api".to_owned(), |e| e.channel.clone());
+    let ev = event(
+        &out.run,
+        "break_glass_used",
+        &out.run.requester.clone(),
+        &channel,
+        "success",
+        serde_json::json!({ "integration": out.run.integration, "scopes": out.run.scopes, "duration_secs": out.run.duration_secs }),
+    );
+    out.audit.push(ev);
+    let text = format!(
+        "EMERGENCY (break-glass): {} is taking {} access to {} ({}) for {} without prior approval: {}. \
+         A review follows; a denied or late review revokes the access at once.",
+        out.run.requester,
+        out.run.scopes.join(", "),
+        out.run.integration,
+        ctx.integration.environment,
+        humantime::format_duration(std::time::Duration::from_secs(out.run.duration_secs)),
+        out.run.justification
+    );
+    let recipients = people(std::slice::from_ref(&ctx.integration.owner), ctx);
+    let key = format!("{}:break_glass_used", out.run.id);
+    enqueue_notification(out, ctx, "break_glass_used", recipients, text, key);
+    route_last(out, Route { slack_channel: b.review.slack_channel.clone(), ..Route::default() });
+}
+
+/// A break-glass grant is in place: its review starts (the run stays on its grant step, awaiting
+/// the review's approval, with the grant's expiry as the latest deadline).
+pub(crate) fn enter_review(out: &mut Outcome, ctx: &Context<'_>) -> Result<(), TransitionError> {
+    let Some(b) = ctx.definition.break_glass.as_ref() else { return complete_step(out, ctx) };
+    clear_timers(out);
+    out.prior_approvals = 0;
+    let until = out.grant.as_ref().and_then(|g| g.expires_at).unwrap_or(ctx.now);
+    enter_approval(out, &b.review, ctx, Some(until))
+}
+
+/// Ends a break-glass review that was denied or not done in time: the access is revoked now (the
+/// run moves to its revoke step; validation guarantees one follows the grant), and the owner and
+/// the requester are told, as an emergency.
+pub(crate) fn revoke_after_review(
+    out: &mut Outcome,
+    event_type: &str,
+    actor: &str,
+    channel: &str,
+    comment: Option<String>,
+    ctx: &Context<'_>,
+) -> Result<(), TransitionError> {
+    let grant_id = out.run.grant_id.map(|g| g.to_string()).unwrap_or_default();
+    let outcome = if event_type == "review_denied" { "denied" } else { "expired" };
+    let mut ev = event(
+        &out.run,
+        event_type,
+        actor,
+        channel,
+        outcome,
+        serde_json::json!({ "step": out.run.step_index, "grant_id": grant_id, "comment": comment }),
+    );
+    ev.subject = format!("grant:{grant_id}");
+    out.audit.push(ev);
+    let why = if event_type == "review_denied" { format!("denied by {actor}") } else { "not done in time".to_owned() };
+    let text = format!(
+        "EMERGENCY (break-glass): the review of {}'s {} access to {} was {why}; the access is being revoked now.",
+        out.run.requester,
+        out.run.scopes.join(", "),
+        out.run.integration
+    );
+    let mut notify = vec![ctx.integration.owner.clone(), out.run.requester.clone()];
+    notify.dedup();
+    let recipients = people(&notify, ctx);
+    let key = format!("{}:{}:{event_type}", out.run.id, out.run.step_index);
+    let slack_channel = ctx.definition.break_glass.as_ref().and_then(|b| b.review.slack_channel.clone());
+    enqueue_notification(out, ctx, "break_glass_revoked", recipients, text, key);
+    route_last(out, Route { slack_channel, ..Route::default() });
+    let from = (out.run.step_index as usize).saturating_add(1);
+    let revoke = ctx
+        .definition
+        .steps
+        .iter()
+        .enumerate()
+        .skip(from)
+        .find(|(_, s)| matches!(s, Step::Action(a) if a.operation == Operation::Revoke))
+        .map(|(i, _)| u32::try_from(i).unwrap_or(u32::MAX));
+    clear_timers(out);
+    out.prior_approvals = 0;
+    out.run.step = StepState::Idle;
+    out.run.reason = comment;
+    out.run.step_index = revoke.unwrap_or(u32::MAX);
+    enter_step(out, ctx)
 }
 
 /// Enters an action step. Returns false when the step has nothing to do and was skipped.
@@ -468,8 +623,8 @@ pub(crate) fn enqueue_notification(
 }
 
 fn summary(out: &Outcome, ctx: &Context<'_>) -> RequestSummary {
-    let (needed, deadline) = match (&out.run.step, current_step(&out.run, ctx)) {
-        (StepState::Approval { deadline, .. }, Some(Step::Approval(a))) => {
+    let (needed, deadline) = match (&out.run.step, pending_approval(&out.run, ctx)) {
+        (StepState::Approval { deadline, .. }, Some(a)) => {
             let new = out
                 .votes
                 .iter()
@@ -492,6 +647,7 @@ fn summary(out: &Outcome, ctx: &Context<'_>) -> RequestSummary {
         approvals_needed: needed,
         deadline,
         expires_at: out.grant.as_ref().and_then(|g| g.expires_at),
+        emergency: out.run.break_glass,
     }
 }
 

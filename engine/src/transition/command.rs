@@ -5,8 +5,9 @@ use std::time::Duration;
 use tollgate_workflows::{Operation, Step, TimeoutOutcome};
 
 use super::advance::{
-    approval_route, complete_step, current_step, enqueue_notification, enter_step, event, expects_absence, finish,
-    later, people, renewed_expiry, revoke_again, route_last, verification_follows,
+    approval_route, complete_step, current_step, enqueue_notification, enter_review, enter_step, event,
+    expects_absence, finish, in_review, later, pending_approval, people, renewed_expiry, revoke_after_review,
+    revoke_again, route_last, verification_follows,
 };
 use super::{Context, Outcome, TransitionError};
 use crate::effect::{Effect, TimerKind};
@@ -129,10 +130,14 @@ pub fn apply(state: RunState, command: Command, ctx: &Context<'_>) -> Result<Opt
             if actor != out.run.requester && !is_admin {
                 return Err(TransitionError::NotAllowed);
             }
+            if in_review(&out.run, ctx.definition) {
+                // Cancelling would end the run with the access in place.
+                return Err(TransitionError::AccessGranted);
+            }
             let ev = event(&out.run, "request_cancelled", &actor, &channel, "cancelled", serde_json::json!({}));
             out.audit.push(ev);
-            let approvers = match current_step(&out.run, ctx) {
-                Some(Step::Approval(a)) => {
+            let approvers = match pending_approval(&out.run, ctx) {
+                Some(a) => {
                     let escalated = matches!(out.run.step, StepState::Approval { escalated: true, .. });
                     ctx.directory.eligible_approvers(&a.approvers_at(escalated), ctx.integration, &out.run.requester)
                 }
@@ -237,8 +242,8 @@ fn decide(out: &mut Outcome, votes: &[Vote], cast: Cast, ctx: &Context<'_>) -> R
     if cast_on.is_some_and(|s| s != out.run.step_index) {
         return Err(TransitionError::StepOver);
     }
-    let (Some(Step::Approval(step)), StepState::Approval { deadline, escalated, .. }) =
-        (current_step(&out.run, ctx), &out.run.step)
+    let (Some(step), StepState::Approval { deadline, escalated, .. }) =
+        (pending_approval(&out.run, ctx), &out.run.step)
     else {
         return Err(TransitionError::AlreadyDecided(out.run.status));
     };
@@ -273,7 +278,29 @@ fn decide(out: &mut Outcome, votes: &[Vote], cast: Cast, ctx: &Context<'_>) -> R
     out.audit.push(event(&out.run, event_type, &actor, &channel, outcome, details));
     out.votes.push(vote);
     let requester = people(std::slice::from_ref(&out.run.requester), ctx);
-    if approvals >= step.quorum {
+    let review = in_review(&out.run, ctx.definition);
+    if review && approvals >= step.quorum {
+        out.audit.push(event(
+            &out.run,
+            "review_approved",
+            &actor,
+            &channel,
+            "approved",
+            serde_json::json!({ "step": out.run.step_index, "approvals": approvals }),
+        ));
+        let key = format!("{}:{}:review_approved", out.run.id, out.run.step_index);
+        let text = format!(
+            "The review of your emergency access to {} ({}) approved it; it lasts until it expires.",
+            out.run.integration,
+            out.run.scopes.join(", ")
+        );
+        let step = out.run.step_index;
+        complete_step(out, ctx)?;
+        enqueue_notification(out, ctx, "approved", requester, text, key);
+        route_last(out, outcome_route(step, &actor));
+    } else if review && denials >= step.deny_quorum {
+        revoke_after_review(out, "review_denied", &actor, &channel, comment, ctx)?;
+    } else if approvals >= step.quorum {
         out.audit.push(event(
             &out.run,
             "request_approved",
@@ -316,7 +343,13 @@ fn outcome_route(step: u32, actor: &str) -> Route {
 
 /// Returns false when the timer does not belong to the current step (stale).
 fn timer_fired(out: &mut Outcome, votes: &[Vote], kind: TimerKind, ctx: &Context<'_>) -> Result<bool, TransitionError> {
-    match (kind, current_step(&out.run, ctx), out.run.step.clone()) {
+    if kind == TimerKind::ApprovalDeadline && in_review(&out.run, ctx.definition) {
+        revoke_after_review(out, "review_expired", "system", "engine", Some("review deadline passed".to_owned()), ctx)?;
+        return Ok(true);
+    }
+    let approval = pending_approval(&out.run, ctx).map(|a| Step::Approval(a.clone()));
+    let step_now = approval.as_ref().or_else(|| current_step(&out.run, ctx));
+    match (kind, step_now, out.run.step.clone()) {
         (TimerKind::ApprovalDeadline, Some(Step::Approval(step)), StepState::Approval { .. }) => {
             let requester = people(std::slice::from_ref(&out.run.requester), ctx);
             match step.on_timeout {
@@ -547,6 +580,9 @@ fn action_succeeded(
         }
     }
     out.audit.push(ev);
+    if op == Operation::Grant && out.run.break_glass {
+        return enter_review(out, ctx);
+    }
     if out.run.status == RunStatus::Failed || repeated {
         // A revocation that had exhausted its budget and kept retrying finally succeeded.
         out.run.status = RunStatus::Revoking;

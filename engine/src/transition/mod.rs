@@ -15,9 +15,10 @@ mod start;
 use chrono::{DateTime, Utc};
 use tollgate_workflows::{Risk, WorkflowDefinition};
 
+pub use advance::{in_review, pending_approval_in};
 pub(crate) use command::may_decide;
 pub use command::{Cast, Command, apply, is_retry};
-pub use start::{MIN_DURATION, NewRequest, start};
+pub use start::{MIN_DURATION, NewRequest, RequestError, start};
 
 use crate::audit::AuditEvent;
 use crate::directory::{Directory, Integration};
@@ -109,6 +110,9 @@ pub enum TransitionError {
     /// A deadline or expiry computed from the request would lie beyond the calendar.
     #[error("a computed time is out of range")]
     TimeOutOfRange,
+    /// A break-glass request under review already has its access: it cannot be cancelled.
+    #[error("the break-glass access is already granted: revoke the grant instead")]
+    AccessGranted,
 }
 
 impl TransitionError {
@@ -126,6 +130,7 @@ impl TransitionError {
             Self::GrantNotActive(_) => "grant_not_active",
             Self::StepOver => "step_over",
             Self::TimeOutOfRange => "time_out_of_range",
+            Self::AccessGranted => "access_granted",
             Self::Invalid(e) => e.code(),
         }
     }

@@ -28,6 +28,8 @@ pub struct NewRequest {
     pub grant: Option<Grant>,
     /// Channel it came through (`api`, `cli`, `slack`).
     pub channel: String,
+    /// Emergency access: granted at once, reviewed after (the workflow's `break_glass`).
+    pub break_glass: bool,
 }
 
 /// The shortest access a request may ask for (`"1ms"` would otherwise be a zero-second grant).
@@ -103,6 +105,12 @@ pub enum RequestError {
     /// Someone else's grant (only its holder or an admin may renew/rotate/revoke it).
     #[error("only the grant's holder or an admin may ask for this")]
     NotGrantHolder,
+    /// Break-glass asked of a workflow that offers none (or of a renew, rotate or revoke).
+    #[error("the workflow governing this request offers no break-glass access")]
+    BreakGlassUnavailable,
+    /// The requester is not among the workflow's `break_glass.requesters`.
+    #[error("{0} may not use break-glass access through this workflow")]
+    BreakGlassNotAllowed(String),
 }
 
 impl RequestError {
@@ -117,7 +125,8 @@ impl RequestError {
             Self::ScopeMismatch { .. } => "scope_mismatch",
             Self::DurationRequired => "duration_required",
             Self::JustificationRequired => "justification_required",
-            Self::RequesterNotAllowed(_) | Self::NotGrantHolder => "forbidden",
+            Self::RequesterNotAllowed(_) | Self::NotGrantHolder | Self::BreakGlassNotAllowed(_) => "forbidden",
+            Self::BreakGlassUnavailable => "break_glass_unavailable",
             Self::GrantRequired(_) | Self::GrantNotExpected | Self::GrantIntegrationMismatch(_) => "invalid_grant",
             Self::GrantNotActive(_) => "grant_not_active",
         }
@@ -138,6 +147,18 @@ pub fn start(req: NewRequest, requester_is_admin: bool, ctx: &Context<'_>) -> Re
     }
     if params.require_justification && req.justification.trim().is_empty() {
         return Err(RequestError::JustificationRequired.into());
+    }
+    if req.break_glass {
+        let Some(b) = def.break_glass.as_ref().filter(|_| req.kind == WorkflowKind::Grant) else {
+            return Err(RequestError::BreakGlassUnavailable.into());
+        };
+        if !ctx.directory.may_request(&req.requester, &b.requesters) {
+            return Err(RequestError::BreakGlassNotAllowed(req.requester).into());
+        }
+        // An emergency is no reason to skip saying why: the review needs it.
+        if req.justification.trim().is_empty() {
+            return Err(RequestError::JustificationRequired.into());
+        }
     }
     let (grant_id, scopes, grant) = match (req.kind, req.grant) {
         (WorkflowKind::Grant, Some(_)) => return Err(RequestError::GrantNotExpected.into()),
@@ -222,6 +243,7 @@ pub fn start(req: NewRequest, requester_is_admin: bool, ctx: &Context<'_>) -> Re
         created_at: ctx.now,
         updated_at: ctx.now,
         reason: None,
+        break_glass: req.break_glass,
     };
     let mut out = Outcome { run, grant, votes: Vec::new(), audit: Vec::new(), effects: Vec::new(), prior_approvals: 0 };
     let created = AuditEvent {
@@ -243,6 +265,9 @@ pub fn start(req: NewRequest, requester_is_admin: bool, ctx: &Context<'_>) -> Re
         }),
     };
     out.audit.push(created);
+    if out.run.break_glass {
+        advance::break_glass_used(&mut out, ctx);
+    }
     advance::enter_step(&mut out, ctx)?;
     Ok(out)
 }

@@ -120,6 +120,7 @@ impl Fixture {
             justification: "incident 42".to_owned(),
             grant: None,
             channel: "api".to_owned(),
+            break_glass: false,
         };
         let out = start(req, false, &self.ctx(t0())).expect("request accepted");
         fold(None, out)
@@ -173,6 +174,7 @@ fn start_waits_for_approval_with_deadline_reminder_and_notification() {
         justification: "x".to_owned(),
         grant: None,
         channel: "api".to_owned(),
+        break_glass: false,
     };
     let out = start(req, false, &f.ctx(t0())).expect("accepted");
     assert_eq!(out.run.status, RunStatus::AwaitingApproval);
@@ -225,6 +227,7 @@ fn requests_are_validated_before_anything_happens() {
         justification: "x".to_owned(),
         grant: None,
         channel: "api".to_owned(),
+        break_glass: false,
     };
     let code = |r: NewRequest| start(r, false, &f.ctx(t0())).map(|_| ()).map_err(|e| e.code());
     assert_eq!(code(NewRequest { scopes: vec!["admin".to_owned()], ..base.clone() }), Err("invalid_scope"));
@@ -622,6 +625,7 @@ fn no_requested_duration_passes_the_global_bound_whatever_the_workflow_says() {
         justification: "x".to_owned(),
         grant: None,
         channel: "api".to_owned(),
+        break_glass: false,
     };
     let max = tollgate_workflows::MAX_DURATION.as_std().as_secs();
     let three_hundred_thousand_years = 300_000 * 365 * 24 * 3600;
@@ -647,6 +651,7 @@ fn time_beyond_the_calendar_is_a_typed_error_never_a_panic() {
         justification: "x".to_owned(),
         grant: None,
         channel: "api".to_owned(),
+        break_glass: false,
     };
     let err = start(req, false, &f.ctx(end)).map(|_| ()).unwrap_err();
     assert!(matches!(err, TransitionError::TimeOutOfRange), "{err:?}");
@@ -686,6 +691,7 @@ fn a_transition_is_a_pure_function_of_state_command_and_context() {
             justification: "x".to_owned(),
             grant: None,
             channel: "api".to_owned(),
+            break_glass: false,
         };
         let started = start(req, false, &f.ctx(t0())).unwrap();
         let state = fold(None, started.clone());
@@ -736,6 +742,7 @@ fn renew_rotate_and_revoke_act_on_the_grants_whole_scope_set() {
         justification: "x".to_owned(),
         grant: Some(grant.clone()),
         channel: "api".to_owned(),
+        break_glass: false,
     };
     for kind in [WorkflowKind::Renew, WorkflowKind::Rotate, WorkflowKind::Revoke] {
         for scopes in [&[][..], &["write"], &["write", "write"]] {
@@ -765,6 +772,7 @@ fn access_shorter_than_a_second_is_refused() {
         justification: "x".to_owned(),
         grant: None,
         channel: "api".to_owned(),
+        break_glass: false,
     };
     for ms in [1, 999] {
         let err = start(ask(std::time::Duration::from_millis(ms)), false, &f.ctx(t0())).map(|_| ()).unwrap_err();
@@ -790,6 +798,7 @@ fn renewals_stop_at_the_grants_lifetime() {
             justification: "x".to_owned(),
             grant: Some(grant.clone()),
             channel: "api".to_owned(),
+            break_glass: false,
         };
         start(req, false, &f.ctx(at)).map(|_| ()).map_err(|e| e.code())
     };

@@ -987,6 +987,8 @@ pub enum InputKind {
     EmptyStaticSelect,
     /// `multi_static_select` with the options of those values selected.
     MultiStaticSelect(Vec<String>),
+    /// `checkboxes` with the options of those values ticked.
+    Checkboxes(Vec<String>),
 }
 
 fn option_json(value: &str) -> Value {
@@ -1004,6 +1006,10 @@ pub fn input_value(block_id: &str, action_id: &str, kind: InputKind) -> Value {
         InputKind::EmptyStaticSelect => json!({"type": "static_select", "selected_option": null}),
         InputKind::MultiStaticSelect(values) => json!({
             "type": "multi_static_select",
+            "selected_options": values.iter().map(|v| option_json(v)).collect::<Vec<_>>(),
+        }),
+        InputKind::Checkboxes(values) => json!({
+            "type": "checkboxes",
             "selected_options": values.iter().map(|v| option_json(v)).collect::<Vec<_>>(),
         }),
     };

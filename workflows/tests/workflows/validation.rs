@@ -385,3 +385,25 @@ fn an_escalation_names_approvers_and_comes_before_the_timeout() {
         "not shorter than timeout",
     );
 }
+
+#[test]
+fn break_glass_names_its_users_and_a_review_that_revokes_when_late() {
+    let block = |requesters: &str, on_timeout: &str| {
+        format!(
+            "{}break_glass:\n  requesters: {requesters}\n  review:\n    approvers: {{groups: [security]}}\n    timeout: 4h\n{on_timeout}",
+            grant_with("")
+        )
+    };
+    let def = accept(&block("{users: [alice]}", ""));
+    let b = def.break_glass.expect("break_glass");
+    assert_eq!((b.requesters.users.as_slice(), b.review.quorum), (["alice".to_owned()].as_slice(), 1));
+    reject_at(&block("{}", ""), "break_glass.requesters", "never open to everyone");
+    reject_at(&block("{users: [alice]}", "    on_timeout: approve\n"), "break_glass.review.on_timeout", "revokes");
+    let renew = format!(
+        "{}break_glass:\n  requesters: {{users: [alice]}}\n  review:\n    approvers: {{owner: true}}\n    timeout: 1h\n",
+        with_kind("renew", "  - action: {operation: renew}\n")
+    );
+    reject_at(&renew, "break_glass", "only grant workflows");
+    let text = block("{users: [alice]}", "").replace("approvers: {groups: [security]}", "approvers: {}");
+    reject_at(&text, "break_glass.review.approvers", "approval without approvers");
+}
