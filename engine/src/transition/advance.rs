@@ -80,6 +80,10 @@ pub(crate) fn finish(out: &mut Outcome, status: RunStatus, reason: Option<String
 pub(crate) fn enter_step(out: &mut Outcome, ctx: &Context<'_>) -> Result<(), TransitionError> {
     let risks = ctx.scope_risks(&out.run.scopes);
     let facts = RequestFacts { environment: &ctx.integration.environment, scope_risks: &risks };
+    // Set once this run skipped a revoke step because another run revokes (or revoked) the
+    // grant: a verification after it would check someone else's revocation, perhaps before it
+    // happened, and a failure would start a second revocation (I1, I3). That run verifies its own.
+    let mut revoked_elsewhere = false;
     loop {
         let Some(step) = current_step(&out.run, ctx) else {
             out.run.status = RunStatus::Completed;
@@ -125,9 +129,26 @@ pub(crate) fn enter_step(out: &mut Outcome, ctx: &Context<'_>) -> Result<(), Tra
                     refuse_action(out, a.operation, status, ctx);
                     return Ok(());
                 }
+                if a.operation == Operation::Verify && revoked_elsewhere {
+                    let ev = event(
+                        &out.run,
+                        "step_skipped",
+                        "system",
+                        "engine",
+                        "success",
+                        serde_json::json!({
+                            "step": index, "type": "action", "id": step.id(),
+                            "reason": "the grant's revocation belongs to another run, which verifies it",
+                        }),
+                    );
+                    out.audit.push(ev);
+                    out.run.step_index = out.run.step_index.saturating_add(1);
+                    continue;
+                }
                 if enter_action(out, a, ctx)? {
                     return Ok(());
                 }
+                revoked_elsewhere |= a.operation == Operation::Revoke;
                 out.run.step_index = out.run.step_index.saturating_add(1);
             }
             Step::Wait(w) => {

@@ -546,7 +546,8 @@ fn action_succeeded(
                 g.expires_at = Some(later(at, Duration::from_secs(out.run.duration_secs))?);
                 g.reference = reference;
             }
-            Operation::Revoke if verified_later => g.status = GrantStatus::Revoking,
+            // Never back from `revoked`: a revocation confirmed already stays so.
+            Operation::Revoke if verified_later && g.status != GrantStatus::Revoked => g.status = GrantStatus::Revoking,
             Operation::Revoke => {
                 g.status = GrantStatus::Revoked;
                 g.revoked_at = Some(at);
