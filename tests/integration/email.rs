@@ -389,3 +389,46 @@ async fn an_escalation_emails_the_added_approvers_a_link_that_lets_them_decide()
     assert_eq!((vote["actor"].as_str(), vote["channel"].as_str()), (Some("erin"), Some("email")));
     Ok(())
 }
+
+/// Break-glass by email: the owner hears of the use at once and the reviewers get the review as
+/// an emergency; a reviewer's link denies it, which revokes the access at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_break_glass_review_arrives_as_an_emergency_and_its_denial_revokes_at_once() -> anyhow::Result<()> {
+    let smtp = SmtpServer::start()?;
+    let workflow = crate::break_glass::emergency_workflow("5m");
+    let t = start(smtp.port(), |o| o.workflows.push(("emergency-grant.yaml".to_owned(), workflow))).await?;
+    let alice = t.server.client("alice").await?;
+    let ask =
+        json!({ "integration": "wiki-staging", "scopes": ["edit"], "justification": "INC-11", "break_glass": true });
+    let id = id_of(&alice.create_request(&ask).await?);
+
+    let emergency = |m: &Mail| m.subject.starts_with("EMERGENCY (break-glass)") && m.text.contains(&id);
+    let mails = smtp
+        .wait_for("the owner's notice and the reviewers' requests", PATIENCE, |ms| {
+            ["bob@example.com", "carol@example.com", "dave@example.com"]
+                .iter()
+                .all(|r| ms.iter().any(|m| emergency(m) && m.is_for(r)))
+        })
+        .await?;
+    let to_bob = mails.iter().find(|m| emergency(m) && m.is_for("bob@example.com")).expect("bob told");
+    assert!(to_bob.approval_link().is_none(), "the owner is told, not asked: {}", to_bob.subject);
+    let review = mails.iter().find(|m| emergency(m) && m.is_for("carol@example.com")).expect("carol asked");
+    assert!(review.subject.contains("Approval needed"), "{}", review.subject);
+    assert!(review.html.contains("EMERGENCY (break-glass)"));
+    let link = review.approval_link().expect("a review link");
+
+    let http = browser();
+    let page = open(&http, &link).await?;
+    assert_eq!(page.status, 200, "{}", page.body);
+    let (cookie, csrf) = (page.cookie.expect("cookie"), page.csrf.expect("csrf"));
+    let form = [("csrf", csrf.as_str()), ("decision", "deny"), ("reason", "no incident")];
+    let (st, body) = post(&http, &link, Some(&cookie), &form).await?;
+    assert_eq!(st, 200, "{body}");
+    t.receiver.wait_for("the revoke", PATIENCE, |c| common::has_action(c, "revoke", &id)).await?;
+    let done = alice.wait_status(&id, "completed", PATIENCE).await?;
+    assert_eq!(done["grant"]["status"], "revoked", "{done:#}");
+    let records = t.server.client("audrey").await?.audit(Some(&id)).await?;
+    let denied = records.iter().find(|r| r["event_type"] == "review_denied").expect("review_denied");
+    assert_eq!((denied["channel"].as_str(), denied["actor"].as_str()), (Some("email"), Some("carol")));
+    Ok(())
+}
