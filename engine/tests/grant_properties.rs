@@ -5,8 +5,9 @@
 //! Each case grants one principal access, then applies a random interleaving of what can happen
 //! to a grant: renew requests (created, approved, denied, cancelled), revoke requests, early
 //! revocation, time passing on a manual clock, a connector that fails revocations (for a while,
-//! or until the end) or one verification, a crash and restart on the same database, and a burst
-//! of concurrent revocations. Some steps are hurried: they happen while the previous one is still
+//! or until the end) or one verification, a crash and restart on the same database, a burst
+//! of concurrent revocations, and — when the case's grant is a break-glass grant — its review
+//! approved, denied or left to time out. Some steps are hurried: they happen while the previous one is still
 //! being carried out. Otherwise the engine is left to settle (polled, with a deadline) and the
 //! grant invariants of `docs/ARCHITECTURE.md` (I1–I6) are checked against the database and a
 //! fake target that records every connector call and knows whether the access is in place (its
@@ -40,7 +41,8 @@ use tollgate_engine::transition::NewRequest;
 use tollgate_engine::{Created, Engine, EngineSettings, JobError, Shared, store};
 use tollgate_workflows::{Catalog, Operation, WorkflowKind, parse_definition};
 
-/// Both the grant workflow and the revoke workflow verify their revocation.
+/// Both the grant workflow and the revoke workflow verify their revocation. The grant workflow
+/// offers alice break-glass, reviewed by dave.
 const GRANT: &str = r"
 key: g
 version: 1
@@ -52,6 +54,9 @@ steps:
   - wait: { until: expiry }
   - action: { operation: revoke, retry: { max_attempts: 2, backoff: 100ms, max_backoff: 200ms } }
   - action: { operation: verify, retry: { max_attempts: 1, backoff: 100ms, max_backoff: 200ms } }
+break_glass:
+  requesters: { users: [alice] }
+  review: { approvers: { users: [dave] }, timeout: 10m }
 ";
 const RENEW: &str = r"
 key: r
@@ -180,6 +185,8 @@ enum Op {
     Restart,
     /// Five revoke requests and one early revocation at once.
     Burst,
+    /// Dave approves or denies a break-glass grant under review.
+    Review { approve: bool },
 }
 
 /// An op, and whether it happens while the previous one is still being carried out (the engine
@@ -213,12 +220,13 @@ fn op() -> impl Strategy<Value = Op> {
         1 => Just(Op::FailVerifyOnce),
         2 => Just(Op::Restart),
         1 => Just(Op::Burst),
+        2 => any::<bool>().prop_map(|approve| Op::Review { approve }),
     ]
 }
 
 fn directory() -> Directory {
     let person: Principal = serde_json::from_value(serde_json::json!({})).expect("a person");
-    let principals = ["alice", "bob", "carol"].into_iter().map(|p| (p.to_owned(), person.clone())).collect();
+    let principals = ["alice", "bob", "carol", "dave"].into_iter().map(|p| (p.to_owned(), person.clone())).collect();
     let integration: Integration = serde_json::from_value(serde_json::json!({
         "app": "crm", "environment": "production", "owner": "bob",
         "scopes": [{ "name": "write", "risk": "high" }, { "name": "read", "risk": "low" }],
@@ -291,13 +299,14 @@ async fn ask(
     grant: Option<GrantId>,
     secs: u64,
     scopes: &[&str],
+    break_glass: bool,
 ) -> Result<RunId, String> {
     let grant = match grant {
         Some(g) => Some(query::grant(&e.db().read, g).await.expect("read the grant").expect("the grant exists")),
         None => None,
     };
     let req = NewRequest {
-        break_glass: false,
+        break_glass,
         id: RunId::new(),
         requester: "alice".to_owned(),
         kind,
@@ -403,7 +412,7 @@ impl Case {
         match op {
             Op::Renew { secs, name_scopes } => {
                 let scopes: &[&str] = if *name_scopes { &["write", "read"] } else { &[] };
-                match ask(&e, WorkflowKind::Renew, g, *secs, scopes).await {
+                match ask(&e, WorkflowKind::Renew, g, *secs, scopes, false).await {
                     Ok(id) => self.renewals.push(id),
                     Err(c) => refused_as::<()>("a renew request", Err(c), &["grant_not_active", "lifetime_exceeded"]),
                 }
@@ -427,7 +436,8 @@ impl Case {
                 }
             }
             Op::RevokeRequest => {
-                refused_as("a revoke request", ask(&e, WorkflowKind::Revoke, g, 0, &[]).await, &["grant_not_active"]);
+                let asked = ask(&e, WorkflowKind::Revoke, g, 0, &[], false).await;
+                refused_as("a revoke request", asked, &["grant_not_active"]);
             }
             Op::EarlyRevoke => {
                 let done = e.revoke_grant(self.grant, "alice", "api").await.map_err(|err| code(&err));
@@ -446,11 +456,21 @@ impl Case {
                 self.engine.shutdown().await;
                 self.engine = start_on(&self.url, self.fake.clone(), &self.clock).await;
             }
+            Op::Review { approve } => {
+                let run = self.grant().await.run_id;
+                let view = query::run_view(&e.db().read, run).await.expect("read the grant run").expect("the run");
+                if view.run.status == RunStatus::AwaitingApproval && view.run.break_glass {
+                    let decision = if *approve { Decision::Approve } else { Decision::Deny };
+                    // A hurried step may meet the review's deadline passing.
+                    let done = e.decide(run, "dave", decision, None, "api").await.map_err(|err| code(&err));
+                    refused_as("a review", done, &["expired"]);
+                }
+            }
             Op::Burst => {
                 let mut set = tokio::task::JoinSet::new();
                 for _ in 0..5 {
                     let e = e.clone();
-                    set.spawn(async move { ask(&e, WorkflowKind::Revoke, g, 0, &[]).await.map(drop) });
+                    set.spawn(async move { ask(&e, WorkflowKind::Revoke, g, 0, &[], false).await.map(drop) });
                 }
                 let grant = self.grant;
                 set.spawn(async move { e.revoke_grant(grant, "alice", "api").await.map_err(|err| code(&err)) });
@@ -495,9 +515,22 @@ impl Case {
             assert!(!self.seen_revoked, "I1 after {after}: a revoked grant became {}", g.status.as_str());
         }
 
-        // I2: an active grant's run waits for its expiry with the expiry timer armed.
-        if g.status == GrantStatus::Active {
-            let view = query::run_view(db, g.run_id).await.expect("read the grant run").expect("the grant run");
+        // I2: an active grant's run waits for its expiry with the expiry timer armed — or, a
+        // break-glass grant, for its review, whose deadline (at the latest the expiry) revokes.
+        let view = query::run_view(db, g.run_id).await.expect("read the grant run").expect("the grant run");
+        if g.status == GrantStatus::Active && view.run.break_glass && view.run.status == RunStatus::AwaitingApproval {
+            let deadline = match view.run.step {
+                StepState::Approval { deadline, .. } => deadline,
+                ref other => panic!("I2 after {after}: break-glass run under review at {other:?}"),
+            };
+            let expires = g.expires_at.expect("an active grant has an expiry");
+            assert!(deadline <= expires, "I2 after {after}: review deadline {deadline} after the expiry {expires}");
+            let timers = timer::Entity::find()
+                .filter(timer::Column::RunId.eq(g.run_id.0))
+                .filter(timer::Column::Kind.eq("approval_deadline"));
+            let armed = timers.all(db).await.expect("read timers").iter().any(|t| t.due_at <= expires);
+            assert!(armed, "I2 after {after}: break-glass review without its deadline timer");
+        } else if g.status == GrantStatus::Active {
             let expiring = matches!(view.run.step, StepState::Wait { expiry: true, .. });
             assert!(expiring, "I2 after {after}: active grant, its run is {} at {:?}", view.run.status, view.run.step);
             let step = i32::try_from(view.run.step_index).expect("a small step index");
@@ -593,11 +626,14 @@ impl Case {
     }
 }
 
-async fn run_case(url: String, grant_secs: u64, steps: Vec<Step>) {
+async fn run_case(url: String, grant_secs: u64, break_glass: bool, steps: Vec<Step>) {
     let (clock, fake) = (ManualClock::new(SystemClock.now()), Arc::new(FakeConnector::default()));
     let engine = start_on(&url, fake.clone(), &clock).await;
-    let run = ask(&engine, WorkflowKind::Grant, None, grant_secs, &["write", "read"]).await.expect("a grant request");
-    engine.decide(run, "bob", Decision::Approve, None, "api").await.expect("the owner approves");
+    let asked = ask(&engine, WorkflowKind::Grant, None, grant_secs, &["write", "read"], break_glass).await;
+    let run = asked.expect("a grant request");
+    if !break_glass {
+        engine.decide(run, "bob", Decision::Approve, None, "api").await.expect("the owner approves");
+    }
     let view = query::run_view(&engine.db().read, run).await.expect("read the grant run");
     let grant = view.and_then(|v| v.run.grant_id).expect("a grant request names its grant");
     let (renewals, approved) = (Vec::new(), Vec::new());
@@ -632,14 +668,14 @@ fn grant_invariants_hold_under_any_interleaving() {
     // No regression file (this test writes nothing to the tree): a failure prints its minimal case.
     let config =
         ProptestConfig { cases, failure_persistence: None, max_shrink_iters: 128, ..ProptestConfig::default() };
-    let scenario = (60u64..=3600, proptest::collection::vec(step(), 1..=12));
-    let result = TestRunner::new(config).run(&scenario, |(grant_secs, steps)| {
+    let scenario = (60u64..=3600, any::<bool>(), proptest::collection::vec(step(), 1..=12));
+    let result = TestRunner::new(config).run(&scenario, |(grant_secs, break_glass, steps)| {
         // A runtime per case: whatever a failed case left running dies with it, and its database
         // is dropped whatever happened.
         let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build();
         let rt = rt.expect("a tokio runtime");
         let (url, dir) = rt.block_on(database());
-        let done = rt.block_on(AssertUnwindSafe(run_case(url.clone(), grant_secs, steps)).catch_unwind());
+        let done = rt.block_on(AssertUnwindSafe(run_case(url.clone(), grant_secs, break_glass, steps)).catch_unwind());
         rt.block_on(drop_database(&url));
         drop((rt, dir));
         if let Err(panic) = done {
