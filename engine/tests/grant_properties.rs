@@ -343,12 +343,13 @@ fn refused_as<T>(what: &str, result: Result<T, String>, allowed: &[&str]) {
 /// is still awaited.
 async fn until(what: &str, mut ready: impl AsyncFnMut() -> Result<(), String>) {
     let deadline = Instant::now() + PATIENCE;
+    let mut tick = tokio::time::interval(Duration::from_millis(20));
     loop {
+        tick.tick().await;
         match ready().await {
             Ok(()) => return,
             Err(state) => assert!(Instant::now() < deadline, "timed out waiting for {what}: {state}"),
         }
-        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 

@@ -574,11 +574,12 @@ async fn missed_reconciliation_ticks_run_once_after_downtime_on_one_replica() {
             .count()
     };
     let wait_ticks = |e: Arc<Engine>, n: usize| async move {
+        let mut tick = tokio::time::interval(Duration::from_millis(25));
         for _ in 0..400 {
+            tick.tick().await;
             if ticks(e.clone()).await.len() >= n {
                 return;
             }
-            tokio::time::sleep(Duration::from_millis(25)).await;
         }
         panic!("fewer than {n} reconciliation ticks");
     };
@@ -589,11 +590,12 @@ async fn missed_reconciliation_ticks_run_once_after_downtime_on_one_replica() {
     wait_ticks(b.clone(), 1).await;
     clock.advance(chrono::Duration::minutes(1));
     wait_ticks(c.clone(), 2).await;
+    let mut tick = tokio::time::interval(Duration::from_millis(25));
     for _ in 0..400 {
+        tick.tick().await;
         if checks() >= 2 {
             break;
         }
-        tokio::time::sleep(Duration::from_millis(25)).await;
     }
     let seen = ticks(b.clone()).await;
     let seen: Vec<chrono::DateTime<chrono::Utc>> = seen.iter().map(|t| at(t)).collect();

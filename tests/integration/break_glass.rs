@@ -53,15 +53,13 @@ async fn break_glass(t: &TestEnv, alice: &ApiClient) -> anyhow::Result<(String, 
     assert_eq!(created["break_glass"], true, "{created}");
     let id = id_of(&created);
     t.receiver.wait_for("the grant call", PATIENCE, |c| has_action(c, "grant", &id)).await?;
-    let deadline = std::time::Instant::now() + PATIENCE;
-    loop {
+    let view = tollgate_tests::eventually("granted and under review", PATIENCE, || async {
         let view = alice.request_view(&id).await?;
-        if view["grant"]["status"] == "active" && view["status"] == "awaiting_approval" {
-            return Ok((id, view));
-        }
-        assert!(std::time::Instant::now() < deadline, "never granted and under review: {view:#}");
-        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
-    }
+        let ready = view["grant"]["status"] == "active" && view["status"] == "awaiting_approval";
+        Ok(if ready { Ok(view) } else { Err(view.to_string()) })
+    })
+    .await?;
+    Ok((id, view))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

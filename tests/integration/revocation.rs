@@ -208,17 +208,13 @@ async fn a_failed_verification_after_a_revoke_revokes_again() -> anyhow::Result<
     assert!(of_grant("revoke", &calls)[0].body.get("expect").is_none(), "only verify carries expect");
 
     // Until the revocation holds again, the grant is revoke_failed, never revoked.
-    let deadline = std::time::Instant::now() + PATIENCE;
-    loop {
+    let failed = tollgate_tests::eventually("the grant to show revoke_failed", PATIENCE, || async {
         let (_, g) = alice.get(&format!("/v1/grants/{gid}")).await?;
-        if g["status"] == "revoke_failed" {
-            assert!(g["revoked_at"].is_null(), "{g}");
-            break;
-        }
         assert_ne!(g["status"], "revoked", "shown revoked although the verification failed: {g}");
-        assert!(std::time::Instant::now() < deadline, "grant never became revoke_failed: {g}");
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
+        Ok(if g["status"] == "revoke_failed" { Ok(g) } else { Err(g.to_string()) })
+    })
+    .await?;
+    assert!(failed["revoked_at"].is_null(), "{failed}");
     let calls = t.receiver.wait_for("the revoke sent again", PATIENCE, |c| of_grant("revoke", c).len() == 2).await?;
     let keys: Vec<_> = of_grant("revoke", &calls).iter().map(|c| c.idempotency_key().map(str::to_owned)).collect();
     assert_ne!(keys[0], keys[1], "a new key: the receiver already answered the first");
@@ -271,15 +267,12 @@ async fn reconciliation_revokes_again_access_the_target_still_has() -> anyhow::R
     assert_ne!(revokes[0].idempotency_key(), revokes[1].idempotency_key(), "{revokes:?}");
     assert_eq!(revokes[1].body["scopes"], json!(["read"]), "the grant's whole scope set");
     let auditor = t.server.client("audrey").await?;
-    let deadline = std::time::Instant::now() + PATIENCE;
-    let audit = loop {
+    let audit = tollgate_tests::eventually("the revocation repeated", PATIENCE, || async {
         let audit = auditor.audit(None).await?;
-        if about_grant(&audit, "revoke_repeated", &gid).count() == 1 {
-            break audit;
-        }
-        assert!(std::time::Instant::now() < deadline, "no revoke_repeated for {gid}");
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    };
+        let repeated = about_grant(&audit, "revoke_repeated", &gid).count();
+        Ok(if repeated == 1 { Ok(audit) } else { Err(format!("{repeated} revoke_repeated for {gid}")) })
+    })
+    .await?;
     let drift: Vec<_> = about_grant(&audit, "drift_detected", &gid).collect();
     assert_eq!(drift.len(), 1, "{drift:#?}");
     assert_eq!(drift[0]["details"]["expected"], "absent");

@@ -77,14 +77,11 @@ where
     F: FnMut() -> Fut,
     Fut: Future<Output = anyhow::Result<Option<T>>>,
 {
-    let deadline = Instant::now() + PATIENCE;
-    loop {
-        if let Some(found) = check().await? {
-            return Ok(found);
-        }
-        anyhow::ensure!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    tollgate_tests::eventually(what, PATIENCE, || {
+        let checked = check();
+        async move { Ok(checked.await?.ok_or_else(|| "not yet".to_owned())) }
+    })
+    .await
 }
 
 fn count(records: &[Value], event_type: &str) -> usize {

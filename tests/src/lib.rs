@@ -28,6 +28,33 @@ pub fn wall_clock() -> chrono::DateTime<chrono::Utc> {
     tollgate_engine::clock::SystemClock.now()
 }
 
+/// Polls `check` (every 25 ms) until it yields something, or fails after `patience` describing
+/// `what` and the last state `check` reported. The way to wait for a condition the server
+/// reaches on its own; never a sleep followed by an assertion.
+///
+/// # Errors
+/// `check`'s own errors, or the timeout.
+pub async fn eventually<T, F, Fut>(what: &str, patience: std::time::Duration, mut check: F) -> anyhow::Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<Result<T, String>>>,
+{
+    let deadline = std::time::Instant::now() + patience;
+    let mut tick = tokio::time::interval(std::time::Duration::from_millis(25));
+    loop {
+        tick.tick().await;
+        match check().await? {
+            Ok(found) => return Ok(found),
+            Err(state) => {
+                anyhow::ensure!(
+                    std::time::Instant::now() < deadline,
+                    "timed out waiting for {what}; last seen: {state}"
+                );
+            }
+        }
+    }
+}
+
 /// Installs the process-wide rustls provider (ring) once; reqwest is built without one.
 pub fn install_crypto_provider() {
     tollgate::install_crypto_provider();

@@ -179,8 +179,9 @@ pub(crate) async fn record(
     action: &ConnectorAction,
     result: &Result<Option<String>, String>,
 ) -> Result<(), Refusal> {
-    let Some(g) = grant::Entity::find_by_id(action.grant_id).one(tx.conn()).await? else { return Ok(()) };
-    let mut g = Grant::try_from(g)?;
+    let Some(mut g) = crate::store::query::grant(tx.conn(), crate::ids::GrantId(action.grant_id)).await? else {
+        return Ok(());
+    };
     let now = tx.now();
     let event = |event_type: &str, outcome: &str, details: serde_json::Value| AuditEvent {
         event_type: event_type.to_owned(),

@@ -81,8 +81,7 @@ impl Job for CreateRequest {
         // The grant as it is now, read in this transaction: the caller's copy may be stale, and
         // an early revocation, an expiry or another request may have changed it since (I3, I4).
         if let Some(g) = &request.grant {
-            let fresh = grant::Entity::find_by_id(g.id.0).one(tx.conn()).await?.ok_or(JobError::NotFound("grant"))?;
-            request.grant = Some(Grant::try_from(fresh)?);
+            request.grant = Some(query::grant(tx.conn(), g.id).await?.ok_or(JobError::NotFound("grant"))?);
         }
         let (definition, integration) = shared.resolve_for_request(&request)?;
         let ids = IdSource::random();
@@ -181,8 +180,7 @@ impl Job for RevokeGrant {
     type Output = ();
 
     async fn run(&self, tx: &mut Tx<'_>) -> Result<(), Refusal> {
-        let g = grant::Entity::find_by_id(self.grant_id.0).one(tx.conn()).await?.ok_or(JobError::NotFound("grant"))?;
-        let g = Grant::try_from(g)?;
+        let g = query::grant(tx.conn(), self.grant_id).await?.ok_or(JobError::NotFound("grant"))?;
         if matches!(g.status, GrantStatus::Revoking | GrantStatus::RevokeFailed) {
             // Under way (a failed revocation keeps being retried): nothing to add to it.
             return Ok(());

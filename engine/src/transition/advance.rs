@@ -94,33 +94,14 @@ pub(crate) fn enter_step(out: &mut Outcome, ctx: &Context<'_>) -> Result<(), Tra
         };
         let index = out.run.step_index;
         if !step.guard().admits(&facts) {
-            let ev = event(
-                &out.run,
-                "step_skipped",
-                "system",
-                "engine",
-                "success",
-                serde_json::json!({ "step": index, "type": step.type_name(), "id": step.id() }),
-            );
-            out.audit.push(ev);
+            record_skip(out, step, None);
             out.run.step_index = out.run.step_index.saturating_add(1);
             continue;
         }
         match step {
             // Break-glass: the approvals before the grant become the review after it.
             Step::Approval(_) if out.run.break_glass && out.grant.is_none() => {
-                let ev = event(
-                    &out.run,
-                    "step_skipped",
-                    "system",
-                    "engine",
-                    "success",
-                    serde_json::json!({
-                        "step": index, "type": "approval", "id": step.id(),
-                        "reason": "break-glass: access first, review after",
-                    }),
-                );
-                out.audit.push(ev);
+                record_skip(out, step, Some("break-glass: access first, review after".to_owned()));
                 out.run.step_index = out.run.step_index.saturating_add(1);
             }
             Step::Approval(a) => return enter_approval(out, a, ctx, None),
@@ -130,18 +111,8 @@ pub(crate) fn enter_step(out: &mut Outcome, ctx: &Context<'_>) -> Result<(), Tra
                     return Ok(());
                 }
                 if a.operation == Operation::Verify && revoked_elsewhere {
-                    let ev = event(
-                        &out.run,
-                        "step_skipped",
-                        "system",
-                        "engine",
-                        "success",
-                        serde_json::json!({
-                            "step": index, "type": "action", "id": step.id(),
-                            "reason": "the grant's revocation belongs to another run, which verifies it",
-                        }),
-                    );
-                    out.audit.push(ev);
+                    let reason = "the grant's revocation belongs to another run, which verifies it";
+                    record_skip(out, step, Some(reason.to_owned()));
                     out.run.step_index = out.run.step_index.saturating_add(1);
                     continue;
                 }
@@ -373,6 +344,21 @@ pub(crate) fn revoke_after_review(
     enter_step(out, ctx)
 }
 
+/// Audits that the current step, `step`, is skipped (`step_skipped`), and why when it is not
+/// its guard.
+fn record_skip(out: &mut Outcome, step: &Step, reason: Option<String>) {
+    record_skip_of(out, step.type_name(), step.id(), reason);
+}
+
+fn record_skip_of(out: &mut Outcome, type_name: &str, id: Option<&str>, reason: Option<String>) {
+    let mut details = serde_json::json!({ "step": out.run.step_index, "type": type_name, "id": id });
+    if let Some(reason) = reason {
+        details["reason"] = serde_json::json!(reason);
+    }
+    let ev = event(&out.run, "step_skipped", "system", "engine", "success", details);
+    out.audit.push(ev);
+}
+
 /// Enters an action step. Returns false when the step has nothing to do and was skipped.
 fn enter_action(out: &mut Outcome, a: &ActionStep, ctx: &Context<'_>) -> Result<bool, TransitionError> {
     let Some(grant_id) = out.run.grant_id else { return Ok(false) };
@@ -408,15 +394,7 @@ fn enter_action(out: &mut Outcome, a: &ActionStep, ctx: &Context<'_>) -> Result<
                     }
                     other => format!("grant is {}", other.as_str()),
                 };
-                let ev = event(
-                    &out.run,
-                    "step_skipped",
-                    "system",
-                    "engine",
-                    "success",
-                    serde_json::json!({ "step": index, "type": "action", "reason": reason }),
-                );
-                out.audit.push(ev);
+                record_skip_of(out, "action", a.id.as_deref(), Some(reason));
                 return Ok(false);
             }
             grant.status = GrantStatus::Revoking;
