@@ -290,7 +290,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Audit { command: AuditCommand::Verify { config } } => {
             let config = config.load(&[])?;
             let db = crate::server::open_db(&config).await?;
-            match query::verify_audit(&db.read).await? {
+            match query::verify_audit(&db).await? {
                 Ok(r) => {
                     println_out(&format!(
                         "audit chain OK: {} records, head sequence {}, head hash {}",

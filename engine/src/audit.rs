@@ -85,37 +85,81 @@ pub fn truncate_time(t: DateTime<Utc>) -> DateTime<Utc> {
 #[must_use]
 pub fn canonical_bytes(seq: i64, recorded_at: DateTime<Utc>, event: &AuditEvent) -> Vec<u8> {
     let mut out = String::with_capacity(256);
-    out.push('[');
-    out.push_str(&CANONICAL_FORMAT_VERSION.to_string());
-    out.push(',');
-    out.push_str(&seq.to_string());
-    out.push(',');
-    write_json_str(&mut out, &format_time(recorded_at));
-    for s in [&event.event_type, &event.channel, &event.outcome, &event.actor, &event.subject] {
+    write_canonical(&mut out, seq, recorded_at, &Fields::of(event), |out| write_canonical_value(out, &event.details));
+    out.into_bytes()
+}
+
+/// The fields of a record that [`canonical_bytes`] encodes before `details`, borrowed.
+struct Fields<'a> {
+    event_type: &'a str,
+    channel: &'a str,
+    outcome: &'a str,
+    actor: &'a str,
+    subject: &'a str,
+    run_id: Option<Uuid>,
+    justification: Option<&'a str>,
+    workflow_key: Option<&'a str>,
+    workflow_version: Option<i32>,
+}
+
+impl<'a> Fields<'a> {
+    fn of(e: &'a AuditEvent) -> Self {
+        Self {
+            event_type: &e.event_type,
+            channel: &e.channel,
+            outcome: &e.outcome,
+            actor: &e.actor,
+            subject: &e.subject,
+            run_id: e.run_id,
+            justification: e.justification.as_deref(),
+            workflow_key: e.workflow_key.as_deref(),
+            workflow_version: e.workflow_version,
+        }
+    }
+}
+
+/// Appends the canonical encoding to `out`; `details` writes the canonical `details` text.
+fn write_canonical(
+    out: &mut String,
+    seq: i64,
+    recorded_at: DateTime<Utc>,
+    f: &Fields<'_>,
+    details: impl FnOnce(&mut String),
+) {
+    use fmt::Write as _;
+    // Writing into a `String` cannot fail.
+    let _ = write!(out, "[{CANONICAL_FORMAT_VERSION},{seq},");
+    write_json_str(out, &format_time(recorded_at));
+    for s in [f.event_type, f.channel, f.outcome, f.actor, f.subject] {
         out.push(',');
-        write_json_str(&mut out, s);
+        write_json_str(out, s);
     }
     out.push(',');
-    match event.run_id {
-        Some(id) => write_json_str(&mut out, &id.hyphenated().to_string()),
+    match f.run_id {
+        Some(id) => {
+            out.push('"');
+            out.push_str(id.hyphenated().encode_lower(&mut Uuid::encode_buffer()));
+            out.push('"');
+        }
         None => out.push_str("null"),
     }
-    for s in [&event.justification, &event.workflow_key] {
+    for s in [f.justification, f.workflow_key] {
         out.push(',');
         match s {
-            Some(s) => write_json_str(&mut out, s),
+            Some(s) => write_json_str(out, s),
             None => out.push_str("null"),
         }
     }
     out.push(',');
-    match event.workflow_version {
-        Some(v) => out.push_str(&v.to_string()),
+    match f.workflow_version {
+        Some(v) => {
+            let _ = write!(out, "{v}");
+        }
         None => out.push_str("null"),
     }
     out.push(',');
-    write_canonical_value(&mut out, &event.details);
+    details(out);
     out.push(']');
-    out.into_bytes()
 }
 
 /// `SHA-256(canonical ‖ raw 32 bytes of prev_hash_hex)`, as lowercase hex.
@@ -125,6 +169,11 @@ pub fn canonical_bytes(seq: i64, recorded_at: DateTime<Utc>, event: &AuditEvent)
 /// verify, because the verifier first requires `prev_hash` to equal the previous record's hash.
 #[must_use]
 pub fn compute_hash(canonical: &[u8], prev_hash_hex: &str) -> String {
+    hex::encode(hash_bytes(canonical, prev_hash_hex))
+}
+
+/// [`compute_hash`] before hex encoding.
+fn hash_bytes(canonical: &[u8], prev_hash_hex: &str) -> [u8; 32] {
     let mut hasher = Sha256::new();
     hasher.update(canonical);
     let mut prev = [0u8; 32];
@@ -132,7 +181,7 @@ pub fn compute_hash(canonical: &[u8], prev_hash_hex: &str) -> String {
         Ok(()) => hasher.update(prev),
         Err(_) => hasher.update(prev_hash_hex.as_bytes()),
     }
-    hex::encode(hasher.finalize())
+    hasher.finalize().into()
 }
 
 /// Seals `event` as record `seq`, chained to `prev_hash`.
@@ -243,6 +292,43 @@ pub struct ChainVerifier {
     records: u64,
     head: Option<(i64, String)>,
     broken: Option<ChainBreak>,
+    /// The canonical encoding of the record being checked, reused across records.
+    buf: String,
+}
+
+/// A record as the store holds it, borrowed: `details` is the stored canonical text
+/// ([`details_to_text`]), hashed as stored, so verifying does not parse it.
+#[derive(Debug, Clone, Copy)]
+pub struct StoredRecord<'a> {
+    /// See [`AuditRecord::seq`].
+    pub seq: i64,
+    /// See [`AuditRecord::recorded_at`].
+    pub recorded_at: DateTime<Utc>,
+    /// See [`AuditEvent::event_type`].
+    pub event_type: &'a str,
+    /// See [`AuditEvent::channel`].
+    pub channel: &'a str,
+    /// See [`AuditEvent::outcome`].
+    pub outcome: &'a str,
+    /// See [`AuditEvent::actor`].
+    pub actor: &'a str,
+    /// See [`AuditEvent::subject`].
+    pub subject: &'a str,
+    /// See [`AuditEvent::run_id`].
+    pub run_id: Option<Uuid>,
+    /// See [`AuditEvent::justification`].
+    pub justification: Option<&'a str>,
+    /// See [`AuditEvent::workflow_key`].
+    pub workflow_key: Option<&'a str>,
+    /// See [`AuditEvent::workflow_version`].
+    pub workflow_version: Option<i32>,
+    /// The stored `details` text. Text that is not the canonical form of what was sealed fails
+    /// the hash check, as any other altered byte does.
+    pub details: &'a str,
+    /// See [`AuditRecord::prev_hash`].
+    pub prev_hash: &'a str,
+    /// See [`AuditRecord::hash`].
+    pub hash: &'a str,
 }
 
 impl ChainVerifier {
@@ -259,13 +345,60 @@ impl ChainVerifier {
     /// Returns the [`ChainBreak`] for this record if it does not continue the chain verified so
     /// far, or the earlier break if one was already found.
     pub fn push(&mut self, record: &AuditRecord) -> Result<(), ChainBreak> {
+        let fields = Fields::of(&record.event);
+        self.push_with(record.seq, record.recorded_at, &fields, &record.prev_hash, &record.hash, |out| {
+            write_canonical_value(out, &record.event.details);
+        })
+    }
+
+    /// Checks the next record of the chain, as stored (see [`StoredRecord`]).
+    ///
+    /// # Errors
+    ///
+    /// As [`push`](Self::push).
+    pub fn push_stored(&mut self, r: &StoredRecord<'_>) -> Result<(), ChainBreak> {
+        let fields = Fields {
+            event_type: r.event_type,
+            channel: r.channel,
+            outcome: r.outcome,
+            actor: r.actor,
+            subject: r.subject,
+            run_id: r.run_id,
+            justification: r.justification,
+            workflow_key: r.workflow_key,
+            workflow_version: r.workflow_version,
+        };
+        self.push_with(r.seq, r.recorded_at, &fields, r.prev_hash, r.hash, |out| out.push_str(r.details))
+    }
+
+    fn push_with(
+        &mut self,
+        seq: i64,
+        recorded_at: DateTime<Utc>,
+        fields: &Fields<'_>,
+        prev_hash: &str,
+        hash: &str,
+        details: impl FnOnce(&mut String),
+    ) -> Result<(), ChainBreak> {
         if let Some(b) = &self.broken {
             return Err(b.clone());
         }
-        match self.check(record) {
+        let mut buf = std::mem::take(&mut self.buf);
+        buf.clear();
+        write_canonical(&mut buf, seq, recorded_at, fields, details);
+        let checked = self.check(seq, prev_hash, hash, buf.as_bytes());
+        self.buf = buf;
+        match checked {
             Ok(()) => {
                 self.records += 1;
-                self.head = Some((record.seq, record.hash.clone()));
+                match &mut self.head {
+                    Some((head_seq, head_hash)) => {
+                        *head_seq = seq;
+                        head_hash.clear();
+                        head_hash.push_str(hash);
+                    }
+                    None => self.head = Some((seq, hash.to_owned())),
+                }
                 Ok(())
             }
             Err(b) => {
@@ -288,64 +421,58 @@ impl ChainVerifier {
         VerifyReport { records: self.records, head_seq, head_hash }
     }
 
-    fn check(&self, r: &AuditRecord) -> Result<(), ChainBreak> {
+    fn check(&self, seq: i64, prev_hash: &str, hash: &str, canonical: &[u8]) -> Result<(), ChainBreak> {
         let position = self.records + 1;
-        let brk = |kind, detail: String| ChainBreak { seq: r.seq, kind, detail };
+        let brk = |kind, detail: String| ChainBreak { seq, kind, detail };
         match &self.head {
             None => {
-                if r.seq != 1 {
-                    return Err(brk(
-                        BreakKind::BadStart,
-                        format!("the first record has sequence {}, expected 1", r.seq),
-                    ));
+                if seq != 1 {
+                    return Err(brk(BreakKind::BadStart, format!("the first record has sequence {seq}, expected 1")));
                 }
-                if r.prev_hash != GENESIS_HASH {
+                if prev_hash != GENESIS_HASH {
                     return Err(brk(
                         BreakKind::BadStart,
-                        format!(
-                            "the first record's prev_hash is {:?}, expected the genesis hash (64 zeros)",
-                            r.prev_hash
-                        ),
+                        format!("the first record's prev_hash is {prev_hash:?}, expected the genesis hash (64 zeros)"),
                     ));
                 }
             }
             Some((last_seq, last_hash)) => {
-                if r.seq <= *last_seq {
+                if seq <= *last_seq {
                     return Err(brk(
                         BreakKind::SequenceOrder,
                         format!(
-                            "record at position {position} has sequence {}, not greater than the previous record's {last_seq} (duplicated or reordered records)",
-                            r.seq
+                            "record at position {position} has sequence {seq}, not greater than the previous record's {last_seq} (duplicated or reordered records)"
                         ),
                     ));
                 }
-                // `r.seq > last_seq`, so `last_seq < i64::MAX` and this cannot overflow.
+                // `seq > last_seq`, so `last_seq < i64::MAX` and this cannot overflow.
                 let expected = last_seq + 1;
-                if r.seq != expected {
+                if seq != expected {
                     return Err(brk(
                         BreakKind::SequenceGap,
                         format!(
-                            "record at position {position} has sequence {}, expected {expected} (records missing or out of order)",
-                            r.seq
+                            "record at position {position} has sequence {seq}, expected {expected} (records missing or out of order)"
                         ),
                     ));
                 }
-                if r.prev_hash != *last_hash {
+                if prev_hash != *last_hash {
                     return Err(brk(
                         BreakKind::PrevHashMismatch,
                         format!(
-                            "prev_hash {:?} is not the hash {last_hash} of record {last_seq} (a record was deleted, reordered or rewritten)",
-                            r.prev_hash
+                            "prev_hash {prev_hash:?} is not the hash {last_hash} of record {last_seq} (a record was deleted, reordered or rewritten)"
                         ),
                     ));
                 }
             }
         }
-        let computed = compute_hash(&canonical_bytes(r.seq, r.recorded_at, &r.event), &r.prev_hash);
-        if r.hash != computed {
+        let mut computed = [0u8; 64];
+        // 32 bytes always fit 64 hex digits.
+        let _ = hex::encode_to_slice(hash_bytes(canonical, prev_hash), &mut computed);
+        if hash.as_bytes() != computed {
+            let computed = String::from_utf8_lossy(&computed);
             return Err(brk(
                 BreakKind::HashMismatch,
-                format!("stored hash {:?} does not match the recomputed {computed} (record content altered)", r.hash),
+                format!("stored hash {hash:?} does not match the recomputed {computed} (record content altered)"),
             ));
         }
         Ok(())
@@ -534,24 +661,31 @@ fn format_time(t: DateTime<Utc>) -> String {
 fn write_json_str(out: &mut String, s: &str) {
     const HEX: &[u8; 16] = b"0123456789abcdef";
     out.push('"');
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            '\u{8}' => out.push_str("\\b"),
-            '\u{c}' => out.push_str("\\f"),
-            c if u32::from(c) < 0x20 => {
-                let b = u32::from(c) as usize;
-                out.push_str("\\u00");
-                out.push(char::from(HEX[b >> 4]));
-                out.push(char::from(HEX[b & 0xf]));
-            }
-            c => out.push(c),
+    // Only ASCII bytes are ever escaped, so cutting at them keeps every run valid UTF-8.
+    let mut run_start = 0;
+    for (i, &b) in s.as_bytes().iter().enumerate() {
+        let escape = match b {
+            b'"' => "\\\"",
+            b'\\' => "\\\\",
+            b'\n' => "\\n",
+            b'\r' => "\\r",
+            b'\t' => "\\t",
+            0x08 => "\\b",
+            0x0c => "\\f",
+            0..0x20 => "",
+            _ => continue,
+        };
+        out.push_str(&s[run_start..i]);
+        run_start = i + 1;
+        if escape.is_empty() {
+            out.push_str("\\u00");
+            out.push(char::from(HEX[usize::from(b >> 4)]));
+            out.push(char::from(HEX[usize::from(b & 0xf)]));
+        } else {
+            out.push_str(escape);
         }
     }
+    out.push_str(&s[run_start..]);
     out.push('"');
 }
 
@@ -1151,6 +1285,47 @@ mod tests {
                 std::str::from_utf8(&buf).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
             prop_assert_eq!(&parsed, &c);
             prop_assert!(verify_all(parsed).is_ok());
+        }
+
+        #[test]
+        fn stored_records_verify_as_sealed_and_any_other_details_text_breaks(c in arb_chain(), at in any::<prop::sample::Index>()) {
+            let texts: Vec<String> = c.iter().map(|r| details_to_text(&r.event.details)).collect();
+            fn stored<'a>(r: &'a AuditRecord, details: &'a str) -> StoredRecord<'a> {
+                StoredRecord {
+                    seq: r.seq,
+                    recorded_at: r.recorded_at,
+                    event_type: &r.event.event_type,
+                    channel: &r.event.channel,
+                    outcome: &r.event.outcome,
+                    actor: &r.event.actor,
+                    subject: &r.event.subject,
+                    run_id: r.event.run_id,
+                    justification: r.event.justification.as_deref(),
+                    workflow_key: r.event.workflow_key.as_deref(),
+                    workflow_version: r.event.workflow_version,
+                    details,
+                    prev_hash: &r.prev_hash,
+                    hash: &r.hash,
+                }
+            }
+            let mut v = ChainVerifier::new();
+            for (r, t) in c.iter().zip(&texts) {
+                prop_assert!(v.push_stored(&stored(r, t)).is_ok());
+            }
+            prop_assert_eq!(v.finish(), verify_all(c.clone()).unwrap());
+
+            // The same JSON written differently (a space after the first byte) is not what was sealed.
+            let i = at.index(c.len());
+            let mut v = ChainVerifier::new();
+            for (j, (r, t)) in c.iter().zip(&texts).enumerate() {
+                let text = if j == i { format!("{} {}", &t[..1], &t[1..]) } else { t.clone() };
+                let pushed = v.push_stored(&stored(r, &text));
+                if j == i {
+                    prop_assert_eq!(pushed.unwrap_err().kind, BreakKind::HashMismatch);
+                    break;
+                }
+                prop_assert!(pushed.is_ok());
+            }
         }
 
         #[test]

@@ -518,8 +518,9 @@ impl TimerService {
     /// Sleeps until the earliest due timer — woken early when a nearer one is committed — and
     /// fires every due timer through the writer's priority lane without waiting for the commits
     /// (firing deletes the timer row by compare-and-set, so a timer submitted twice fires once).
-    /// A slow periodic scan is only a safety net (timers inserted by other replicas, or whose
-    /// firing failed).
+    /// A periodic scan (every scan interval) is the safety net for timers inserted by other
+    /// replicas or whose firing failed, and takes over other replicas' timers once they are
+    /// `takeover` overdue (so within takeover + scan interval of their due time).
     async fn run(self, mut wake: mpsc::UnboundedReceiver<DateTime<Utc>>, mut stop: watch::Receiver<bool>) {
         let mut next = Some(self.shared.clock.now());
         loop {
@@ -541,7 +542,7 @@ impl TimerService {
     }
 
     async fn next_due(&self, after: DateTime<Utc>) -> Option<DateTime<Utc>> {
-        match query::next_timer_due(&self.db.read, after, &self.shared.node_id, self.takeover).await {
+        match query::next_timer_due(&self.db.read, after, &self.shared.node_id).await {
             Ok(t) => t,
             Err(e) => {
                 tracing::error!(error = %e, "cannot read timers");

@@ -622,7 +622,7 @@ impl Case {
             let s = RunStatus::parse(&r.status).expect("a known status");
             assert!(s.is_final(), "{} run {} is still {s} at the end", r.kind, r.id);
         }
-        let verified = query::verify_audit(&self.engine.db().read).await.expect("read the audit log");
+        let verified = query::verify_audit(self.engine.db()).await.expect("read the audit log");
         assert!(verified.is_ok(), "{verified:?}");
     }
 }

@@ -303,7 +303,7 @@ async fn renewal_extends_the_grant_and_a_revoke_request_ends_it_once() {
     assert_eq!(fake.keys(Operation::Revoke), vec![format!("{}:revoke", grant.id)]);
     let kinds: Vec<String> = events(&e, run).await.into_iter().map(|e| e.event_type).collect();
     assert!(kinds.contains(&"step_skipped".to_owned()), "{kinds:?}");
-    let verified = query::verify_audit(&e.db().read).await.unwrap();
+    let verified = query::verify_audit(e.db()).await.unwrap();
     assert!(verified.is_ok(), "{verified:?}");
     cleanup(&e).await;
 }
@@ -504,7 +504,7 @@ async fn the_expiry_sweep_revokes_a_grant_whose_timer_was_lost() {
     assert_eq!((recovered.actor.as_str(), recovered.outcome.as_str()), ("system", "recovered"));
     assert_eq!(recovered.subject, format!("grant:{}", grant.id));
     assert_eq!(recovered.details["overdue_secs"], 40);
-    let verified = query::verify_audit(&e.db().read).await.unwrap();
+    let verified = query::verify_audit(e.db()).await.unwrap();
     assert!(verified.is_ok(), "{verified:?}");
     cleanup(&e).await;
 }

@@ -71,7 +71,7 @@ pub(crate) async fn list(
     security(("bearer" = [])))]
 pub(crate) async fn verify(State(state): State<AppState>, caller: Caller) -> ApiResult<axum::Json<VerifyOut>> {
     require_auditor(&caller)?;
-    Ok(axum::Json(match query::verify_audit(&state.engine.db().read).await? {
+    Ok(axum::Json(match query::verify_audit(state.engine.db()).await? {
         Ok(r) => VerifyOut {
             ok: true,
             records: r.records,

@@ -69,6 +69,9 @@ pub struct Db {
     /// The writer's connection (a single connection on SQLite). Only the writer writes: it is
     /// not reachable from outside the store.
     pub(crate) write: DatabaseConnection,
+    /// The SQLite database file (not for an in-memory database), for read-only scans that
+    /// bypass the pool ([`query::verify_audit`]).
+    pub(crate) sqlite_file: Option<std::path::PathBuf>,
 }
 
 impl Db {
@@ -109,11 +112,20 @@ pub async fn connect(url: &str, max_connections: u32) -> Result<Db, StoreError> 
     if sqlite {
         let write = Database::connect(options(1)).await?;
         let read = Database::connect(options(max_connections.max(2))).await?;
-        Ok(Db { read, write })
+        Ok(Db { read, write, sqlite_file: sqlite_file(url) })
     } else {
         let pool = Database::connect(options(max_connections.max(4))).await?;
-        Ok(Db { read: pool.clone(), write: pool })
+        Ok(Db { read: pool.clone(), write: pool, sqlite_file: None })
     }
+}
+
+/// The file a SQLite URL names, as sqlx reads it; `None` for an in-memory database.
+fn sqlite_file(url: &str) -> Option<std::path::PathBuf> {
+    use std::str::FromStr as _;
+    let options = sea_orm::sqlx::sqlite::SqliteConnectOptions::from_str(url).ok()?;
+    let file = options.get_filename();
+    let name = file.to_string_lossy();
+    (!name.is_empty() && !name.contains(":memory:") && !url.contains("mode=memory")).then(|| file.to_path_buf())
 }
 
 /// Applies pending migrations.

@@ -261,32 +261,168 @@ pub async fn audit_page<C: ConnectionTrait>(
 
 /// Verifies the whole chain, page by page, checking every link.
 ///
+/// Reading and hashing overlap: pages are read here while a blocking thread hashes the previous
+/// ones (so the caller's runtime is never blocked for the seconds a large chain takes), and each
+/// record's `details` is hashed as stored rather than parsed ([`audit::StoredRecord`]).
+///
 /// # Errors
-/// `Ok(Err(break))` for a broken chain (a record whose details are not JSON counts as altered);
-/// `Err` for database failures.
-pub async fn verify_audit<C: ConnectionTrait>(c: &C) -> Result<Result<VerifyReport, ChainBreak>, StoreError> {
-    let mut verifier = ChainVerifier::new();
-    let mut after = i64::MIN;
-    loop {
-        let page = audit_log::Entity::find()
-            .filter(audit_log::Column::Seq.gt(after))
-            .order_by_asc(audit_log::Column::Seq)
-            .limit(2000)
-            .all(c)
-            .await?;
-        let Some(last) = page.last() else { break };
-        after = last.seq;
-        for m in page {
-            let seq = m.seq;
-            let rec = match record(m) {
-                Ok(r) => r,
-                Err(e) => {
-                    return Ok(Err(ChainBreak { seq, kind: audit::BreakKind::HashMismatch, detail: e.to_string() }));
-                }
-            };
-            if let Err(b) = verifier.push(&rec) {
-                return Ok(Err(b));
+/// `Ok(Err(break))` for a broken chain; `Err` for database failures.
+pub async fn verify_audit(db: &super::Db) -> Result<Result<VerifyReport, ChainBreak>, StoreError> {
+    if let Some(file) = db.sqlite_file.clone() {
+        return match tokio::task::spawn_blocking(move || verify_sqlite_file(&file)).await {
+            Ok(v) => v,
+            Err(e) => std::panic::resume_unwind(e.into_panic()),
+        };
+    }
+    let c = &db.read;
+    const PAGE: u64 = 5000;
+    let (pages, mut inbox) = tokio::sync::mpsc::channel::<Vec<audit_log::Model>>(2);
+    let verifier = tokio::task::spawn_blocking(move || {
+        let mut verifier = ChainVerifier::new();
+        while let Some(page) = inbox.blocking_recv() {
+            for m in &page {
+                verifier.push_stored(&audit::StoredRecord {
+                    seq: m.seq,
+                    recorded_at: m.recorded_at,
+                    event_type: &m.event_type,
+                    channel: &m.channel,
+                    outcome: &m.outcome,
+                    actor: &m.actor,
+                    subject: &m.subject,
+                    run_id: m.run_id,
+                    justification: m.justification.as_deref(),
+                    workflow_key: m.workflow_key.as_deref(),
+                    workflow_version: m.workflow_version,
+                    details: &m.details,
+                    prev_hash: &m.prev_hash,
+                    hash: &m.hash,
+                })?;
             }
+        }
+        Ok(verifier.finish())
+    });
+    let mut after = i64::MIN;
+    let read = async {
+        loop {
+            let page = audit_log::Entity::find()
+                .filter(audit_log::Column::Seq.gt(after))
+                .order_by_asc(audit_log::Column::Seq)
+                .limit(PAGE)
+                .all(c)
+                .await?;
+            let Some(last) = page.last() else { break };
+            after = last.seq;
+            // A full channel holds the reader while the hasher is two pages behind; a closed one
+            // means the hasher stopped at a break.
+            if pages.send(page).await.is_err() {
+                break;
+            }
+        }
+        Ok::<_, StoreError>(())
+    }
+    .await;
+    drop(pages);
+    let verified = match verifier.await {
+        Ok(v) => v,
+        Err(e) => std::panic::resume_unwind(e.into_panic()),
+    };
+    read?;
+    Ok(verified)
+}
+
+/// [`verify_audit`] on a SQLite file: one read-only connection of its own, one statement (one
+/// consistent snapshot), rows borrowed as SQLite returns them. Through the pool each row would
+/// cross to sqlx's worker thread and copy every value, which cost more than hashing (1,000,000
+/// records: 5.4 s through the pool, see docs/PERFORMANCE.md).
+fn verify_sqlite_file(file: &std::path::Path) -> Result<Result<VerifyReport, ChainBreak>, StoreError> {
+    use rusqlite::types::ValueRef;
+    use rusqlite::{Connection, OpenFlags};
+
+    let db_err = |e: rusqlite::Error| StoreError::Db(sea_orm::DbErr::Custom(format!("reading the audit log: {e}")));
+    let conn = Connection::open_with_flags(file, OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX)
+        .map_err(db_err)?;
+    conn.busy_timeout(std::time::Duration::from_secs(10)).map_err(db_err)?;
+    let mut stmt = conn
+        .prepare(
+            "SELECT seq, recorded_at, event_type, channel, outcome, actor, subject, run_id, justification, \
+             workflow_key, workflow_version, details, prev_hash, hash FROM audit_log ORDER BY seq",
+        )
+        .map_err(db_err)?;
+    let mut rows = stmt.query([]).map_err(db_err)?;
+    let mut verifier = ChainVerifier::new();
+    while let Some(row) = rows.next().map_err(db_err)? {
+        let seq: i64 = row.get(0).map_err(db_err)?;
+        // A value of the wrong type is an altered record, reported where it is.
+        let altered = |what: &str| {
+            Ok(Err(ChainBreak {
+                seq,
+                kind: audit::BreakKind::HashMismatch,
+                detail: format!("stored {what} cannot be read (record content altered)"),
+            }))
+        };
+        let text = |i: usize| match row.get_ref(i) {
+            Ok(ValueRef::Text(t)) => std::str::from_utf8(t).ok(),
+            _ => None,
+        };
+        let opt_text = |i: usize| match row.get_ref(i) {
+            Ok(ValueRef::Null) => Some(None),
+            Ok(ValueRef::Text(t)) => std::str::from_utf8(t).ok().map(Some),
+            _ => None,
+        };
+        let Some(recorded_at) =
+            text(1).and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok()).map(|t| t.with_timezone(&Utc))
+        else {
+            return altered("recorded_at");
+        };
+        let run_id = match row.get_ref(7) {
+            Ok(ValueRef::Null) => None,
+            Ok(ValueRef::Blob(b)) => match uuid::Uuid::from_slice(b) {
+                Ok(id) => Some(id),
+                Err(_) => return altered("run_id"),
+            },
+            _ => return altered("run_id"),
+        };
+        let workflow_version = match row.get_ref(10) {
+            Ok(ValueRef::Null) => None,
+            Ok(ValueRef::Integer(v)) => match i32::try_from(v) {
+                Ok(v) => Some(v),
+                Err(_) => return altered("workflow_version"),
+            },
+            _ => return altered("workflow_version"),
+        };
+        let (
+            Some(event_type),
+            Some(channel),
+            Some(outcome),
+            Some(actor),
+            Some(subject),
+            Some(justification),
+            Some(workflow_key),
+            Some(details),
+            Some(prev_hash),
+            Some(hash),
+        ) = (text(2), text(3), text(4), text(5), text(6), opt_text(8), opt_text(9), text(11), text(12), text(13))
+        else {
+            return altered("text");
+        };
+        let record = audit::StoredRecord {
+            seq,
+            recorded_at,
+            event_type,
+            channel,
+            outcome,
+            actor,
+            subject,
+            run_id,
+            justification,
+            workflow_key,
+            workflow_version,
+            details,
+            prev_hash,
+            hash,
+        };
+        if let Err(b) = verifier.push_stored(&record) {
+            return Ok(Err(b));
         }
     }
     Ok(Ok(verifier.finish()))
@@ -371,19 +507,24 @@ fn fires_for(node: &str) -> sea_orm::Condition {
 }
 
 /// When `node` should next look for due timers after `after`: the earliest of its own (or
-/// unowned) timers, and of the others' plus `takeover`.
+/// unowned) timers. Other replicas' timers are not looked for here: finding the earliest of them
+/// means reading past every timer of this replica (an index on `due_at` cannot skip them), which
+/// with 1,000,000 armed timers took ~0.1 s per look and made timers fire a second late. The timer
+/// service looks at least every scan interval, and [`due_timers`] then takes over the others'
+/// overdue ones.
 pub(crate) async fn next_timer_due<C: ConnectionTrait>(
     c: &C,
     after: DateTime<Utc>,
     node: &str,
-    takeover: chrono::Duration,
 ) -> Result<Option<DateTime<Utc>>, StoreError> {
-    let earliest = |q: sea_orm::Select<timer::Entity>| q.order_by_asc(timer::Column::DueAt).limit(1).one(c);
-    let own = earliest(timer::Entity::find().filter(timer::Column::DueAt.gt(after)).filter(fires_for(node))).await?;
-    let others =
-        earliest(timer::Entity::find().filter(timer::Column::DueAt.gt(after - takeover)).filter(fires_for(node).not()))
-            .await?;
-    Ok([own.map(|t| t.due_at), others.map(|t| t.due_at + takeover)].into_iter().flatten().min())
+    let own = timer::Entity::find()
+        .filter(timer::Column::DueAt.gt(after))
+        .filter(fires_for(node))
+        .order_by_asc(timer::Column::DueAt)
+        .limit(1)
+        .one(c)
+        .await?;
+    Ok(own.map(|t| t.due_at))
 }
 
 /// Timers `node` should fire at `now`, earliest first: its own (and unowned ones) that are due,

@@ -574,7 +574,7 @@ mod tests {
         let health = e.health();
         assert!(health.is_ready(), "{health:?}");
         assert!(health.job_panics >= 1, "{health:?}");
-        let verified = store::query::verify_audit(&e.db().read).await.unwrap();
+        let verified = store::query::verify_audit(e.db()).await.unwrap();
         assert!(verified.is_ok(), "the chain still verifies: {verified:?}");
         e.shutdown().await;
     }

@@ -75,6 +75,11 @@ struct Args {
     /// path. It is always kept when the run fails.
     #[arg(long)]
     keep: bool,
+    /// Before the server starts, fill the timer table with this many pending timers due a week
+    /// later (of runs that do not exist), to measure memory and timer accuracy with a large
+    /// backlog of armed timers.
+    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u64).range(0..=100_000_000))]
+    preload_timers: u64,
 }
 
 const INTEGRATION: &str = "bench-app";
@@ -258,6 +263,9 @@ async fn drive(
 
     let mut servers: Vec<Server> = Vec::with_capacity(count);
     let outcome = async {
+        if args.preload_timers > 0 {
+            preload_timers(database_url, args.preload_timers).await?;
+        }
         // The first replica migrates the database; the others join it once it is ready.
         servers.push(Server::start(server_bin, &replicas[0])?);
         servers[0].wait_ready(&http).await?;
@@ -309,6 +317,43 @@ async fn drive(
         tails();
     }
     Ok(summary.passed)
+}
+
+/// Migrates the database and inserts `n` pending timers due in a week, owned by no replica.
+async fn preload_timers(database_url: &str, n: u64) -> anyhow::Result<()> {
+    use sea_orm::ActiveValue::Set;
+    use sea_orm::{EntityTrait as _, TransactionTrait as _};
+    use tollgate_engine::store::{self, entity::timer};
+
+    let started = Instant::now();
+    let db = store::connect(database_url, 2).await?;
+    store::migrate(&db).await?;
+    drop(db);
+    let conn = Database::connect(database_url).await?;
+    let due = SystemClock.now() + chrono::Duration::days(7);
+    let mut left = n;
+    while left > 0 {
+        let tx = conn.begin().await?;
+        for _ in 0..100 {
+            let take = left.min(500);
+            if take == 0 {
+                break;
+            }
+            left -= take;
+            let rows = (0..take).map(|i| timer::ActiveModel {
+                id: Set(Uuid::now_v7()),
+                run_id: Set(Uuid::now_v7()),
+                kind: Set("wait".to_owned()),
+                step_index: Set(0),
+                due_at: Set(due + chrono::Duration::milliseconds(i64::try_from(i).unwrap_or(0))),
+                owner: Set(None),
+            });
+            timer::Entity::insert_many(rows).exec(&tx).await?;
+        }
+        tx.commit().await?;
+    }
+    err(&format!("preloaded {n} pending timers in {:.1} s", started.elapsed().as_secs_f64()));
+    Ok(())
 }
 
 /// One server process of the run: its node id, port, configuration and log.
