@@ -494,13 +494,22 @@ fn eml_file_name(key: &str, recipient: &str) -> String {
 }
 
 /// Writes `bytes` to `dir/name` atomically: a temporary file in the same folder, synced, then
-/// renamed over any previous version.
+/// renamed over any previous version. The messages hold live approval links, so the folder is
+/// created `0700` and each file `0600` (readable by the server's user only).
 async fn write_eml(dir: &Path, name: &str, bytes: &[u8]) -> std::io::Result<()> {
-    tokio::fs::create_dir_all(dir).await?;
+    let mut folder = tokio::fs::DirBuilder::new();
+    folder.recursive(true);
+    #[cfg(unix)]
+    folder.mode(0o700);
+    folder.create(dir).await?;
     let target = dir.join(name);
     let temp = dir.join(format!(".{name}.{}.tmp", uuid::Uuid::new_v4().simple()));
     let result = async {
-        let mut file = tokio::fs::File::create(&temp).await?;
+        let mut options = tokio::fs::OpenOptions::new();
+        options.write(true).create_new(true);
+        #[cfg(unix)]
+        options.mode(0o600);
+        let mut file = options.open(&temp).await?;
         tokio::io::AsyncWriteExt::write_all(&mut file, bytes).await?;
         file.sync_all().await?;
         drop(file);
@@ -1227,6 +1236,13 @@ mod tests {
 
         assert_eq!(channel.send(&n).await, Ok(()));
         assert_eq!(list(), first, "same files, no temporary files left behind");
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt as _;
+            let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+            assert_eq!(mode(&outbox.join(&first[0])), 0o600, "live approval links are the server user's only");
+            assert_eq!(mode(&outbox), 0o700);
+        }
         let rewritten = std::fs::read(outbox.join(&first[0])).unwrap();
         assert_eq!(
             check_message(&rewritten, "carol@example.com", "Carol Approver"),
