@@ -14,7 +14,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::error::{ApiError, ErrorBody, ErrorDetail};
-use crate::routes::{audit, directory, email_links, grants, health, requests, slack, tasks};
+use crate::routes::{audit, directory, email_links, grants, health, requests, slack, tasks, tokens};
 use crate::{dto, openapi};
 
 /// What handlers share.
@@ -40,11 +40,13 @@ pub struct AppState {
         (name = "tasks", description = "Manual-connector tasks that a named operator confirms."),
         (name = "directory", description = "Integrations, workflows and principals (read-only)."),
         (name = "audit", description = "The hash-chained audit log, for admins and auditors."),
+        (name = "tokens", description = "API tokens: admins create them; everyone lists and revokes their own."),
         (name = "health", description = "Liveness and readiness."),
     ),
     components(schemas(
         ErrorBody, ErrorDetail, dto::RequestIn, dto::RequestOut, dto::DecisionIn, dto::TaskCompleteIn, dto::WorkflowRef, dto::StepOut,
         dto::ApprovalOut, dto::GrantOut, dto::ScopeOut, dto::IntegrationOut, dto::PrincipalOut, dto::VerifyOut, dto::HealthOut,
+        dto::TokenIn, dto::TokenOut, dto::TokenCreatedOut,
     )),
     modifiers(&BearerAuth),
 )]
@@ -79,6 +81,8 @@ fn documented_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(audit::verify))
         .routes(routes!(tasks::list))
         .routes(routes!(tasks::complete))
+        .routes(routes!(tokens::list, tokens::create))
+        .routes(routes!(tokens::revoke))
         .routes(routes!(health::healthz))
         .routes(routes!(health::readyz))
 }

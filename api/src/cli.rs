@@ -8,11 +8,14 @@ use std::sync::Arc;
 use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand};
 use tollgate_engine::audit::{self, ExportFormat};
-use tollgate_engine::clock::SystemClock;
+use tollgate_engine::clock::{Clock as _, SystemClock};
+use tollgate_engine::directory::Role;
 use tollgate_engine::store::query;
+use tollgate_engine::token::TokenStatus;
 
 use crate::client::{Client, ClientArgs};
 use crate::config::{self, Config};
+use crate::dto::{TokenCreatedOut, TokenOut};
 
 /// Tollgate: human-in-the-loop, just-in-time access to SaaS integrations.
 #[derive(Debug, Parser)]
@@ -132,7 +135,8 @@ pub enum WorkflowsCommand {
     },
 }
 
-/// `token` subcommands.
+/// `token` subcommands. They open the database directly (an operator's commands, which work
+/// before any token exists); the same actions are in the API (`/v1/tokens`) for token holders.
 #[derive(Debug, Subcommand)]
 pub enum TokenCommand {
     /// Create a token for a principal; prints it once.
@@ -140,9 +144,39 @@ pub enum TokenCommand {
         /// The principal the token acts as.
         #[arg(long, short = 'p')]
         principal: String,
-        /// A label for the token.
-        #[arg(long, default_value = "cli")]
-        name: String,
+        /// What the token is for (1–100 characters).
+        #[arg(long, visible_alias = "name", default_value = "cli")]
+        label: String,
+        /// Lifetime, e.g. 30d or 12h (at most 366 days); without it the token never expires.
+        #[arg(long)]
+        ttl: Option<String>,
+        /// Print `{"secret", "token"}` as JSON.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        config: ConfigArgs,
+    },
+    /// List tokens, newest first (never their secrets).
+    List {
+        /// Only this principal's.
+        #[arg(long, short = 'p')]
+        principal: Option<String>,
+        /// Only `active`, `expired` or `revoked` ones.
+        #[arg(long)]
+        status: Option<String>,
+        /// Print a JSON array.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        config: ConfigArgs,
+    },
+    /// Revoke a token: it stops authenticating on the next request, on every replica.
+    Revoke {
+        /// Token id (from `token list`).
+        id: uuid::Uuid,
+        /// Print the revoked token as JSON.
+        #[arg(long)]
+        json: bool,
         #[command(flatten)]
         config: ConfigArgs,
     },
@@ -273,22 +307,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
             println_out(&format!("{n} definition(s) valid"));
             Ok(0)
         }
-        Command::Token { command: TokenCommand::Create { principal, name, config } } => {
-            let config = config.load(&[])?;
-            let directory = config.directory()?;
-            anyhow::ensure!(
-                directory.active_principal(&principal).is_some(),
-                "unknown or disabled principal {principal:?}"
-            );
-            let engine = crate::server::build_engine(&config, Arc::new(SystemClock), false, None).await?;
-            let (id, token) = engine.create_token(&principal, &name, "system", "cli").await?;
-            engine.shutdown().await;
-            eprintln_err(&format!("token {id} created for {principal}; it is shown once:"));
-            println_out(&token);
-            Ok(0)
-        }
+        Command::Token { command } => token_command(command).await,
         Command::Audit { command: AuditCommand::Verify { config } } => {
             let config = config.load(&[])?;
+            crate::server::require_existing_db(&config).await?;
             let db = crate::server::open_db(&config).await?;
             match query::verify_audit(&db).await? {
                 Ok(r) => {
@@ -310,6 +332,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Audit { command: AuditCommand::Export { format, output, config } } => {
             let format: ExportFormat = format.parse().map_err(|e| anyhow::anyhow!("--format: {e}"))?;
             let config = config.load(&[])?;
+            crate::server::require_existing_db(&config).await?;
             let db = crate::server::open_db(&config).await?;
             let sink: Box<dyn std::io::Write + Send> = match &output {
                 Some(p) => Box::new(std::io::BufWriter::new(
@@ -369,6 +392,103 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
             Ok(0)
         }
         Command::Ready { url } => crate::client::ready(&url).await,
+    }
+}
+
+/// `tollgate token …`: on the configured database, which must exist.
+async fn token_command(command: TokenCommand) -> anyhow::Result<i32> {
+    let now = || SystemClock.now();
+    match command {
+        TokenCommand::Create { principal, label, ttl, json, config } => {
+            let ttl = tollgate_engine::token::check_new_token(&label, ttl.as_deref())?;
+            let config = config.load(&[])?;
+            let directory = config.directory()?;
+            anyhow::ensure!(
+                directory.active_principal(&principal).is_some(),
+                "unknown or disabled principal {principal:?}"
+            );
+            crate::server::require_existing_db(&config).await?;
+            let engine = crate::server::build_engine(&config, Arc::new(SystemClock), false, None).await?;
+            let created = engine.create_token(&principal, &label, ttl, "system", "cli").await;
+            engine.shutdown().await;
+            let (token, secret) = created?;
+            if json {
+                let out = TokenCreatedOut { secret, token: TokenOut::new(&token, now()) };
+                println_out(&serde_json::to_string_pretty(&out)?);
+            } else {
+                let expiry = token.expires_at.map_or_else(|| "never expires".to_owned(), |e| format!("expires {e}"));
+                eprintln_err(&format!("token {} created for {principal} ({expiry}); it is shown once:", token.id));
+                println_out(&secret);
+            }
+            Ok(0)
+        }
+        TokenCommand::List { principal, status, json, config } => {
+            let status = status
+                .as_deref()
+                .map(|s| {
+                    TokenStatus::parse(s).ok_or_else(|| anyhow::anyhow!("--status: one of active, expired, revoked"))
+                })
+                .transpose()?;
+            let config = config.load(&[])?;
+            crate::server::require_existing_db(&config).await?;
+            let db = crate::server::open_db(&config).await?;
+            let at = now();
+            let filter = query::TokenFilter { principal, status: status.map(|s| (s, at)) };
+            let mut tokens = Vec::new();
+            let mut cursor = None;
+            loop {
+                let page = query::list_tokens(&db.read, &filter, cursor, 500).await?;
+                cursor = page.last().map(|t| t.id);
+                let done = page.len() < 500;
+                tokens.extend(page);
+                if done {
+                    break;
+                }
+            }
+            let rows: Vec<TokenOut> = tokens.iter().map(|t| TokenOut::new(t, at)).collect();
+            if json {
+                println_out(&serde_json::to_string_pretty(&rows)?);
+                return Ok(0);
+            }
+            let time = |t: Option<chrono::DateTime<chrono::Utc>>, none: &str| {
+                t.map_or_else(|| none.to_owned(), |t| t.format("%Y-%m-%d %H:%M").to_string())
+            };
+            println_out(&format!(
+                "{:<36}  {:<16}  {:<8}  {:<16}  {:<16}  LABEL",
+                "ID", "PRINCIPAL", "STATUS", "EXPIRES", "LAST USED"
+            ));
+            for t in &rows {
+                println_out(&format!(
+                    "{:<36}  {:<16}  {:<8}  {:<16}  {:<16}  {}",
+                    t.id,
+                    t.principal,
+                    t.status,
+                    time(t.expires_at, "never"),
+                    time(t.last_used_at, "never"),
+                    t.label
+                ));
+            }
+            eprintln_err(&format!("{} token(s)", rows.len()));
+            Ok(0)
+        }
+        TokenCommand::Revoke { id, json, config } => {
+            let config = config.load(&[])?;
+            crate::server::require_existing_db(&config).await?;
+            let engine = crate::server::build_engine(&config, Arc::new(SystemClock), false, None).await?;
+            let revoked = engine.revoke_token(id, "system", &[Role::Admin], "cli").await;
+            engine.shutdown().await;
+            let token = match revoked {
+                Ok(t) => t,
+                Err(tollgate_engine::JobError::NotFound(_)) => anyhow::bail!("no token {id}"),
+                Err(e) => return Err(e.into()),
+            };
+            if json {
+                println_out(&serde_json::to_string_pretty(&TokenOut::new(&token, now()))?);
+            } else {
+                println_out(&format!("token {id} ({}, {}) revoked", token.principal, token.label));
+            }
+            Ok(0)
+        }
     }
 }
 

@@ -6,6 +6,7 @@ use tollgate_engine::audit::AuditRecord;
 use tollgate_engine::directory::{Integration, Principal};
 use tollgate_engine::run::{Grant, StepState};
 use tollgate_engine::store::query::{RunView, Task};
+use tollgate_engine::token::ApiToken;
 use tollgate_workflows::{Step, WorkflowDefinition};
 
 use utoipa::ToSchema;
@@ -405,7 +406,9 @@ impl From<&Integration> for IntegrationOut {
     }
 }
 
-/// A principal.
+/// A principal. `GET /v1/principals` shows admins and auditors every field, and everyone else
+/// only `id`, `kind` and `name` (enough to pick an approver) except for their own entry; the
+/// fields after `name` are then absent. `GET /v1/me` always shows every field.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[schema(example = json!({
     "id": "alice",
@@ -425,33 +428,60 @@ pub struct PrincipalOut {
     pub kind: String,
     /// Name.
     pub name: String,
-    /// Email.
-    pub email: Option<String>,
-    /// Slack user id.
-    pub slack_user_id: Option<String>,
-    /// Global roles.
-    pub roles: Vec<String>,
-    /// Accountable person (services).
-    pub owner: Option<String>,
-    /// Groups it belongs to.
-    pub groups: Vec<String>,
-    /// Disabled.
-    pub disabled: bool,
+    /// Email (absent in the short view).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>, required = false)]
+    pub email: Option<Option<String>>,
+    /// Slack user id (absent in the short view).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>, required = false)]
+    pub slack_user_id: Option<Option<String>>,
+    /// Global roles (absent in the short view).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Vec<String>, required = false)]
+    pub roles: Option<Vec<String>>,
+    /// Accountable person, for services (absent in the short view).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>, required = false)]
+    pub owner: Option<Option<String>>,
+    /// Groups it belongs to (absent in the short view).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Vec<String>, required = false)]
+    pub groups: Option<Vec<String>>,
+    /// Disabled (absent in the short view).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = bool, required = false)]
+    pub disabled: Option<bool>,
 }
 
 impl PrincipalOut {
-    /// Builds the view.
+    /// Every field.
     pub fn new(p: &Principal, groups: Vec<String>) -> Self {
         Self {
             id: p.id.clone(),
             kind: p.kind.as_str().to_owned(),
             name: p.name.clone(),
-            email: p.email.clone(),
-            slack_user_id: p.slack_user_id.clone(),
-            roles: p.roles.iter().map(|r| r.as_str().to_owned()).collect(),
-            owner: p.owner.clone(),
-            groups,
-            disabled: p.disabled,
+            email: Some(p.email.clone()),
+            slack_user_id: Some(p.slack_user_id.clone()),
+            roles: Some(p.roles.iter().map(|r| r.as_str().to_owned()).collect()),
+            owner: Some(p.owner.clone()),
+            groups: Some(groups),
+            disabled: Some(p.disabled),
+        }
+    }
+
+    /// The short view: who it is, nothing to contact or map it by.
+    pub fn short(p: &Principal) -> Self {
+        Self {
+            id: p.id.clone(),
+            kind: p.kind.as_str().to_owned(),
+            name: p.name.clone(),
+            email: None,
+            slack_user_id: None,
+            roles: None,
+            owner: None,
+            groups: None,
+            disabled: None,
         }
     }
 }
@@ -638,4 +668,68 @@ impl From<Task> for TaskOut {
 pub struct HealthOut {
     /// `ok`.
     pub status: String,
+}
+
+/// A new API token (admins only).
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(example = json!({"principal": "ci-deployer", "label": "GitHub Actions, repo infra", "ttl": "30d"}))]
+pub struct TokenIn {
+    /// The principal the token acts as (an active principal of the directory).
+    pub principal: String,
+    /// What it is for: 1–100 characters, no control or invisible formatting characters.
+    #[schema(schema_with = openapi::token_label)]
+    pub label: String,
+    /// Lifetime, e.g. `"30d"`, at most 366 days; without one the token never expires (until
+    /// revoked), which is discouraged.
+    #[serde(default)]
+    pub ttl: Option<String>,
+}
+
+/// An API token (never its secret).
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct TokenOut {
+    /// Id (to revoke it).
+    pub id: Uuid,
+    /// The principal it acts as.
+    pub principal: String,
+    /// What it is for.
+    pub label: String,
+    /// `active`, `expired` or `revoked`.
+    #[schema(schema_with = openapi::token_status)]
+    pub status: String,
+    /// When it was created.
+    pub created_at: DateTime<Utc>,
+    /// When it stops authenticating; `null`: never.
+    pub expires_at: Option<DateTime<Utc>>,
+    /// When it last authenticated a request (kept to within a minute); `null`: never used.
+    pub last_used_at: Option<DateTime<Utc>>,
+    /// When it was revoked.
+    pub revoked_at: Option<DateTime<Utc>>,
+}
+
+impl TokenOut {
+    /// The token as seen at `now` (its status depends on the time).
+    #[must_use]
+    pub fn new(t: &ApiToken, now: DateTime<Utc>) -> Self {
+        Self {
+            id: t.id,
+            principal: t.principal.clone(),
+            label: t.label.clone(),
+            status: t.status(now).as_str().to_owned(),
+            created_at: t.created_at,
+            expires_at: t.expires_at,
+            last_used_at: t.last_used_at,
+            revoked_at: t.revoked_at,
+        }
+    }
+}
+
+/// A token just created: its secret, shown this once, and the stored token.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct TokenCreatedOut {
+    /// The bearer token. Only its SHA-256 is stored: it cannot be shown again.
+    pub secret: String,
+    /// The stored token.
+    pub token: TokenOut,
 }

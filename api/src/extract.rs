@@ -310,10 +310,15 @@ impl FromRequestParts<AppState> for Caller {
             .filter(|t| !t.is_empty() && t.len() <= 256)
             .ok_or_else(ApiError::unauthenticated)?;
         let hash = tollgate_engine::runtime::hash_token(token);
-        let principal = tollgate_engine::store::query::token_principal(&state.engine.db().read, &hash)
+        let now = state.engine.shared().clock.now();
+        // Looked up on every request (no cache): a revocation or an expiry holds on the next
+        // request, on every replica.
+        let token = tollgate_engine::store::query::authenticate_token(&state.engine.db().read, &hash, now)
             .await?
             .ok_or_else(ApiError::unauthenticated)?;
-        let p = state.engine.shared().directory.active_principal(&principal).ok_or_else(ApiError::unauthenticated)?;
+        let p =
+            state.engine.shared().directory.active_principal(&token.principal).ok_or_else(ApiError::unauthenticated)?;
+        state.engine.record_token_use(&token);
         Ok(Self { id: p.id.clone(), roles: p.roles.clone() })
     }
 }

@@ -31,6 +31,7 @@ use tollgate_engine::policy::{
     MAX_COMMENT_CHARS, MAX_INTEGRATION_CHARS, MAX_JUSTIFICATION_CHARS, MAX_SCOPE_CHARS, MAX_SCOPES,
 };
 use tollgate_engine::run::{Decision, GrantStatus, RunStatus};
+use tollgate_engine::token::TokenStatus;
 use tollgate_workflows::WorkflowKind;
 use utoipa::openapi::content::ContentBuilder;
 use utoipa::openapi::example::ExampleBuilder;
@@ -464,6 +465,23 @@ pub fn grant_status() -> ObjectBuilder {
 #[must_use]
 pub fn grant_status_filter() -> ObjectBuilder {
     string_enum(GRANT_STATUSES.map(GrantStatus::as_str), false).description(Some("Only grants with this status."))
+}
+
+/// `TokenOut.status` and the `status` filter of `GET /v1/tokens`.
+#[must_use]
+pub fn token_status() -> ObjectBuilder {
+    string_enum(TokenStatus::ALL.map(TokenStatus::as_str), false)
+        .description(Some("`active` (authenticates), `expired` or `revoked`."))
+}
+
+/// `TokenIn.label`.
+#[must_use]
+pub fn token_label() -> ObjectBuilder {
+    ObjectBuilder::new()
+        .schema_type(Type::String)
+        .min_length(Some(1))
+        .max_length(Some(tollgate_engine::token::MAX_LABEL_CHARS))
+        .description(Some("What the token is for."))
 }
 
 /// `DecisionIn.decision` and `ApprovalOut.decision`.

@@ -81,6 +81,28 @@ pub async fn open_db(config: &Config) -> anyhow::Result<Db> {
     Ok(db)
 }
 
+/// For commands that read the database or add a row to it (`token`, `audit`): refuses a
+/// database that does not exist or holds no Tollgate schema, instead of creating an empty one
+/// and answering from it (a command run from another directory would otherwise find no tokens
+/// and a valid, empty audit chain). Prints which database it uses, without its password.
+///
+/// # Errors
+/// A SQLite file that does not exist, an unreachable database, or one without the schema.
+pub async fn require_existing_db(config: &Config) -> anyhow::Result<()> {
+    let url = &config.database.url;
+    crate::cli::eprintln_err(&format!("database: {}", redact_url(url)));
+    let hint = "point database.url (TOLLGATE_DATABASE__URL, or --config) at the server's database, \
+                or run `tollgate migrate` to create a new one";
+    if let Some(file) = store::sqlite_file(url) {
+        anyhow::ensure!(file.is_file(), "database file {} does not exist: {hint}", file.display());
+    }
+    let db = store::connect(url, 1).await.context("cannot open the database (database.url)")?;
+    let has_schema = store::has_schema(&db).await;
+    drop(db);
+    anyhow::ensure!(has_schema?, "the database {} holds no Tollgate schema: {hint}", redact_url(url));
+    Ok(())
+}
+
 /// Builds an engine from the configuration. With `workers` false only the writer runs (for CLI
 /// commands that write, such as `token create`, so they never perform side effects).
 ///
@@ -234,15 +256,29 @@ async fn shutdown_signal() {
     tracing::info!("shutting down");
 }
 
-/// A database URL without its password, for logs.
+/// A database URL without its password (in the user part or a `password=` parameter), for
+/// logs and messages.
 #[must_use]
 pub fn redact_url(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(scheme), Some(at)) if at > scheme => {
+    let url = match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme && url[scheme + 3..at].contains(':') => {
             let creds = &url[scheme + 3..at];
             let user = creds.split(':').next().unwrap_or_default();
             format!("{}{user}:***{}", &url[..scheme + 3], &url[at..])
         }
         _ => url.to_owned(),
+    };
+    match url.split_once('?') {
+        Some((head, query)) => {
+            let params: Vec<String> = query
+                .split('&')
+                .map(|p| match p.split_once('=') {
+                    Some((k, _)) if k.eq_ignore_ascii_case("password") => format!("{k}=***"),
+                    _ => p.to_owned(),
+                })
+                .collect();
+            format!("{head}?{}", params.join("&"))
+        }
+        None => url,
     }
 }

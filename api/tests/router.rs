@@ -291,7 +291,7 @@ async fn every_documented_json_body_is_read_strictly() {
             checked += 1;
         }
     }
-    assert_eq!(checked, 3, "POST /v1/requests, /v1/requests/{{id}}/decisions, /v1/tasks/{{id}}/complete");
+    assert_eq!(checked, 4, "POST /v1/requests, /v1/requests/{{id}}/decisions, /v1/tasks/{{id}}/complete, /v1/tokens");
     app.stop().await;
 }
 

@@ -32,7 +32,7 @@
 //! ```
 //!
 //! - **core** — [`ids`], [`clock`], [`run`], [`directory`], [`audit`], [`action`], [`message`],
-//!   [`effect`], [`transition`], [`policy`], [`delivery`], [`context`], [`health`]: values and pure rules, no
+//!   [`effect`], [`transition`], [`policy`], [`token`], [`delivery`], [`context`], [`health`]: values and pure rules, no
 //!   database or network, time only through [`clock::Clock`], new ids only from an
 //!   [`ids::IdSource`] the caller seeds (a transition is a pure function of state, command and
 //!   context). Effects carry plain values ([`action::ConnectorAction`],
@@ -64,6 +64,7 @@ pub mod message;
 pub mod policy;
 pub mod run;
 pub mod schedule;
+pub mod token;
 pub mod transition;
 
 // Store: entities, reads, the single writer.

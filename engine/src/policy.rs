@@ -117,6 +117,35 @@ pub fn may_read_audit(viewer: Viewer<'_>) -> bool {
     viewer.reads_all()
 }
 
+/// Whether `viewer` may see every detail of principal `id` in the directory (email, Slack id,
+/// roles, groups, owner): admins and auditors of everyone, everyone of themselves. Others see
+/// who a principal is (id, kind, name) and nothing to contact, impersonate or target it by.
+#[must_use]
+pub fn may_see_principal_details(viewer: Viewer<'_>, id: &str) -> bool {
+    viewer.reads_all() || viewer.id == id
+}
+
+/// Whether `viewer` may create API tokens: admins only (for any principal). Tokens are
+/// credentials; a token that could mint more of itself would spread without an owner's say.
+#[must_use]
+pub fn may_create_tokens(viewer: Viewer<'_>) -> bool {
+    viewer.is_admin()
+}
+
+/// Whether `viewer` may see and revoke the API tokens of `owner`: admins every token, everyone
+/// else their own (so a holder can revoke a token they leaked without waiting for an admin).
+/// Callers answer as for a missing token when this is false.
+#[must_use]
+pub fn may_manage_token(viewer: Viewer<'_>, owner: &str) -> bool {
+    may_manage_all_tokens(viewer) || viewer.id == owner
+}
+
+/// Whether `viewer` may see and revoke every principal's API tokens: admins.
+#[must_use]
+pub fn may_manage_all_tokens(viewer: Viewer<'_>) -> bool {
+    viewer.is_admin()
+}
+
 /// Whether `viewer` sees every manual task, not only those it must confirm itself.
 #[must_use]
 pub fn may_view_all_tasks(viewer: Viewer<'_>) -> bool {
@@ -475,6 +504,25 @@ steps:
             let v = viewer(&dir, who);
             assert_eq!(may_read_audit(v), allowed, "{who}");
             assert_eq!(may_view_all_tasks(v), allowed, "{who}");
+        }
+    }
+
+    #[test]
+    fn admins_create_tokens_and_everyone_manages_their_own() {
+        let dir = directory();
+        for (who, creates, own, others) in [
+            ("admin", true, true, true),
+            ("audrey", false, true, false),
+            ("bob", false, true, false),
+            ("nobody", false, true, false),
+        ] {
+            let v = viewer(&dir, who);
+            assert_eq!(may_create_tokens(v), creates, "{who}");
+            assert_eq!(may_manage_token(v, who), own, "{who}");
+            assert_eq!(may_manage_token(v, "someone-else"), others, "{who}");
+            assert_eq!(may_manage_all_tokens(v), others, "{who}");
+            assert!(may_see_principal_details(v, who), "{who}");
+            assert_eq!(may_see_principal_details(v, "someone-else"), matches!(who, "admin" | "audrey"), "{who}");
         }
     }
 

@@ -17,7 +17,7 @@ use crate::audit::AuditEvent;
 use crate::connector::{ActionOutcome, Connector};
 use crate::context::Shared;
 use crate::delivery::{AfterFailure, after_failure, fallback_channel};
-use crate::directory::Directory;
+use crate::directory::{Directory, Role};
 use crate::effect::OutboxPayload;
 use crate::feature::audit_events::AppendAudit;
 use crate::feature::config_sync::ApplySync;
@@ -30,7 +30,7 @@ use crate::feature::runs::{
 use crate::feature::slack_messages::RecordSlackMessage;
 use crate::feature::tasks::{OpenTask, ResolveTask};
 use crate::feature::timers::FireTimer;
-use crate::feature::tokens::CreateToken;
+use crate::feature::tokens::{CreateToken, RevokeToken, TouchToken};
 use crate::health::{Health, Heartbeats, Loop};
 use crate::ids::{GrantId, RunId, TaskId};
 use crate::notify::NotificationChannel;
@@ -40,6 +40,7 @@ use crate::schedule::CronSchedule;
 use crate::store::query;
 use crate::store::writer::{self, JobError, OutboxWork, Sinks, WriterHandle};
 use crate::store::{Db, StoreError};
+use crate::token::ApiToken;
 use crate::transition::{Cast, Command, NewRequest};
 
 /// Runtime settings.
@@ -417,42 +418,93 @@ impl Engine {
         self.writer.submit(ResolveTask { task_id, actor: actor.to_owned(), is_admin, done, comment }).await
     }
 
-    /// Creates an API token for `principal`; returns `(token id, token)`. Only the hash is stored.
+    /// Creates an API token for `principal` that expires `ttl` from now (never without one);
+    /// returns the stored token and its secret, shown once. Only the hash is stored. Callers
+    /// check the fields first ([`crate::token::check_new_token`]) and who may create
+    /// ([`crate::policy::may_create_tokens`]).
     ///
     /// # Errors
     /// Database failures.
     pub async fn create_token(
         &self,
         principal: &str,
-        name: &str,
+        label: &str,
+        ttl: Option<Duration>,
         actor: &str,
         channel: &str,
-    ) -> Result<(uuid::Uuid, String), JobError> {
+    ) -> Result<(ApiToken, String), JobError> {
         let token = new_token();
-        let id = self.register_token(principal, name, &token, actor, channel).await?;
-        Ok((id, token))
+        let job = CreateToken {
+            principal: principal.to_owned(),
+            label: label.to_owned(),
+            token_hash: hash_token(&token),
+            ttl,
+            actor: actor.to_owned(),
+            channel: channel.to_owned(),
+        };
+        Ok((self.writer.submit(job).await?, token))
     }
 
-    /// Registers a token chosen elsewhere (the bootstrap token). Only its hash is stored.
+    /// Registers a token chosen elsewhere (the bootstrap token), without expiry. Only its hash
+    /// is stored.
     ///
     /// # Errors
     /// Database failures.
     pub async fn register_token(
         &self,
         principal: &str,
-        name: &str,
+        label: &str,
         token: &str,
         actor: &str,
         channel: &str,
     ) -> Result<uuid::Uuid, JobError> {
         let job = CreateToken {
             principal: principal.to_owned(),
-            name: name.to_owned(),
+            label: label.to_owned(),
             token_hash: hash_token(token),
+            ttl: None,
             actor: actor.to_owned(),
             channel: channel.to_owned(),
         };
+        Ok(self.writer.submit(job).await?.id)
+    }
+
+    /// Revokes token `token_id` for `caller` (an admin, or the token's own principal; anyone
+    /// else is told it does not exist). Effective on the next request on every replica: tokens
+    /// are looked up in the database on each request. Revoking a revoked token answers it as is.
+    ///
+    /// # Errors
+    /// [`JobError::NotFound`] for a missing token or one the caller may not manage; database
+    /// failures.
+    pub async fn revoke_token(
+        &self,
+        token_id: uuid::Uuid,
+        caller: &str,
+        caller_roles: &[Role],
+        channel: &str,
+    ) -> Result<ApiToken, JobError> {
+        let job = RevokeToken {
+            token_id,
+            caller: caller.to_owned(),
+            caller_roles: caller_roles.to_vec(),
+            channel: channel.to_owned(),
+        };
         self.writer.submit(job).await
+    }
+
+    /// Records a use of `token` now, if one within [`crate::token::USE_GRANULARITY`] is not
+    /// recorded yet. Never awaited by a request: it runs on its own task.
+    pub fn record_token_use(self: &Arc<Self>, token: &ApiToken) {
+        let now = self.shared.clock.now();
+        if !token.use_worth_recording(now) {
+            return;
+        }
+        let (engine, token_id) = (self.clone(), token.id);
+        tokio::spawn(async move {
+            if let Err(e) = engine.writer.submit_internal(TouchToken { token_id, at: now }).await {
+                tracing::debug!(token.id = %token_id, error = %e, "token use not recorded");
+            }
+        });
     }
 
     /// Appends audit events that accompany no state change (configuration changes, …).

@@ -13,6 +13,7 @@ mod m20261207_000002_timer_owner;
 mod m20261207_000003_runs_grant;
 mod m20261207_000004_schedules;
 mod m20261207_000005_break_glass;
+mod m20261207_000006_token_lifecycle;
 
 /// The ordered list of migrations.
 #[derive(Debug)]
@@ -29,6 +30,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261207_000003_runs_grant::Migration),
             Box::new(m20261207_000004_schedules::Migration),
             Box::new(m20261207_000005_break_glass::Migration),
+            Box::new(m20261207_000006_token_lifecycle::Migration),
         ]
     }
 }

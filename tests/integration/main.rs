@@ -2,6 +2,7 @@
 //! with `TOLLGATE_TEST_DATABASE_URL`) and a scripted, signature-checking webhook receiver.
 //! One module per area.
 
+mod access;
 mod approvals;
 mod audit_tamper;
 mod bad_input;
@@ -19,5 +20,6 @@ mod replicas;
 mod revocation;
 mod slack;
 mod strict_bodies;
+mod tokens;
 mod workflow_files;
 mod workflows;

@@ -24,6 +24,8 @@ const CONTRACT: &[(&str, &[&str])] = &[
     ("/v1/audit/verify", &["get"]),
     ("/v1/tasks", &["get"]),
     ("/v1/tasks/{id}/complete", &["post"]),
+    ("/v1/tokens", &["get", "post"]),
+    ("/v1/tokens/{id}/revoke", &["post"]),
     ("/healthz", &["get"]),
     ("/readyz", &["get"]),
 ];

@@ -1,6 +1,7 @@
 //! The registry and directory, read-only over the API: integrations, workflows, principals.
 
 use axum::extract::{Path, State};
+use tollgate_engine::policy;
 
 use crate::app::AppState;
 use crate::dto::{IntegrationOut, Page, PrincipalOut, WorkflowOut};
@@ -53,12 +54,22 @@ pub(crate) async fn workflows(State(state): State<AppState>, _caller: Caller) ->
     axum::Json(Page { items, next_cursor: None })
 }
 
-/// Every principal with its groups.
+/// Every principal: admins and auditors see every field; everyone else sees `id`, `kind` and
+/// `name` of each (enough to pick an approver), and every field of their own entry only.
 #[utoipa::path(get, path = "/v1/principals", tag = "directory", operation_id = "listPrincipals",
     responses((status = 200, description = "Every principal (one page)", body = Page<PrincipalOut>)), security(("bearer" = [])))]
-pub(crate) async fn principals(State(state): State<AppState>, _caller: Caller) -> axum::Json<Page<PrincipalOut>> {
+pub(crate) async fn principals(State(state): State<AppState>, caller: Caller) -> axum::Json<Page<PrincipalOut>> {
     let principals = &state.engine.shared().directory.principals;
-    let items = principals.values().map(|p| PrincipalOut::new(p, groups_of(&state, &p.id))).collect();
+    let items = principals
+        .values()
+        .map(|p| {
+            if policy::may_see_principal_details(caller.viewer(), &p.id) {
+                PrincipalOut::new(p, groups_of(&state, &p.id))
+            } else {
+                PrincipalOut::short(p)
+            }
+        })
+        .collect();
     axum::Json(Page { items, next_cursor: None })
 }
 

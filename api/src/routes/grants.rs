@@ -10,10 +10,11 @@ use tollgate_engine::store::query::{self, GrantFilter};
 use utoipa::IntoParams;
 
 use crate::app::AppState;
-use crate::dto::{DEFAULT_PAGE_LIMIT, GrantOut, MAX_PAGE_LIMIT, Page};
+use crate::dto::{GrantOut, Page};
 use crate::error::{ApiError, ApiResult, ErrorBody};
 use crate::extract::{Caller, Channel, IdPath, Query};
 use crate::openapi;
+use crate::routes::paging;
 
 fn can_view(state: &AppState, caller: &Caller, g: &Grant) -> bool {
     policy::may_view_grant(caller.viewer(), g, &state.engine.shared().directory)
@@ -50,18 +51,9 @@ pub(crate) async fn list(
     caller: Caller,
     Query(p): Query<ListParams>,
 ) -> ApiResult<axum::Json<Page<GrantOut>>> {
-    let bad = |d: String| ApiError::new(StatusCode::BAD_REQUEST, "invalid_query", d);
-    let limit = p.limit.unwrap_or(DEFAULT_PAGE_LIMIT);
-    if !(1..=MAX_PAGE_LIMIT).contains(&limit) {
-        return Err(bad(format!("limit must be between 1 and {MAX_PAGE_LIMIT}")));
-    }
-    let status = p
-        .status
-        .as_deref()
-        .map(|s| GrantStatus::parse(s).ok_or_else(|| bad(format!("unknown status {s:?}"))))
-        .transpose()?;
-    let mut cursor =
-        p.cursor.as_deref().map(|c| c.parse::<GrantId>().map_err(|_| bad("invalid cursor".to_owned()))).transpose()?;
+    let limit = paging::limit(p.limit)?;
+    let status = paging::status(p.status.as_deref(), GrantStatus::parse)?;
+    let mut cursor = paging::cursor::<GrantId>(p.cursor.as_deref())?;
     let filter = GrantFilter { status, principal: p.principal, integration: p.integration };
     let mut items = Vec::new();
     let mut exhausted = false;

@@ -5,6 +5,8 @@ pub(crate) mod directory;
 pub(crate) mod email_links;
 pub(crate) mod grants;
 pub(crate) mod health;
+pub(crate) mod paging;
 pub(crate) mod requests;
 pub(crate) mod slack;
 pub(crate) mod tasks;
+pub(crate) mod tokens;

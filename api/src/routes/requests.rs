@@ -17,10 +17,11 @@ use tollgate_engine::transition::NewRequest;
 use utoipa::IntoParams;
 
 use crate::app::AppState;
-use crate::dto::{DEFAULT_PAGE_LIMIT, DecisionIn, MAX_PAGE_LIMIT, Page, RequestIn, RequestOut};
+use crate::dto::{DecisionIn, Page, RequestIn, RequestOut};
 use crate::error::{ApiError, ApiResult, ErrorBody};
 use crate::extract::{Caller, Channel, IdPath, Json, Query};
 use crate::openapi;
+use crate::routes::paging;
 
 /// Renders a request as the API shows it.
 pub(crate) fn render(engine: &Engine, view: &RunView) -> RequestOut {
@@ -209,29 +210,9 @@ pub(crate) async fn list(
     caller: Caller,
     Query(p): Query<ListParams>,
 ) -> ApiResult<axum::Json<Page<RequestOut>>> {
-    let limit = p.limit.unwrap_or(DEFAULT_PAGE_LIMIT);
-    if !(1..=MAX_PAGE_LIMIT).contains(&limit) {
-        return Err(ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "invalid_query",
-            format!("limit must be between 1 and {MAX_PAGE_LIMIT}"),
-        ));
-    }
-    let status = p
-        .status
-        .as_deref()
-        .map(|s| {
-            RunStatus::parse(s)
-                .ok_or_else(|| ApiError::new(StatusCode::BAD_REQUEST, "invalid_query", format!("unknown status {s:?}")))
-        })
-        .transpose()?;
-    let mut cursor = p
-        .cursor
-        .as_deref()
-        .map(|c| {
-            c.parse::<RunId>().map_err(|_| ApiError::new(StatusCode::BAD_REQUEST, "invalid_query", "invalid cursor"))
-        })
-        .transpose()?;
+    let limit = paging::limit(p.limit)?;
+    let status = paging::status(p.status.as_deref(), RunStatus::parse)?;
+    let mut cursor = paging::cursor::<RunId>(p.cursor.as_deref())?;
     let filter = RunFilter { status, requester: p.requester, integration: p.integration };
     let mut items = Vec::new();
     let mut exhausted = false;

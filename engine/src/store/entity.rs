@@ -223,6 +223,10 @@ pub mod api_token {
         pub token_hash: String,
         pub created_at: DateTimeUtc,
         pub revoked_at: Option<DateTimeUtc>,
+        /// After this instant the token no longer authenticates; `None`: no expiry.
+        pub expires_at: Option<DateTimeUtc>,
+        /// When it last authenticated a request, to within [`crate::runtime::TOKEN_USE_GRANULARITY`].
+        pub last_used_at: Option<DateTimeUtc>,
     }
     entity_boilerplate!();
 }

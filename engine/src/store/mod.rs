@@ -119,13 +119,34 @@ pub async fn connect(url: &str, max_connections: u32) -> Result<Db, StoreError> 
     }
 }
 
-/// The file a SQLite URL names, as sqlx reads it; `None` for an in-memory database.
-fn sqlite_file(url: &str) -> Option<std::path::PathBuf> {
+/// The file a SQLite URL names, as sqlx reads it; `None` for an in-memory database or another
+/// backend.
+#[must_use]
+pub fn sqlite_file(url: &str) -> Option<std::path::PathBuf> {
     use std::str::FromStr as _;
+    // sqlx reads any text as a file name, a PostgreSQL URL included.
+    if !url.starts_with("sqlite:") || url.contains(":memory:") || url.contains("mode=memory") {
+        return None;
+    }
     let options = sea_orm::sqlx::sqlite::SqliteConnectOptions::from_str(url).ok()?;
     let file = options.get_filename();
     let name = file.to_string_lossy();
-    (!name.is_empty() && !name.contains(":memory:") && !url.contains("mode=memory")).then(|| file.to_path_buf())
+    (!name.is_empty()).then(|| file.to_path_buf())
+}
+
+/// Whether the database holds Tollgate's schema (at least one migration applied).
+///
+/// # Errors
+/// When the database cannot be queried at all.
+pub async fn has_schema(db: &Db) -> Result<bool, StoreError> {
+    use sea_orm::ConnectionTrait as _;
+    let stmt = sea_orm::Statement::from_string(db.backend(), "SELECT COUNT(*) AS n FROM seaql_migrations");
+    match db.read.query_one_raw(stmt).await {
+        Ok(row) => Ok(row.and_then(|r| r.try_get::<i64>("", "n").ok()).is_some_and(|n| n > 0)),
+        // No migrations table: no schema. Other failures (unreachable) are errors.
+        Err(e) if e.to_string().contains("seaql_migrations") => Ok(false),
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// Applies pending migrations.
@@ -297,6 +318,28 @@ impl StartupLock {
             )
             .await;
             let _ = conn.close().await;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::PathBuf;
+
+    use super::sqlite_file;
+
+    #[test]
+    fn only_sqlite_urls_name_a_file() {
+        let cases = [
+            ("sqlite://tollgate.db?mode=rwc", Some("tollgate.db")),
+            ("sqlite:///var/lib/tollgate/t.db", Some("/var/lib/tollgate/t.db")),
+            ("sqlite::memory:", None),
+            ("sqlite://file.db?mode=memory", None),
+            ("postgres://postgres@127.0.0.1:5432/test", None),
+            ("postgres://user@localhost/db?host=/var/run/postgresql", None),
+        ];
+        for (url, want) in cases {
+            assert_eq!(sqlite_file(url), want.map(PathBuf::from), "{url}");
         }
     }
 }

@@ -9,6 +9,7 @@ use crate::audit::{self, AuditRecord, ChainBreak, ChainVerifier, VerifyReport};
 use crate::effect::{NewOutbox, TimerKind};
 use crate::ids::{GrantId, OutboxId, RunId, TaskId, TimerId};
 use crate::run::{Grant, GrantStatus, Run, RunStatus, Vote};
+use crate::token::{ApiToken, TokenStatus};
 
 /// A request with everything the API shows about it.
 #[derive(Debug, Clone)]
@@ -200,17 +201,75 @@ pub async fn task<C: ConnectionTrait>(c: &C, id: TaskId) -> Result<Option<Task>,
     Ok(task::Entity::find_by_id(id.0).one(c).await?.map(Task::from))
 }
 
-/// The principal bound to an unrevoked token with this SHA-256 hash.
+/// The token with this SHA-256 hash, if it authenticates at `now` (not revoked, not expired).
 ///
 /// # Errors
 /// Database failures.
-pub async fn token_principal<C: ConnectionTrait>(c: &C, token_hash: &str) -> Result<Option<String>, StoreError> {
+pub async fn authenticate_token<C: ConnectionTrait>(
+    c: &C,
+    token_hash: &str,
+    now: DateTime<Utc>,
+) -> Result<Option<ApiToken>, StoreError> {
     Ok(api_token::Entity::find()
         .filter(api_token::Column::TokenHash.eq(token_hash))
         .filter(api_token::Column::RevokedAt.is_null())
+        .filter(
+            sea_orm::Condition::any()
+                .add(api_token::Column::ExpiresAt.is_null())
+                .add(api_token::Column::ExpiresAt.gt(now)),
+        )
         .one(c)
         .await?
-        .map(|t| t.principal))
+        .map(ApiToken::from))
+}
+
+/// Which tokens to list.
+#[derive(Debug, Clone, Default)]
+pub struct TokenFilter {
+    /// Only this principal's.
+    pub principal: Option<String>,
+    /// Only those with this status at `now`.
+    pub status: Option<(TokenStatus, DateTime<Utc>)>,
+}
+
+/// Tokens, newest first, after `cursor` (an id from the previous page).
+///
+/// # Errors
+/// Database failures.
+pub async fn list_tokens<C: ConnectionTrait>(
+    c: &C,
+    filter: &TokenFilter,
+    cursor: Option<uuid::Uuid>,
+    limit: u64,
+) -> Result<Vec<ApiToken>, StoreError> {
+    let mut q = api_token::Entity::find();
+    if let Some(p) = &filter.principal {
+        q = q.filter(api_token::Column::Principal.eq(p.as_str()));
+    }
+    if let Some((status, now)) = filter.status {
+        let unexpired = sea_orm::Condition::any()
+            .add(api_token::Column::ExpiresAt.is_null())
+            .add(api_token::Column::ExpiresAt.gt(now));
+        q = match status {
+            TokenStatus::Revoked => q.filter(api_token::Column::RevokedAt.is_not_null()),
+            TokenStatus::Active => q.filter(api_token::Column::RevokedAt.is_null()).filter(unexpired),
+            TokenStatus::Expired => {
+                q.filter(api_token::Column::RevokedAt.is_null()).filter(api_token::Column::ExpiresAt.lte(now))
+            }
+        };
+    }
+    if let Some(cursor) = cursor {
+        q = q.filter(api_token::Column::Id.lt(cursor));
+    }
+    Ok(q.order_by_desc(api_token::Column::Id).limit(limit).all(c).await?.into_iter().map(ApiToken::from).collect())
+}
+
+/// One token by id.
+///
+/// # Errors
+/// Database failures.
+pub async fn token<C: ConnectionTrait>(c: &C, id: uuid::Uuid) -> Result<Option<ApiToken>, StoreError> {
+    Ok(api_token::Entity::find_by_id(id).one(c).await?.map(ApiToken::from))
 }
 
 /// Whether any token exists (first-start bootstrap).
