@@ -103,6 +103,7 @@ impl From<TransitionError> for ApiError {
                 StatusCode::FORBIDDEN
             }
             TransitionError::TimeOutOfRange => StatusCode::UNPROCESSABLE_ENTITY,
+            TransitionError::NotVisible => StatusCode::NOT_FOUND,
             TransitionError::Invalid(inner) => match inner.code() {
                 "forbidden" => StatusCode::FORBIDDEN,
                 "grant_not_active" => StatusCode::CONFLICT,

@@ -28,7 +28,7 @@
 use axum::http::StatusCode;
 use serde_json::{Value, json};
 use tollgate_engine::policy::{
-    MAX_COMMENT_CHARS, MAX_INTEGRATION_CHARS, MAX_JUSTIFICATION_CHARS, MAX_SCOPE_CHARS, MAX_SCOPES,
+    self, MAX_COMMENT_CHARS, MAX_INTEGRATION_CHARS, MAX_JUSTIFICATION_CHARS, MAX_SCOPE_CHARS, MAX_SCOPES,
 };
 use tollgate_engine::run::{Decision, GrantStatus, RunStatus};
 use tollgate_engine::token::TokenStatus;
@@ -526,7 +526,11 @@ pub fn justification() -> ObjectBuilder {
     ObjectBuilder::new()
         .schema_type(Type::String)
         .max_length(Some(MAX_JUSTIFICATION_CHARS))
-        .description(Some("Why (a workflow may require one)."))
+        .pattern(Some(policy::free_text_pattern()))
+        .description(Some(
+            "Why (a workflow may require one). No control characters other than tab and line breaks, \
+             no bidirectional-override or invisible (zero-width) characters.",
+        ))
         .default(Some(json!("")))
 }
 
@@ -536,7 +540,11 @@ pub fn comment() -> ObjectBuilder {
     ObjectBuilder::new()
         .schema_type(SchemaType::from_iter([Type::String, Type::Null]))
         .max_length(Some(MAX_COMMENT_CHARS))
-        .description(Some("Comment; for a denial, the reason."))
+        .pattern(Some(policy::free_text_pattern()))
+        .description(Some(
+            "Comment; for a denial, the reason. No control characters other than tab and line breaks, \
+             no bidirectional-override or invisible (zero-width) characters.",
+        ))
 }
 
 fn limit(max: u64, default: u64) -> ObjectBuilder {

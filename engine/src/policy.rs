@@ -214,6 +214,13 @@ pub enum InputError {
         /// Its limit, in characters.
         max: usize,
     },
+    /// Control characters (other than line breaks and tabs), bidirectional overrides and
+    /// isolates, or zero-width characters: text that would show differently from what it says.
+    #[error("{field}: control, bidirectional-override and invisible (zero-width) characters are not allowed")]
+    DeceptiveCharacters {
+        /// The field.
+        field: Field,
+    },
     /// More scopes than [`MAX_SCOPES`].
     #[error("scopes: at most {max} scopes")]
     TooManyScopes {
@@ -237,8 +244,22 @@ impl InputError {
             Self::UnknownKind
             | Self::Missing(_)
             | Self::TooLong { .. }
+            | Self::DeceptiveCharacters { .. }
             | Self::TooManyScopes { .. }
             | Self::ScopeTooLong { .. } => "validation_failed",
+        }
+    }
+
+    /// What to fix, as a sentence for a person at a form (Slack dialog, email page), without
+    /// the field's API name.
+    #[must_use]
+    pub fn hint(&self) -> String {
+        match self {
+            Self::TooLong { max, .. } => format!("Too long: at most {max} characters."),
+            Self::DeceptiveCharacters { .. } => {
+                "Remove control, bidirectional-override and invisible (zero-width) characters.".to_owned()
+            }
+            other => other.to_string(),
         }
     }
 
@@ -248,7 +269,7 @@ impl InputError {
         match self {
             Self::UnknownKind => Field::Kind,
             Self::InvalidDuration(_) => Field::Duration,
-            Self::Missing(field) | Self::TooLong { field, .. } => *field,
+            Self::Missing(field) | Self::TooLong { field, .. } | Self::DeceptiveCharacters { field } => *field,
             Self::TooManyScopes { .. } | Self::ScopeTooLong { .. } => Field::Scopes,
         }
     }
@@ -291,7 +312,7 @@ pub fn check_new_request(fields: &RequestFields<'_>) -> Result<CheckedRequest, I
         Some(k) => WorkflowKind::parse(k).ok_or(InputError::UnknownKind)?,
     };
     let duration = fields.duration.map(Duration::parse).transpose().map_err(InputError::InvalidDuration)?;
-    check_length(Field::Justification, fields.justification, MAX_JUSTIFICATION_CHARS)?;
+    check_text(Field::Justification, fields.justification, MAX_JUSTIFICATION_CHARS)?;
     if fields.integration.is_empty() {
         return Err(InputError::Missing(Field::Integration));
     }
@@ -308,14 +329,60 @@ pub fn check_new_request(fields: &RequestFields<'_>) -> Result<CheckedRequest, I
 /// Checks a decision's comment (a denial's reason), whichever channel it came through.
 ///
 /// # Errors
-/// [`InputError::TooLong`] beyond [`MAX_COMMENT_CHARS`].
+/// [`InputError::TooLong`] beyond [`MAX_COMMENT_CHARS`], [`InputError::DeceptiveCharacters`].
 pub fn check_comment(comment: &str) -> Result<(), InputError> {
-    check_length(Field::Comment, comment, MAX_COMMENT_CHARS)
+    check_text(Field::Comment, comment, MAX_COMMENT_CHARS)
+}
+
+/// Free text people write and others read (justifications, comments): within `max` characters,
+/// and refused when it holds a character that would make it show differently from what it
+/// says ([`is_deceptive`]). Refused, not cleaned: what is stored and audited is what was sent.
+fn check_text(field: Field, text: &str, max: usize) -> Result<(), InputError> {
+    check_length(field, text, max)?;
+    if text.chars().any(is_deceptive) { Err(InputError::DeceptiveCharacters { field }) } else { Ok(()) }
+}
+
+/// The characters free text may not hold, as inclusive ranges: control characters other than
+/// tab, line feed and carriage return (NUL included, which PostgreSQL cannot store), and the
+/// invisible formatting characters of [`is_invisible_format`]. One list for the check and for
+/// the OpenAPI document's `pattern`.
+pub const DECEPTIVE_RANGES: [(char, char); 9] = [
+    ('\u{0}', '\u{8}'),
+    ('\u{B}', '\u{C}'),
+    ('\u{E}', '\u{1F}'),
+    ('\u{7F}', '\u{9F}'),
+    ('\u{061C}', '\u{061C}'),
+    ('\u{200B}', '\u{200F}'),
+    ('\u{202A}', '\u{202E}'),
+    ('\u{2060}', '\u{2069}'),
+    ('\u{FEFF}', '\u{FEFF}'),
+];
+
+/// Whether `c` may not appear in free text ([`DECEPTIVE_RANGES`]).
+#[must_use]
+pub fn is_deceptive(c: char) -> bool {
+    DECEPTIVE_RANGES.iter().any(|&(lo, hi)| (lo..=hi).contains(&c))
+}
+
+/// Characters that change how the text around them shows without being seen themselves:
+/// bidirectional marks, embeddings, overrides and isolates (U+061C, U+200E–U+200F, U+202A–U+202E,
+/// U+2066–U+2069), zero-width characters (U+200B–U+200D, U+2060–U+2064) and the BOM (U+FEFF).
+#[must_use]
+pub fn is_invisible_format(c: char) -> bool {
+    !c.is_control() && is_deceptive(c)
 }
 
 /// Limits count characters, not bytes: a limit stated to a person must mean what they typed.
 fn check_length(field: Field, text: &str, max: usize) -> Result<(), InputError> {
     if text.chars().count() > max { Err(InputError::TooLong { field, max }) } else { Ok(()) }
+}
+
+/// A JSON Schema `pattern` matching text without any character of [`DECEPTIVE_RANGES`].
+#[must_use]
+pub fn free_text_pattern() -> String {
+    let class: String =
+        DECEPTIVE_RANGES.iter().map(|&(lo, hi)| format!("\\u{:04X}-\\u{:04X}", u32::from(lo), u32::from(hi))).collect();
+    format!("^[^{class}]*$")
 }
 
 #[cfg(test)]
@@ -609,6 +676,50 @@ steps:
         assert_eq!(checked.duration.map(Duration::as_secs), Some(5400));
         let err = check_new_request(&RequestFields { justification: &"x".repeat(2001), ..fields }).unwrap_err();
         assert_eq!(err.to_string(), "justification: at most 2000 characters");
+    }
+
+    #[test]
+    fn text_that_would_show_otherwise_than_it_says_is_refused_on_every_field() {
+        let one = vec!["read".to_owned()];
+        let ok = RequestFields { kind: None, integration: "crm", scopes: &one, duration: None, justification: "" };
+        for (text, refused) in [
+            ("deploy hotfix INC-42", false),
+            ("line one\nline two\r\n\tindented", false),
+            ("naïve café — 日本語 ✓", false),
+            ("invoice_\u{202E}fdp.exe", true), // right-to-left override
+            ("a\u{2066}b\u{2069}", true),      // isolates
+            ("\u{200B}", true),                // zero-width space only
+            ("approve\u{200D}d", true),        // zero-width joiner
+            ("bom\u{FEFF}", true),
+            ("nul\u{0}byte", true), // PostgreSQL cannot store it
+            ("bell\u{7}", true),
+            ("c1\u{85}", true),
+            ("\u{061C}arabic mark", true),
+        ] {
+            let got = check_new_request(&RequestFields { justification: text, ..ok });
+            assert_eq!(got.is_err(), refused, "justification {text:?}");
+            if let Err(e) = got {
+                assert_eq!((e.code(), e.field()), ("validation_failed", Field::Justification), "{text:?}");
+                assert!(e.hint().contains("invisible"), "{}", e.hint());
+            }
+            let got = check_comment(text);
+            assert_eq!(
+                got.as_ref().err().map(InputError::field),
+                refused.then_some(Field::Comment),
+                "comment {text:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_refused_characters_are_controls_but_tab_and_line_breaks_and_invisible_formatting() {
+        for c in (0..=0x10FFFF_u32).filter_map(char::from_u32) {
+            let invisible = matches!(c, '\u{061C}' | '\u{200B}'..='\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2060}'..='\u{2069}' | '\u{FEFF}');
+            let control = c.is_control() && !matches!(c, '\t' | '\n' | '\r');
+            assert_eq!(is_deceptive(c), invisible || control, "U+{:04X}", u32::from(c));
+            assert_eq!(is_invisible_format(c), invisible, "U+{:04X}", u32::from(c));
+        }
+        assert!(free_text_pattern().starts_with("^[^\\u0000-\\u0008\\u000B-\\u000C"), "{}", free_text_pattern());
     }
 
     #[test]

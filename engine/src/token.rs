@@ -132,7 +132,7 @@ pub fn check_new_token(label: &str, ttl: Option<&str>) -> Result<Option<std::tim
     if label.chars().count() > MAX_LABEL_CHARS {
         return Err(TokenInputError::Label(format!("at most {MAX_LABEL_CHARS} characters")));
     }
-    if label.chars().any(|c| c.is_control() || is_invisible_format(c)) {
+    if label.chars().any(|c| c.is_control() || crate::policy::is_invisible_format(c)) {
         return Err(TokenInputError::Label("control and invisible formatting characters are not allowed".to_owned()));
     }
     let Some(ttl) = ttl else { return Ok(None) };
@@ -141,13 +141,6 @@ pub fn check_new_token(label: &str, ttl: Option<&str>) -> Result<Option<std::tim
         return Err(TokenInputError::TtlTooLong);
     }
     Ok(Some(ttl))
-}
-
-/// Characters that change how text around them is shown without being seen themselves:
-/// bidirectional overrides and isolates, zero-width characters, the BOM.
-#[must_use]
-pub fn is_invisible_format(c: char) -> bool {
-    matches!(c, '\u{200B}'..='\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2060}'..='\u{2069}' | '\u{FEFF}')
 }
 
 #[cfg(test)]

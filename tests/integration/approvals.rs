@@ -49,16 +49,19 @@ async fn only_eligible_people_other_than_the_requester_can_approve() -> anyhow::
         s.client("ci-bot").await?,
     );
 
-    // Self-approval, bystanders and admins are refused; nothing changes.
+    // Self-approval, bystanders and admins are refused; nothing changes. A bystander, who may
+    // not see the request, is answered as for a request that does not exist.
     let wiki = id_of(&alice.create_request(&ask("wiki-staging", "edit")).await?);
     let (st, body) = alice.decide(&wiki, "approve").await?;
     assert_error(st, &body, 403, "self_approval");
     let (st, body) = erin.decide(&wiki, "approve").await?;
-    assert_error(st, &body, 403, "not_an_approver");
+    assert_error(st, &body, 404, "not_found");
+    let (missing_st, missing) = erin.decide(&uuid::Uuid::now_v7().to_string(), "approve").await?;
+    assert_eq!((missing_st, &missing), (st, &body), "the same answer as for a request that does not exist");
     let (st, body) = admin.decide(&wiki, "approve").await?;
     assert_error(st, &body, 403, "not_an_approver");
     let (st, body) = erin.decide(&wiki, "deny").await?;
-    assert_error(st, &body, 403, "not_an_approver");
+    assert_error(st, &body, 404, "not_found");
     let view = alice.request_view(&wiki).await?;
     assert_eq!(view["status"], "awaiting_approval");
     assert_eq!(view["approvals"], json!([]));
@@ -81,7 +84,7 @@ async fn only_eligible_people_other_than_the_requester_can_approve() -> anyhow::
     let (st, body) = ci_bot.decide(&ci, "approve").await?;
     assert_error(st, &body, 403, "self_approval");
     let (st, body) = bob.decide(&ci, "approve").await?;
-    assert_error(st, &body, 403, "not_an_approver");
+    assert_error(st, &body, 404, "not_found");
     // ...while the same alice may approve someone else's request on ci-runner.
     let bobs = id_of(&bob.create_request(&ask("ci-runner", "deploy")).await?);
     let (st, body) = alice.decide(&bobs, "approve").await?;
@@ -141,14 +144,14 @@ async fn only_eligible_people_other_than_the_requester_can_approve() -> anyhow::
         rejected(&audrey.audit(Some(&wiki)).await?),
         pairs(&[
             ("alice", "self_approval"),
-            ("erin", "not_an_approver"),
+            ("erin", "not_visible"),
             ("admin", "not_an_approver"),
-            ("erin", "not_an_approver"),
+            ("erin", "not_visible"),
         ])
     );
     assert_eq!(
         rejected(&audrey.audit(Some(&ci)).await?),
-        pairs(&[("alice", "self_approval"), ("ci-bot", "self_approval"), ("bob", "not_an_approver")])
+        pairs(&[("alice", "self_approval"), ("ci-bot", "self_approval"), ("bob", "not_visible")])
     );
     assert_eq!(rejected(&audrey.audit(Some(&crm)).await?), pairs(&[("bob", "already_voted")]));
     let crm_events = common::event_types(&audrey.audit(Some(&crm)).await?);

@@ -126,6 +126,10 @@ async fn invalid_requests_get_the_error_envelope_and_leave_no_trace() -> anyhow:
         ("zero duration", with("duration", json!("0s")), 422, "invalid_duration"),
         ("bare number", with("duration", json!("5")), 422, "invalid_duration"),
         ("no justification", with("justification", json!("  ")), 422, "justification_required"),
+        // Text that shows otherwise than it says (issue 10); a NUL used to be a 503 on PostgreSQL.
+        ("zero-width justification", with("justification", json!("\u{200B}")), 422, "validation_failed"),
+        ("bidi override", with("justification", json!("ok \u{202E}gnp.exe")), 422, "validation_failed"),
+        ("NUL in justification", with("justification", json!("a\u{0}b")), 422, "validation_failed"),
         ("unknown field", with("sudo", json!(true)), 422, "validation_failed"),
         ("wrong type", with("scopes", json!("edit")), 422, "validation_failed"),
         ("unknown kind", with("kind", json!("steal")), 422, "validation_failed"),

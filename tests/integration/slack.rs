@@ -420,7 +420,7 @@ async fn clicks_from_the_requester_bystanders_strangers_and_other_workspaces_cha
 
     // Known principals who may not decide: the engine refuses, and says why.
     for (user, reason, says) in
-        [("U0ALICE", "self_approval", "own requests"), ("U0ERIN", "not_an_approver", "not an eligible approver")]
+        [("U0ALICE", "self_approval", "own requests"), ("U0ERIN", "not_visible", "not an eligible approver")]
     {
         assert_eq!(env.interact(&env.click(user, APPROVE, &message)).await?.0, 200);
         env.wait_ephemeral(user, says).await?;
@@ -961,6 +961,9 @@ async fn slack_dialogs_refuse_what_the_api_refuses_and_record_nothing() -> anyho
     let many_scopes = vec!["read"; 101].join(", ");
     for (case, values, block, says) in [
         ("over-long justification", values("read", &too_long), "tollgate_justification", "at most 2000 characters"),
+        // Text that shows otherwise than it says (issue 10): refused as the API refuses it.
+        ("bidi override", values("read", "fix \u{202E}gnp.exe"), "tollgate_justification", "invisible"),
+        ("zero-width only", values("read", "\u{200B}"), "tollgate_justification", "invisible"),
         ("too many scopes", values(&many_scopes, "ok"), "tollgate_scopes", "at most 100 scopes"),
         // An endless duration (issue 18): refused by the engine's bound, shown by its field.
         ("endless duration", values_for("read", "300000years", "ok"), "tollgate_duration", "exceeds the maximum"),
@@ -994,7 +997,7 @@ async fn slack_dialogs_refuse_what_the_api_refuses_and_record_nothing() -> anyho
     assert_eq!(status, 200, "{body}");
     let answer: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
     assert_eq!(answer["response_action"], "errors", "the dialog stays open: {body:?}");
-    assert!(answer["errors"]["tollgate_deny_reason"].as_str().is_some_and(|e| e.contains("too long")), "{answer}");
+    assert!(answer["errors"]["tollgate_deny_reason"].as_str().is_some_and(|e| e.contains("Too long")), "{answer}");
 
     // Someone the API would not show the request to gets no dialog showing it.
     assert_eq!(env.interact(&env.click("U0ERIN", DENY, &message)).await?.0, 200);

@@ -213,8 +213,8 @@ pub(crate) async fn decide(
         return retry("Give a reason to deny.");
     }
     // The same limit as a comment sent through the API or Slack.
-    if policy::check_comment(reason).is_err() {
-        return retry(&format!("The reason is too long (at most {} characters).", policy::MAX_COMMENT_CHARS));
+    if let Err(e) = policy::check_comment(reason) {
+        return retry(&format!("The reason: {}", e.hint()));
     }
     let comment = Some(reason.to_owned()).filter(|r| !r.is_empty());
     match state.engine.decide_by_link(&token, decision, comment).await {
@@ -234,7 +234,9 @@ pub(crate) async fn decide(
 
 fn refusal_text(e: &TransitionError) -> &'static str {
     match e {
-        TransitionError::NotAnApprover(_) => "You are no longer an eligible approver for this request.",
+        TransitionError::NotAnApprover(_) | TransitionError::NotVisible => {
+            "You are no longer an eligible approver for this request."
+        }
         TransitionError::SelfApproval => "Requesters cannot decide on their own requests.",
         TransitionError::AlreadyVoted(_) => "You have already decided on this request.",
         TransitionError::Expired => "The approval deadline has passed.",

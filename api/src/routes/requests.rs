@@ -274,7 +274,7 @@ pub(crate) async fn show(
             ("getGrant" = (operation_id = "getGrant", parameters(("id" = "$response.body#/grant/id")), description = "The grant an approval led to"))
         )),
         (status = 403, description = "- `self_approval`: the requester may not approve their own request\n- `not_an_approver`: the caller may not decide at the current step", body = ErrorBody),
-        (status = 404, description = "- `not_found`: no such request", body = ErrorBody),
+        (status = 404, description = "- `not_found`: no such request, or one the caller may not see (then nothing else about it is revealed: neither `not_an_approver` nor its status)", body = ErrorBody),
         (status = 409, description = "- `already_decided`: the request is past its approval steps\n- `already_voted`: the caller already decided otherwise at this step\n- `expired`: the approval deadline passed\n- `cancelled`: the request was cancelled\n- `step_over`: the step ended meanwhile", body = ErrorBody),
         (status = 422, description = "- `validation_failed`: `comment` is longer than its limit\n- `time_out_of_range`: the next step's deadline is out of range", body = ErrorBody)
     ),

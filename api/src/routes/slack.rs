@@ -262,9 +262,8 @@ async fn deny_submission(
     }
     // The same limit as a comment sent through the API or an email link; Slack's client caps the
     // input lower, so only a hand-made submission meets it.
-    if policy::check_comment(reason).is_err() {
-        let text = format!("The reason is too long (at most {} characters).", policy::MAX_COMMENT_CHARS);
-        return Ok(modal_error(blocks::BLOCK_DENY_REASON, &text));
+    if let Err(e) = policy::check_comment(reason) {
+        return Ok(modal_error(blocks::BLOCK_DENY_REASON, &e.hint()));
     }
     let comment = Some(reason.to_owned());
     // The dialog may have stayed open while its step was decided and the next one began: the
@@ -462,7 +461,9 @@ fn modal_error(block: &str, text: &str) -> Response {
 
 fn refusal_text(e: &TransitionError) -> &'static str {
     match e {
-        TransitionError::NotAnApprover(_) => "you are not an eligible approver for this request.",
+        TransitionError::NotAnApprover(_) | TransitionError::NotVisible => {
+            "you are not an eligible approver for this request."
+        }
         TransitionError::SelfApproval => "requesters cannot decide on their own requests.",
         TransitionError::AlreadyVoted(_) => "you have already decided on this request.",
         TransitionError::Expired => "the approval deadline has passed.",

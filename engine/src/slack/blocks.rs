@@ -58,10 +58,10 @@ pub const MAX_BUTTON_CHARS: usize = 75;
 pub const MAX_SECTION_CHARS: usize = 3000;
 /// Slack's limit on one section field, in characters.
 pub const MAX_FIELD_CHARS: usize = 2000;
-/// Longest deny reason the modal accepts.
-pub const MAX_DENY_REASON_CHARS: usize = 500;
-/// Longest justification the request modal accepts (the HTTP API's limit too).
-pub const MAX_JUSTIFICATION_CHARS: usize = 2000;
+/// Longest deny reason the modal accepts: a comment's limit on every path.
+pub const MAX_DENY_REASON_CHARS: usize = crate::policy::MAX_COMMENT_CHARS;
+/// Longest justification the request modal accepts: the limit on every path.
+pub const MAX_JUSTIFICATION_CHARS: usize = crate::policy::MAX_JUSTIFICATION_CHARS;
 /// Slack's limit on the options of a static select.
 pub const MAX_SELECT_OPTIONS: usize = 100;
 
@@ -743,7 +743,7 @@ mod tests {
         assert_eq!(input["element"]["type"], "plain_text_input");
         assert_eq!(input["element"]["action_id"], INPUT_DENY_REASON);
         assert_eq!(input["element"]["multiline"], true);
-        assert_eq!(input["element"]["max_length"], 500);
+        assert_eq!(input["element"]["max_length"], crate::policy::MAX_COMMENT_CHARS);
         assert!(!view.to_string().contains("<@U999>"));
     }
 

@@ -13,6 +13,7 @@ use super::{Context, Outcome, TransitionError};
 use crate::effect::{Effect, TimerKind};
 use crate::ids::OutboxId;
 use crate::message::Route;
+use crate::policy::{self, Viewer};
 use crate::run::{Decision, GrantStatus, RunState, RunStatus, StepState, Vote};
 
 /// A decision as cast by an approver, through any channel.
@@ -236,6 +237,16 @@ pub(crate) fn may_decide(
 
 fn decide(out: &mut Outcome, votes: &[Vote], cast: Cast, ctx: &Context<'_>) -> Result<(), TransitionError> {
     let Cast { actor, decision, comment, channel, origin, step: cast_on } = cast;
+    // The requester (or the same person through another principal, or a service's accountable
+    // person) is told so; then someone who may not see the request learns nothing about it, not
+    // even that it exists or how it ended (the API answers as for a missing request).
+    if ctx.directory.is_same_person(&actor, &out.run.requester) {
+        return Err(TransitionError::SelfApproval);
+    }
+    let viewer = ctx.directory.principals.get(&actor).map_or(Viewer::new(&actor, &[]), Viewer::of);
+    if !policy::may_view_request(viewer, &out.run, Some(ctx.definition), ctx.directory) {
+        return Err(TransitionError::NotVisible);
+    }
     if out.run.status != RunStatus::AwaitingApproval {
         return Err(TransitionError::for_final(out.run.status));
     }

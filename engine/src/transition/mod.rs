@@ -69,7 +69,9 @@ pub struct Outcome {
 /// The audit record of a refused decision (a refusal is evidence too).
 #[must_use]
 pub fn refusal_event(run: &Run, actor: &str, decision: &str, channel: &str, err: &TransitionError) -> AuditEvent {
-    let details = serde_json::json!({ "decision": decision, "reason": err.code(), "status": run.status.as_str() });
+    // The caller of a request it may not see is told "not found"; the evidence says why.
+    let reason = if *err == TransitionError::NotVisible { "not_visible" } else { err.code() };
+    let details = serde_json::json!({ "decision": decision, "reason": reason, "status": run.status.as_str() });
     advance::event(run, "decision_rejected", actor, channel, "rejected", details)
 }
 
@@ -88,6 +90,10 @@ pub enum TransitionError {
     /// Requesters cannot approve their own requests (nor through a service they own).
     #[error("requesters cannot decide on their own requests")]
     SelfApproval,
+    /// The request is not one the actor may see ([`crate::policy::may_view_request`]): answered
+    /// as for a request that does not exist.
+    #[error("request not found")]
+    NotVisible,
     /// The principal is not an eligible approver for this step.
     #[error("{0} is not an eligible approver for this request")]
     NotAnApprover(String),
@@ -125,6 +131,7 @@ impl TransitionError {
             Self::Cancelled => "cancelled",
             Self::SelfApproval => "self_approval",
             Self::NotAnApprover(_) => "not_an_approver",
+            Self::NotVisible => "not_found",
             Self::AlreadyVoted(_) => "already_voted",
             Self::NotAllowed => "forbidden",
             Self::GrantNotActive(_) => "grant_not_active",

@@ -7,7 +7,7 @@ use chrono::{DateTime, Duration, TimeZone, Utc};
 use proptest::prelude::*;
 use tollgate_workflows::{Operation, WorkflowDefinition, WorkflowKind, parse_definition};
 
-use super::{Cast, Command, Context, NewRequest, Outcome, TransitionError, apply, start};
+use super::{Cast, Command, Context, NewRequest, Outcome, TransitionError, apply, refusal_event, start};
 use crate::connector::ConnectorConfig;
 use crate::connector::manual::ManualSettings;
 use crate::directory::{Directory, Group, Integration, Principal, PrincipalKind, ScopeDef};
@@ -246,7 +246,7 @@ fn quorum_counts_distinct_eligible_people_and_excludes_the_requester() {
     let f = Fixture::new();
     let s = f.start("alice");
     assert_eq!(decide(&f, &s, "alice", Decision::Approve, t0()).unwrap_err(), TransitionError::SelfApproval);
-    assert!(matches!(decide(&f, &s, "erin", Decision::Approve, t0()), Err(TransitionError::NotAnApprover(_))));
+    assert_eq!(decide(&f, &s, "erin", Decision::Approve, t0()).unwrap_err(), TransitionError::NotVisible);
     let s = decide(&f, &s, "bob", Decision::Approve, t0()).expect("owner approves");
     assert_eq!(s.run.status, RunStatus::AwaitingApproval, "quorum is 2");
     let again = Command::Decide(Cast::new("bob", Decision::Approve, None, "api"));
@@ -520,6 +520,20 @@ fn holders_are_warned_before_their_access_expires() {
 }
 
 #[test]
+fn a_bystander_learns_nothing_of_a_request_not_even_how_it_ended() {
+    let f = Fixture::new();
+    let s = f.start("alice");
+    assert_eq!(decide(&f, &s, "erin", Decision::Deny, t0()).unwrap_err(), TransitionError::NotVisible);
+    let mut cancelled = s.clone();
+    cancelled.run.status = RunStatus::Cancelled;
+    assert_eq!(decide(&f, &cancelled, "erin", Decision::Approve, t0()).unwrap_err(), TransitionError::NotVisible);
+    assert_eq!(decide(&f, &cancelled, "bob", Decision::Approve, t0()).unwrap_err(), TransitionError::Cancelled);
+    let refusal = refusal_event(&s.run, "erin", "approve", "api", &TransitionError::NotVisible);
+    assert_eq!(refusal.details["reason"], "not_visible", "the evidence says why");
+    assert_eq!(TransitionError::NotVisible.code(), "not_found");
+}
+
+#[test]
 fn a_decision_cast_on_another_step_is_refused_and_records_nothing() {
     let f = Fixture::new();
     let s = f.start("alice");
@@ -599,7 +613,8 @@ fn a_repeated_decision_succeeds_without_effect_and_a_changed_one_is_refused() {
         (cast("bob", Decision::Deny, None), Err("already_decided")),
         (cast("bob", Decision::Approve, Some(1)), Err("already_decided")),
         (cast("dave", Decision::Approve, None), Err("already_decided")),
-        (cast("Bob", Decision::Approve, None), Err("already_decided")),
+        // Principal ids are case-sensitive: "Bob" is nobody, and nobody learns how it ended.
+        (cast("Bob", Decision::Approve, None), Err("not_found")),
     ];
     for (cmd, want) in table {
         let got = apply(s.clone(), cmd.clone(), &f.ctx(later)).map(|o| o.map(drop)).map_err(|e| e.code());
