@@ -4,10 +4,15 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
+use axum::extract::MatchedPath;
+use axum::http::HeaderName;
 use axum::http::StatusCode;
 use axum::routing::{get, post};
 use tollgate_engine::Engine;
-use tower_http::trace::TraceLayer;
+use tower_http::LatencyUnit;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::trace::{DefaultOnResponse, TraceLayer};
+use tracing::Level;
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 use utoipa_axum::router::OpenApiRouter;
@@ -108,6 +113,9 @@ fn loggable_path(path: &str) -> &str {
 
 const LINK_PREFIX: &str = "/approvals/email/";
 
+/// The header carrying each request's id.
+const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
 /// Builds the router. `public_url` is the configured base URL of links (never a Host header);
 /// `slack` enables the Slack endpoints.
 pub fn router(
@@ -116,8 +124,21 @@ pub fn router(
     public_url: &str,
     slack: Option<&crate::server::Slack>,
 ) -> Router {
+    router_behind(engine, max_body_bytes, public_url, slack, Vec::new())
+}
+
+/// [`router`] behind reverse proxies whose `X-Forwarded-For` names the client
+/// (`http.trusted_proxies`; used to tell clients of email links apart).
+pub fn router_behind(
+    engine: Arc<Engine>,
+    max_body_bytes: usize,
+    public_url: &str,
+    slack: Option<&crate::server::Slack>,
+    trusted_proxies: Vec<ipnet::IpNet>,
+) -> Router {
     let slack = slack.map(|(api, settings)| Arc::new(slack::SlackState::new(api.clone(), settings, &engine)));
-    let state = AppState { engine, links: Arc::new(email_links::LinkPages::new(public_url)), slack };
+    let links = Arc::new(email_links::LinkPages::new(public_url, trusted_proxies));
+    let state = AppState { engine, links, slack };
     let (documented, mut document) = documented_routes().split_for_parts();
     openapi::complete(&mut document);
     let document: Arc<str> = document.to_pretty_json().unwrap_or_default().into();
@@ -138,11 +159,25 @@ pub fn router(
             ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "method not allowed on this route")
         })
         .layer(DefaultBodyLimit::max(max_body_bytes))
-        .layer(TraceLayer::new_for_http().make_span_with(|req: &axum::http::Request<_>| {
-            // Method and path only: never query strings or headers (they may carry tokens), and
-            // never an approval link's token.
-            tracing::info_span!("http", method = %req.method(), path = %loggable_path(req.uri().path()))
-        }))
+        .layer(
+            TraceLayer::new_for_http()
+                .make_span_with(|req: &axum::http::Request<_>| {
+                    // Method, route template and request id only: never query strings or other
+                    // headers (they may carry tokens), and never an approval link's token.
+                    let route = req
+                        .extensions()
+                        .get::<MatchedPath>()
+                        .map_or_else(|| loggable_path(req.uri().path()).to_owned(), |m| m.as_str().to_owned());
+                    let request_id = req.headers().get(REQUEST_ID).and_then(|v| v.to_str().ok()).unwrap_or_default();
+                    tracing::info_span!("http", method = %req.method(), route = %route, request_id = %request_id)
+                })
+                // One line per request at info: status and latency, in the span above.
+                .on_response(DefaultOnResponse::new().level(Level::INFO).latency_unit(LatencyUnit::Millis)),
+        )
+        // Every request gets an id (a client's own `X-Request-Id` is kept), returned in the
+        // response and named in its log line.
+        .layer(PropagateRequestIdLayer::new(REQUEST_ID))
+        .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
         .with_state(state)
 }
 

@@ -36,6 +36,9 @@ pub struct ConfigArgs {
 
 impl ConfigArgs {
     fn load(&self, overrides: &[(&str, String)]) -> anyhow::Result<Config> {
+        for warning in config::unknown_env_vars(std::env::vars_os().filter_map(|(k, _)| k.into_string().ok())) {
+            eprintln_err(&format!("warning: {warning}"));
+        }
         let default = PathBuf::from("tollgate.toml");
         let file = self.config.clone().or_else(|| default.exists().then_some(default));
         Ok(config::load(file.as_deref(), overrides)?)

@@ -170,11 +170,32 @@ pub struct HttpConfig {
     /// Largest accepted request body, bytes.
     #[serde(default = "default_body")]
     pub max_body_bytes: usize,
+    /// Reverse proxies (addresses or CIDR networks) whose `X-Forwarded-For` names the client.
+    #[serde(default)]
+    pub trusted_proxies: Vec<String>,
 }
 
 impl Default for HttpConfig {
     fn default() -> Self {
-        Self { max_body_bytes: default_body() }
+        Self { max_body_bytes: default_body(), trusted_proxies: Vec::new() }
+    }
+}
+
+impl HttpConfig {
+    /// `trusted_proxies` parsed; a single address is a /32 (or /128) network.
+    ///
+    /// # Errors
+    /// An entry that is neither an IP address nor a CIDR network, named with its key.
+    pub fn trusted_proxies(&self) -> anyhow::Result<Vec<ipnet::IpNet>> {
+        self.trusted_proxies
+            .iter()
+            .enumerate()
+            .map(|(i, p)| {
+                p.parse::<ipnet::IpNet>().or_else(|_| p.parse::<std::net::IpAddr>().map(ipnet::IpNet::from)).map_err(
+                    |_| anyhow::anyhow!("http.trusted_proxies[{i}]: {p:?} is not an IP address or CIDR network"),
+                )
+            })
+            .collect()
     }
 }
 
@@ -333,6 +354,41 @@ const SECTIONS: &[&str] = &[
     "integrations",
 ];
 
+/// `TOLLGATE_*` variables that are not configuration but read by someone: the client commands'
+/// (`TOLLGATE_URL`, `TOLLGATE_TOKEN`), `--config` (`TOLLGATE_CONFIG`), and the project's own
+/// test and benchmark knobs (`TOLLGATE_TEST_*`, `TOLLGATE_CI_*`, `TOLLGATE_BIN`).
+const NOT_CONFIG: &[&str] = &["URL", "TOKEN", "CONFIG", "BIN"];
+const NOT_CONFIG_PREFIXES: &[&str] = &["TEST_", "CI_"];
+
+/// A warning for each `TOLLGATE_*` variable among `names` that matches no configuration key
+/// (a top-level typo such as `TOLLGATE_LISTN` would otherwise be ignored; a typo below a
+/// section is an error of [`load`]), with the closest key when one is close.
+#[must_use]
+pub fn unknown_env_vars(names: impl IntoIterator<Item = String>) -> Vec<String> {
+    let mut warnings = Vec::new();
+    for name in names {
+        let Some(rest) = name.strip_prefix("TOLLGATE_") else { continue };
+        if NOT_CONFIG.contains(&rest) || NOT_CONFIG_PREFIXES.iter().any(|p| rest.starts_with(p)) {
+            continue;
+        }
+        let top = rest.split("__").next().unwrap_or_default().to_ascii_lowercase();
+        let top = top.strip_suffix("_file").filter(|_| !rest.contains("__")).unwrap_or(&top);
+        if SECTIONS.contains(&top) {
+            continue;
+        }
+        let closest = SECTIONS
+            .iter()
+            .map(|s| (strsim::levenshtein(s, top), s))
+            .filter(|(d, _)| *d <= 2)
+            .min_by_key(|(d, _)| *d)
+            .map(|(_, s)| format!(" (did you mean TOLLGATE_{}?)", s.to_ascii_uppercase()))
+            .unwrap_or_default();
+        warnings.push(format!("environment variable {name} matches no configuration key; it is ignored{closest}"));
+    }
+    warnings.sort();
+    warnings
+}
+
 /// A configuration problem, naming the key at fault.
 #[derive(Debug, thiserror::Error)]
 #[error("invalid configuration: {0}")]
@@ -480,7 +536,7 @@ mod tests {
     use figment::Jail;
     use secrecy::ExposeSecret;
 
-    use super::load;
+    use super::{HttpConfig, load, unknown_env_vars};
 
     const FILE: &str = r#"
 listen = "127.0.0.1:9000"
@@ -489,6 +545,62 @@ url = "sqlite://from-file.db?mode=rwc"
 [principals.alice]
 email = "alice@example.com"
 "#;
+
+    #[test]
+    fn the_shipped_example_configuration_loads_and_its_directory_is_valid() {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/tollgate.toml");
+        let c = load(Some(&path), &[]).expect("deploy/tollgate.toml loads");
+        let directory = c.directory().expect("its directory is valid");
+        assert!(directory.principals.values().any(|p| p.roles.contains(&tollgate_engine::directory::Role::Admin)));
+        assert_eq!(c.http.trusted_proxies().expect("trusted_proxies parse"), Vec::<ipnet::IpNet>::new());
+        let text = std::fs::read_to_string(&path).expect("read");
+        for documented in [
+            "enabled = true                   # false keeps",
+            "disabled = true",
+            "trusted_proxies",
+            "timer_takeover_secs",
+        ] {
+            assert!(text.contains(documented), "deploy/tollgate.toml documents {documented:?}");
+        }
+    }
+
+    #[test]
+    fn trusted_proxies_are_addresses_or_networks_and_errors_name_the_entry() {
+        let http = HttpConfig {
+            trusted_proxies: vec!["10.0.0.0/8".into(), "::1".into(), "192.0.2.7".into()],
+            ..HttpConfig::default()
+        };
+        let nets = http.trusted_proxies().expect("valid");
+        assert_eq!(nets.iter().map(ToString::to_string).collect::<Vec<_>>(), ["10.0.0.0/8", "::1/128", "192.0.2.7/32"]);
+        let bad =
+            HttpConfig { trusted_proxies: vec!["10.0.0.0/8".into(), "proxy.local".into()], ..HttpConfig::default() };
+        let e = bad.trusted_proxies().expect_err("a host name").to_string();
+        assert!(e.contains("http.trusted_proxies[1]") && e.contains("proxy.local"), "{e}");
+    }
+
+    #[test]
+    fn unknown_tollgate_variables_are_warned_about_with_a_suggestion() {
+        let names = [
+            "TOLLGATE_LISTN",
+            "TOLLGATE_LISTEN",
+            "TOLLGATE_DATABASE__URL",
+            "TOLLGATE_DATABSE__URL",
+            "TOLLGATE_PUBLIC_URL_FILE",
+            "TOLLGATE_URL",
+            "TOLLGATE_TOKEN",
+            "TOLLGATE_CONFIG",
+            "TOLLGATE_TEST_DATABASE_URL",
+            "TOLLGATE_SOMETHING_ELSE",
+            "PATH",
+        ];
+        let warnings = unknown_env_vars(names.map(str::to_owned));
+        assert_eq!(warnings.len(), 3, "{warnings:#?}");
+        assert!(
+            warnings[0].contains("TOLLGATE_DATABSE__URL") && warnings[0].contains("did you mean TOLLGATE_DATABASE?")
+        );
+        assert!(warnings[1].contains("TOLLGATE_LISTN") && warnings[1].contains("did you mean TOLLGATE_LISTEN?"));
+        assert!(warnings[2].contains("TOLLGATE_SOMETHING_ELSE") && !warnings[2].contains("did you mean"));
+    }
 
     #[test]
     fn layers_apply_in_order_defaults_file_env_flags() {

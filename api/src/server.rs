@@ -214,7 +214,13 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         .with_context(|| format!("cannot listen on {}", config.listen))?;
     let addr = listener.local_addr()?;
     tracing::info!(%addr, database = %redact_url(&config.database.url), "tollgate listening");
-    let app = crate::app::router(engine.clone(), config.http.max_body_bytes, &config.public_url(), slack.as_ref());
+    let app = crate::app::router_behind(
+        engine.clone(),
+        config.http.max_body_bytes,
+        &config.public_url(),
+        slack.as_ref(),
+        config.http.trusted_proxies()?,
+    );
     let app = app.into_make_service_with_connect_info::<std::net::SocketAddr>();
     // If an engine loop ends on its own, the engine cannot go on: stop serving and exit non-zero
     // so that a supervisor restarts the process, rather than answer 503 to every write forever.

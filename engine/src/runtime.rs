@@ -21,7 +21,7 @@ use crate::directory::{Directory, Role};
 use crate::effect::OutboxPayload;
 use crate::feature::audit_events::AppendAudit;
 use crate::feature::config_sync::ApplySync;
-use crate::feature::links::{self, LinkedApproval};
+use crate::feature::links;
 use crate::feature::outbox::{ActionResult, AttemptFailed, ClaimOutbox, NotificationResult};
 use crate::feature::reconcile;
 use crate::feature::runs::{
@@ -359,12 +359,12 @@ impl Engine {
         self.apply(run_id, Command::Decide(cast)).await
     }
 
-    /// The approval behind an email link's `token`, when the link can still decide: known,
-    /// unused, unexpired, and its approval step still pending. Reads only.
+    /// What an email link's `token` is: usable (known, unused, unexpired, its approval step
+    /// still pending), spent, or unknown. Reads only.
     ///
     /// # Errors
     /// Database failures.
-    pub async fn approval_link(&self, token: &str) -> Result<Option<LinkedApproval>, StoreError> {
+    pub async fn approval_link(&self, token: &str) -> Result<links::LinkLookup, StoreError> {
         links::lookup(&self.db.read, token, self.shared.clock.now()).await
     }
 

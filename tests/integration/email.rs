@@ -432,3 +432,45 @@ async fn a_break_glass_review_arrives_as_an_emergency_and_its_denial_revokes_at_
     assert_eq!((denied["channel"].as_str(), denied["actor"].as_str()), (Some("email"), Some("carol")));
     Ok(())
 }
+
+/// GETs `link` as the client `client`, forwarded by the (trusted) loopback proxy.
+async fn open_as(http: &reqwest::Client, link: &str, client: &str) -> anyhow::Result<u16> {
+    Ok(http.get(link).header("x-forwarded-for", client).send().await?.status().as_u16())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn guessing_links_throttles_the_guesser_and_never_the_approvers() -> anyhow::Result<()> {
+    let smtp = SmtpServer::start()?;
+    // The test talks to the server from 127.0.0.1, listed as a trusted reverse proxy.
+    let t = start(smtp.port(), |o| o.extra_config.push_str("\n[http]\ntrusted_proxies = [\"127.0.0.0/8\"]\n")).await?;
+    let alice = t.server.client("alice").await?;
+    let http = browser();
+    let first = id_of(&alice.create_request(&ask("wiki-staging", "read")).await?);
+    let second = id_of(&alice.create_request(&ask("wiki-staging", "edit")).await?);
+    let used = approval_mails(&smtp, &first, &["carol@example.com"]).await?.remove(0).approval_link().unwrap();
+    let fresh = approval_mails(&smtp, &second, &["carol@example.com"]).await?.remove(0).approval_link().unwrap();
+
+    // Carol decides, then keeps re-opening the spent link (an old email): that is no guess.
+    let page = open(&http, &used).await?;
+    let (st, body) =
+        post(&http, &used, page.cookie.as_deref(), &[("csrf", page.csrf.as_deref().unwrap()), ("decision", "approve")])
+            .await?;
+    assert_eq!(st, 200, "{body}");
+    for _ in 0..30 {
+        assert_eq!(open_as(&http, &used, "198.51.100.20").await?, 404);
+    }
+    assert_eq!(open_as(&http, &fresh, "198.51.100.20").await?, 200, "re-opened spent links do not count");
+
+    // A guesser behind the same proxy is throttled after 20 unknown tokens...
+    let base = used.rsplit_once('/').unwrap().0;
+    let guess = |i: usize| format!("{base}/{}", format!("{i:0>43}").replace('0', "A"));
+    for i in 0..20 {
+        assert_eq!(open_as(&http, &guess(i), "203.0.113.66").await?, 404, "guess {i}");
+    }
+    assert_eq!(open_as(&http, &guess(99), "203.0.113.66").await?, 429);
+    assert_eq!(open_as(&http, &fresh, "203.0.113.66").await?, 429, "every link, from that client");
+    // ...and the approvers, told apart by the proxy's X-Forwarded-For, are not.
+    assert_eq!(open_as(&http, &fresh, "198.51.100.20").await?, 200);
+    assert!(t.server.log().contains("too many unknown link tokens"), "the block is logged");
+    Ok(())
+}

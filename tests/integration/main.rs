@@ -14,6 +14,7 @@ mod email;
 mod grants;
 mod lifecycle;
 mod load;
+mod logs;
 mod notifications;
 mod openapi;
 mod replicas;

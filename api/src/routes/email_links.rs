@@ -25,7 +25,7 @@ use hmac::{Hmac, Mac};
 use rand::Rng;
 use serde::Deserialize;
 use sha2::Sha256;
-use tollgate_engine::links::LinkedApproval;
+use tollgate_engine::links::{LinkLookup, LinkedApproval};
 use tollgate_engine::policy;
 use tollgate_engine::run::{Decision, StepState};
 use tollgate_engine::store::writer::JobError;
@@ -42,20 +42,46 @@ pub(crate) struct LinkPages {
     /// Whether cookies get `Secure` (the public URL is https).
     secure_cookies: bool,
     throttle: Throttle,
+    /// Reverse proxies whose `X-Forwarded-For` names the client (`http.trusted_proxies`).
+    trusted_proxies: Vec<ipnet::IpNet>,
 }
 
 impl LinkPages {
-    /// Pages for a server whose public URL is `public_url`.
+    /// Pages for a server whose public URL is `public_url`, behind `trusted_proxies`.
     #[must_use]
-    pub(crate) fn new(public_url: &str) -> Self {
-        Self { secure_cookies: public_url.starts_with("https://"), throttle: Throttle::default() }
+    pub(crate) fn new(public_url: &str, trusted_proxies: Vec<ipnet::IpNet>) -> Self {
+        Self { secure_cookies: public_url.starts_with("https://"), throttle: Throttle::default(), trusted_proxies }
     }
 }
 
-/// Counts unusable links presented per peer address: after [`Throttle::LIMIT`] within
-/// [`Throttle::WINDOW`], every link request from that peer is refused until the window ends.
-/// (Behind a reverse proxy the peer is the proxy, so the limit becomes global: still a bound on
-/// guessing, at the price of throttling everyone during an attack.)
+/// The client behind a request: the peer, unless the peer is a trusted proxy, in which case the
+/// right-most address of `X-Forwarded-For` that is not itself a trusted proxy (each proxy
+/// appends the address it saw, so addresses left of it are the client's own claims). `None`
+/// without connection info.
+fn client_ip(peer: Option<IpAddr>, forwarded_for: &[&str], trusted: &[ipnet::IpNet]) -> Option<IpAddr> {
+    let peer = peer?;
+    let is_trusted = |ip: &IpAddr| trusted.iter().any(|net| net.contains(ip));
+    if !is_trusted(&peer) {
+        return Some(peer);
+    }
+    let hops = forwarded_for.iter().flat_map(|h| h.split(',')).map(str::trim).collect::<Vec<_>>();
+    for hop in hops.iter().rev() {
+        match hop.parse::<IpAddr>() {
+            Ok(ip) if is_trusted(&ip) => {}
+            Ok(ip) => return Some(ip),
+            // A malformed entry: nothing left of it can be trusted; count it against the proxy.
+            Err(_) => return Some(peer),
+        }
+    }
+    Some(peer)
+}
+
+/// Counts *unknown* link tokens (guesses, mangled links) presented per client: after
+/// [`Throttle::LIMIT`] within [`Throttle::WINDOW`], every link request from that client is
+/// refused until the window ends. Links Tollgate issued that are used, expired or over do not
+/// count (people re-open old emails). Behind a reverse proxy, list it in `http.trusted_proxies`
+/// so that clients are told apart by `X-Forwarded-For`; otherwise every client shares the
+/// proxy's address and its count.
 #[derive(Debug, Default)]
 struct Throttle {
     failures: Mutex<HashMap<IpAddr, (Instant, u32)>>,
@@ -83,18 +109,28 @@ impl Throttle {
             *entry = (now, 0);
         }
         entry.1 += 1;
+        if entry.1 == Self::LIMIT {
+            tracing::warn!(
+                client = %ip, limit = Self::LIMIT, window_secs = Self::WINDOW.as_secs(),
+                "email approval links: too many unknown link tokens from one client; its link requests are refused until the window ends"
+            );
+        }
     }
 }
 
-/// The peer's address, when the server was started with connection info.
+/// The client's address: the peer's (when the server was started with connection info), or the
+/// one a trusted proxy forwarded ([`client_ip`]).
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Peer(Option<IpAddr>);
 
-impl<S: Send + Sync> FromRequestParts<S> for Peer {
+impl FromRequestParts<AppState> for Peer {
     type Rejection = std::convert::Infallible;
 
-    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
-        Ok(Self(parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip())))
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+        let peer = parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip());
+        let forwarded: Vec<&str> =
+            parts.headers.get_all("x-forwarded-for").iter().filter_map(|v| v.to_str().ok()).collect();
+        Ok(Self(client_ip(peer, &forwarded, &state.links.trusted_proxies)))
     }
 }
 
@@ -148,8 +184,9 @@ async fn usable_link(state: &AppState, peer: Option<IpAddr>, token: &str) -> Res
         return Err(throttled());
     }
     match state.engine.approval_link(token).await {
-        Ok(Some(linked)) => Ok(linked),
-        Ok(None) => {
+        Ok(LinkLookup::Usable(linked)) => Ok(*linked),
+        Ok(LinkLookup::Spent) => Err(unusable()),
+        Ok(LinkLookup::Unknown) => {
             throttle.fail(peer, Instant::now());
             Err(unusable())
         }
@@ -397,6 +434,31 @@ fn csrf_mac(secret: &str, linked: &LinkedApproval) -> Hmac<Sha256> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_client_is_the_peer_unless_a_trusted_proxy_forwarded_it() {
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        let trusted: Vec<ipnet::IpNet> = vec!["10.0.0.0/8".parse().unwrap(), "192.0.2.7/32".parse().unwrap()];
+        let cases: [(&str, &[&str], &str); 8] = [
+            // Not a proxy: its own claims are ignored.
+            ("203.0.113.9", &["198.51.100.1"], "203.0.113.9"),
+            // A trusted proxy: the right-most address it appended.
+            ("10.1.2.3", &["198.51.100.1"], "198.51.100.1"),
+            // Spoofed entries left of what the proxy saw are ignored.
+            ("10.1.2.3", &["6.6.6.6, 198.51.100.1"], "198.51.100.1"),
+            // Chained trusted proxies are skipped; headers repeated are one list.
+            ("10.1.2.3", &["198.51.100.1", "192.0.2.7, 10.9.9.9"], "198.51.100.1"),
+            ("10.1.2.3", &[" 2001:db8::1 "], "2001:db8::1"),
+            // Nothing forwarded, only proxies, or a malformed hop: the proxy itself.
+            ("10.1.2.3", &[], "10.1.2.3"),
+            ("10.1.2.3", &["10.4.4.4"], "10.1.2.3"),
+            ("10.1.2.3", &["198.51.100.1, garbage"], "10.1.2.3"),
+        ];
+        for (peer, forwarded, want) in cases {
+            assert_eq!(client_ip(Some(ip(peer)), forwarded, &trusted), Some(ip(want)), "{peer} {forwarded:?}");
+        }
+        assert_eq!(client_ip(None, &["198.51.100.1"], &trusted), None);
+    }
 
     #[test]
     fn throttle_blocks_a_peer_after_the_limit_and_forgets_after_the_window() {

@@ -153,10 +153,7 @@ pub(crate) async fn create(
         Box::new(move |view: &RunView| serde_json::to_string(&render(&render_with, view)).unwrap_or_default());
     let (status, id, body, replayed) =
         match engine.create_request(request, caller.is_admin(), idempotency, renderer).await? {
-            Created::New { id, body } => {
-                tracing::info!(run.id = %id, requester = %caller.id, "request created");
-                (StatusCode::CREATED, id.to_string(), body, false)
-            }
+            Created::New { id, body } => (StatusCode::CREATED, id.to_string(), body, false),
             Created::Attached { id, body } => {
                 tracing::info!(run.id = %id, requester = %caller.id, "revoke request attached to the open one");
                 (StatusCode::OK, id.to_string(), body, false)
@@ -295,7 +292,6 @@ pub(crate) async fn decide(
         policy::check_comment(comment)?;
     }
     state.engine.decide(RunId(id), &caller.id, decision, body.comment, channel).await?;
-    tracing::info!(run.id = %id, approver = %caller.id, decision = decision.as_str(), "decision recorded");
     let view = query::run_view_snapshot(&state.engine.db().read, RunId(id))
         .await?
         .ok_or_else(|| ApiError::not_found("request"))?;

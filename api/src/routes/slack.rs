@@ -352,7 +352,6 @@ async fn request_submission(
                     .and_then(|v| v["id"].as_str().map(str::to_owned))
                     .unwrap_or_default(),
             };
-            tracing::info!(run.id = %id, requester = %principal, "request created from Slack");
             if let Some(user) = str_at(payload, &["user", "id"]) {
                 let text = format!("Your request {id} is created; you will hear here when it is decided.");
                 direct(slack, user, &text);

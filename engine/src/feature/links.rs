@@ -67,8 +67,20 @@ pub struct LinkedApproval {
     pub view: RunView,
 }
 
-/// The approval behind `token`, when the link can still decide at `now`: known, unused,
-/// unexpired, and its approval step still pending. Reads only.
+/// What an email link's token is.
+#[derive(Debug, Clone)]
+pub enum LinkLookup {
+    /// A link that can still decide.
+    Usable(Box<LinkedApproval>),
+    /// A link Tollgate issued that can no longer decide: used, expired, or its approval over. A
+    /// person re-opening an old email, not a guess.
+    Spent,
+    /// No link Tollgate issued (malformed, or no such token): a guess or a mangled link.
+    Unknown,
+}
+
+/// What `token` is at `now`: usable when known, unused, unexpired, and its approval step still
+/// pending. Reads only.
 ///
 /// # Errors
 /// Database failures.
@@ -76,24 +88,27 @@ pub(crate) async fn lookup(
     db: &sea_orm::DatabaseConnection,
     token: &str,
     now: DateTime<Utc>,
-) -> Result<Option<LinkedApproval>, StoreError> {
+) -> Result<LinkLookup, StoreError> {
     if !is_well_formed(token) {
-        return Ok(None);
+        return Ok(LinkLookup::Unknown);
     }
-    let Some(link) = query::approval_link_by_hash(db, &hash(token)).await? else { return Ok(None) };
+    let Some(link) = query::approval_link_by_hash(db, &hash(token)).await? else { return Ok(LinkLookup::Unknown) };
     if link.consumed_at.is_some() || now >= link.expires_at {
-        return Ok(None);
+        return Ok(LinkLookup::Spent);
     }
-    let Some(view) = query::run_view(db, RunId(link.run_id)).await? else { return Ok(None) };
+    let Some(view) = query::run_view(db, RunId(link.run_id)).await? else { return Ok(LinkLookup::Spent) };
     let pending = view.run.status == RunStatus::AwaitingApproval
         && matches!(view.run.step, StepState::Approval { .. })
         && i64::from(view.run.step_index) == i64::from(link.step_index);
-    Ok(pending.then_some(LinkedApproval {
+    if !pending {
+        return Ok(LinkLookup::Spent);
+    }
+    Ok(LinkLookup::Usable(Box::new(LinkedApproval {
         link_id: link.id,
         principal: link.principal,
         expires_at: link.expires_at,
         view,
-    }))
+    })))
 }
 
 /// Decides through an email link: the decision is the link's approver's, with channel `email`

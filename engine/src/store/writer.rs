@@ -389,6 +389,13 @@ async fn run_batch(
             }
         }
     }
+    // One log line per audit event once committed (what happened, to what, by whom, through
+    // which channel: never details, justifications or comments).
+    let logged: Vec<EventLine> = if tracing::enabled!(target: "tollgate::audit", tracing::Level::INFO) {
+        pending.events.iter().map(EventLine::of).collect()
+    } else {
+        Vec::new()
+    };
     let flushed = async {
         pending.flush(&txn, now).await?;
         txn.commit().await
@@ -398,6 +405,9 @@ async fn run_batch(
         cache.forget_all(&pending.touched);
         return Err(e.into());
     }
+    for line in logged {
+        line.log();
+    }
     for w in pending.after.outbox {
         let _ = sinks.outbox.send(w);
     }
@@ -405,6 +415,39 @@ async fn run_batch(
         let _ = sinks.timers.send(t);
     }
     Ok(results)
+}
+
+/// The loggable part of an audit event.
+struct EventLine {
+    event_type: String,
+    outcome: String,
+    actor: String,
+    subject: String,
+    channel: String,
+    run_id: Option<uuid::Uuid>,
+}
+
+impl EventLine {
+    fn of(e: &AuditEvent) -> Self {
+        Self {
+            event_type: e.event_type.clone(),
+            outcome: e.outcome.clone(),
+            actor: e.actor.clone(),
+            subject: e.subject.clone(),
+            channel: e.channel.clone(),
+            run_id: e.run_id,
+        }
+    }
+
+    fn log(&self) {
+        let run = self.run_id.map(|r| r.to_string()).unwrap_or_default();
+        tracing::info!(
+            target: "tollgate::audit",
+            event = %self.event_type, outcome = %self.outcome, actor = %self.actor, subject = %self.subject,
+            channel = %self.channel, run.id = %run,
+            "{}", self.event_type
+        );
+    }
 }
 
 /// The text of a panic's payload (a `&str` or `String`, as `panic!` makes them).
