@@ -108,6 +108,11 @@ pub enum Command {
     },
     /// Print the OpenAPI document.
     Openapi,
+    /// Print a shell completion script, e.g. `tollgate completions bash > /etc/bash_completion.d/tollgate`.
+    Completions {
+        /// bash, zsh, fish, elvish or powershell.
+        shell: clap_complete::Shell,
+    },
     /// Ask a running server whether it is ready (`GET /readyz`): exit 0 when it is, 1 when not
     /// or unreachable. For container health checks.
     Ready {
@@ -190,6 +195,9 @@ pub enum TokenCommand {
 pub enum AuditCommand {
     /// Verify every link of the chain; print the first broken sequence and exit 1 if any.
     Verify {
+        /// Print the result as JSON, the shape of `GET /v1/audit/verify` (exit status as without).
+        #[arg(long)]
+        json: bool,
         #[command(flatten)]
         config: ConfigArgs,
     },
@@ -311,26 +319,29 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
             Ok(0)
         }
         Command::Token { command } => token_command(command).await,
-        Command::Audit { command: AuditCommand::Verify { config } } => {
+        Command::Audit { command: AuditCommand::Verify { json, config } } => {
             let config = config.load(&[])?;
             crate::server::require_existing_db(&config).await?;
             let db = crate::server::open_db(&config).await?;
-            match query::verify_audit(&db).await? {
-                Ok(r) => {
-                    println_out(&format!(
-                        "audit chain OK: {} records, head sequence {}, head hash {}",
-                        r.records,
-                        r.head_seq.unwrap_or(0),
-                        r.head_hash.unwrap_or_default()
-                    ));
-                    Ok(0)
-                }
+            let verified = query::verify_audit(&db).await?;
+            let code = i32::from(verified.is_err());
+            if json {
+                println_out(&serde_json::to_string_pretty(&crate::dto::VerifyOut::from(verified))?);
+                return Ok(code);
+            }
+            match verified {
+                Ok(r) => println_out(&format!(
+                    "audit chain OK: {} records, head sequence {}, head hash {}",
+                    r.records,
+                    r.head_seq.unwrap_or(0),
+                    r.head_hash.unwrap_or_default()
+                )),
                 Err(b) => {
                     eprintln_err(&format!("{b}"));
                     println_out(&format!("first broken sequence: {}", b.seq));
-                    Ok(1)
                 }
             }
+            Ok(code)
         }
         Command::Audit { command: AuditCommand::Export { format, output, config } } => {
             let format: ExportFormat = format.parse().map_err(|e| anyhow::anyhow!("--format: {e}"))?;
@@ -392,6 +403,11 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
         }
         Command::Openapi => {
             println_out(&crate::app::openapi_json());
+            Ok(0)
+        }
+        Command::Completions { shell } => {
+            use clap::CommandFactory as _;
+            clap_complete::generate(shell, &mut Cli::command(), "tollgate", &mut std::io::stdout().lock());
             Ok(0)
         }
         Command::Ready { url } => crate::client::ready(&url).await,

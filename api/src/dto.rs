@@ -2,7 +2,7 @@
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use tollgate_engine::audit::AuditRecord;
+use tollgate_engine::audit::{AuditRecord, ChainBreak, VerifyReport};
 use tollgate_engine::directory::{Integration, Principal};
 use tollgate_engine::run::{Grant, StepState};
 use tollgate_engine::store::query::{RunView, Task};
@@ -610,6 +610,31 @@ pub struct VerifyOut {
     pub kind: Option<String>,
     /// What is wrong there.
     pub detail: Option<String>,
+}
+
+impl From<Result<VerifyReport, ChainBreak>> for VerifyOut {
+    fn from(verified: Result<VerifyReport, ChainBreak>) -> Self {
+        match verified {
+            Ok(r) => Self {
+                ok: true,
+                records: r.records,
+                head_seq: r.head_seq,
+                head_hash: r.head_hash,
+                broken_at: None,
+                kind: None,
+                detail: None,
+            },
+            Err(b) => Self {
+                ok: false,
+                records: 0,
+                head_seq: None,
+                head_hash: None,
+                broken_at: Some(b.seq),
+                kind: Some(b.kind.as_str().to_owned()),
+                detail: Some(b.to_string()),
+            },
+        }
+    }
 }
 
 /// A manual task.

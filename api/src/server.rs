@@ -74,11 +74,34 @@ pub type Slack = (Arc<SlackApi>, ResolvedSlack);
 /// # Errors
 /// When the database cannot be reached or migrated.
 pub async fn open_db(config: &Config) -> anyhow::Result<Db> {
+    store::probe(&config.database.url).await.map_err(|e| anyhow::anyhow!("{e} (database.url)"))?;
     let db = store::connect(&config.database.url, config.database.max_connections)
         .await
         .context("cannot open the database (database.url)")?;
     store::migrate(&db).await.context("database migration failed")?;
     Ok(db)
+}
+
+/// How long `serve` waits for an unreachable database before it gives up (a supervisor then
+/// restarts it), saying so at every attempt.
+const DATABASE_WAIT: Duration = Duration::from_secs(60);
+
+/// Waits until the database answers ([`store::probe`]), logging each failed attempt with its
+/// reason (once every 2 s) so an operator sees at once that the database is down, and why.
+async fn wait_for_database(url: &str) -> anyhow::Result<()> {
+    let deadline = tokio::time::Instant::now() + DATABASE_WAIT;
+    let mut tick = tokio::time::interval(Duration::from_secs(2));
+    for attempt in 1_u32.. {
+        tick.tick().await;
+        match store::probe(url).await {
+            Ok(()) => return Ok(()),
+            Err(e) if tokio::time::Instant::now() < deadline => {
+                tracing::warn!(attempt, "{e}; retrying every 2 s for up to {} s", DATABASE_WAIT.as_secs());
+            }
+            Err(e) => anyhow::bail!("{e} (database.url); gave up after {} s", DATABASE_WAIT.as_secs()),
+        }
+    }
+    Ok(())
 }
 
 /// For commands that read the database or add a row to it (`token`, `audit`): refuses a
@@ -96,6 +119,7 @@ pub async fn require_existing_db(config: &Config) -> anyhow::Result<()> {
     if let Some(file) = store::sqlite_file(url) {
         anyhow::ensure!(file.is_file(), "database file {} does not exist: {hint}", file.display());
     }
+    store::probe(url).await.map_err(|e| anyhow::anyhow!("{e} (database.url)"))?;
     let db = store::connect(url, 1).await.context("cannot open the database (database.url)")?;
     let has_schema = store::has_schema(&db).await;
     drop(db);
@@ -208,6 +232,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         Some(settings) => Some((Arc::new(SlackApi::new(&settings).context("slack")?), settings)),
         None => None,
     };
+    wait_for_database(&config.database.url).await?;
     let engine = build_engine(&config, Arc::new(SystemClock), true, slack.as_ref()).await?;
     let listener = tokio::net::TcpListener::bind(&config.listen)
         .await

@@ -10,10 +10,17 @@ use crate::common::{self, PATIENCE, TestEnv, has_action, id_of};
 /// again, so the next tampering edits a quiet database). `None` means the chain must hold.
 async fn check(t: &mut TestEnv, audrey: &ApiClient, broken_at: Option<(i64, &str)>, case: &str) -> anyhow::Result<()> {
     let cli = t.server.cli_config(&["audit", "verify"]).await?;
+    let cli_json = t.server.cli_config(&["audit", "verify", "--json"]).await?;
     t.server.restart().await?;
     let (status, api) = audrey.get("/v1/audit/verify").await?;
     t.server.kill();
     assert_eq!(status, 200, "{case}: {api}");
+    // `--json` answers in the API's shape, with the same exit status as the text form.
+    assert_eq!(cli_json.code, cli.code, "{case}: {cli_json:?}");
+    let from_cli: serde_json::Value = serde_json::from_str(&cli_json.stdout)?;
+    for key in ["ok", "broken_at", "kind", "detail"] {
+        assert_eq!(from_cli[key], api[key], "{case}: {key}: {from_cli} vs {api}");
+    }
     match broken_at {
         None => {
             assert_eq!(cli.code, 0, "{case}: {cli:?}");

@@ -7,6 +7,7 @@ mod approvals;
 mod audit_tamper;
 mod bad_input;
 mod break_glass;
+mod cli;
 mod common;
 mod crash;
 mod durations;

@@ -71,24 +71,5 @@ pub(crate) async fn list(
     security(("bearer" = [])))]
 pub(crate) async fn verify(State(state): State<AppState>, caller: Caller) -> ApiResult<axum::Json<VerifyOut>> {
     require_auditor(&caller)?;
-    Ok(axum::Json(match query::verify_audit(state.engine.db()).await? {
-        Ok(r) => VerifyOut {
-            ok: true,
-            records: r.records,
-            head_seq: r.head_seq,
-            head_hash: r.head_hash,
-            broken_at: None,
-            kind: None,
-            detail: None,
-        },
-        Err(b) => VerifyOut {
-            ok: false,
-            records: 0,
-            head_seq: None,
-            head_hash: None,
-            broken_at: Some(b.seq),
-            kind: Some(b.kind.as_str().to_owned()),
-            detail: Some(b.to_string()),
-        },
-    }))
+    Ok(axum::Json(VerifyOut::from(query::verify_audit(state.engine.db()).await?)))
 }

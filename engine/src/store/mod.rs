@@ -134,6 +134,31 @@ pub fn sqlite_file(url: &str) -> Option<std::path::PathBuf> {
     (!name.is_empty()).then(|| file.to_path_buf())
 }
 
+/// Whether the database server answers, quickly: for PostgreSQL over TCP, a TCP connection to
+/// its host and port within 3 s. Without it an unreachable server showed nothing until the
+/// pool's acquire timeout, then "pool timed out". SQLite and Unix sockets fail fast by
+/// themselves (`Ok` here).
+///
+/// # Errors
+/// Which address could not be reached, and why (`connection refused`, no answer).
+pub async fn probe(url: &str) -> Result<(), String> {
+    use std::str::FromStr as _;
+    if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+        return Ok(());
+    }
+    // A malformed URL is reported by the connection itself, with sqlx's reason.
+    let Ok(options) = sea_orm::sqlx::postgres::PgConnectOptions::from_str(url) else { return Ok(()) };
+    if options.get_socket().is_some() || options.get_host().starts_with('/') {
+        return Ok(());
+    }
+    let address = format!("{}:{}", options.get_host(), options.get_port());
+    match tokio::time::timeout(Duration::from_secs(3), tokio::net::TcpStream::connect(&address)).await {
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err(e)) => Err(format!("cannot reach PostgreSQL at {address}: {e}")),
+        Err(_) => Err(format!("cannot reach PostgreSQL at {address}: no answer within 3 s")),
+    }
+}
+
 /// Whether the database holds Tollgate's schema (at least one migration applied).
 ///
 /// # Errors
