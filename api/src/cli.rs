@@ -292,6 +292,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
         }
         Command::Migrate { config } => {
             let config = config.load(&[])?;
+            crate::server::probe_database(&config.database.url).await?;
             crate::server::open_db(&config).await?;
             println_out("migrations applied");
             Ok(0)

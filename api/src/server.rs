@@ -74,12 +74,20 @@ pub type Slack = (Arc<SlackApi>, ResolvedSlack);
 /// # Errors
 /// When the database cannot be reached or migrated.
 pub async fn open_db(config: &Config) -> anyhow::Result<Db> {
-    store::probe(&config.database.url).await.map_err(|e| anyhow::anyhow!("{e} (database.url)"))?;
     let db = store::connect(&config.database.url, config.database.max_connections)
         .await
         .context("cannot open the database (database.url)")?;
     store::migrate(&db).await.context("database migration failed")?;
     Ok(db)
+}
+
+/// Fails at once, naming the address, when the database cannot be reached ([`store::probe`]):
+/// called before the first connection of each command, so the pool never waits in silence.
+///
+/// # Errors
+/// The address and why it could not be reached.
+pub async fn probe_database(url: &str) -> anyhow::Result<()> {
+    store::probe(url).await.map_err(|e| anyhow::anyhow!("{e} (database.url)"))
 }
 
 /// How long `serve` waits for an unreachable database before it gives up (a supervisor then
@@ -119,7 +127,7 @@ pub async fn require_existing_db(config: &Config) -> anyhow::Result<()> {
     if let Some(file) = store::sqlite_file(url) {
         anyhow::ensure!(file.is_file(), "database file {} does not exist: {hint}", file.display());
     }
-    store::probe(url).await.map_err(|e| anyhow::anyhow!("{e} (database.url)"))?;
+    probe_database(url).await?;
     let db = store::connect(url, 1).await.context("cannot open the database (database.url)")?;
     let has_schema = store::has_schema(&db).await;
     drop(db);

@@ -434,15 +434,7 @@ impl Engine {
         channel: &str,
     ) -> Result<(ApiToken, String), JobError> {
         let token = new_token();
-        let job = CreateToken {
-            principal: principal.to_owned(),
-            label: label.to_owned(),
-            token_hash: hash_token(&token),
-            ttl,
-            actor: actor.to_owned(),
-            channel: channel.to_owned(),
-        };
-        Ok((self.writer.submit(job).await?, token))
+        Ok((self.store_token(principal, label, &token, ttl, actor, channel).await?, token))
     }
 
     /// Registers a token chosen elsewhere (the bootstrap token), without expiry. Only its hash
@@ -458,15 +450,28 @@ impl Engine {
         actor: &str,
         channel: &str,
     ) -> Result<uuid::Uuid, JobError> {
+        Ok(self.store_token(principal, label, token, None, actor, channel).await?.id)
+    }
+
+    /// Stores `token`'s hash (never the token) for `principal`, audited.
+    async fn store_token(
+        &self,
+        principal: &str,
+        label: &str,
+        token: &str,
+        ttl: Option<Duration>,
+        actor: &str,
+        channel: &str,
+    ) -> Result<ApiToken, JobError> {
         let job = CreateToken {
             principal: principal.to_owned(),
             label: label.to_owned(),
             token_hash: hash_token(token),
-            ttl: None,
+            ttl,
             actor: actor.to_owned(),
             channel: channel.to_owned(),
         };
-        Ok(self.writer.submit(job).await?.id)
+        self.writer.submit(job).await
     }
 
     /// Revokes token `token_id` for `caller` (an admin, or the token's own principal; anyone
