@@ -22,6 +22,8 @@ pub enum TimerKind {
     ExpiryWarning,
     /// An undecided approval step widens its approvers.
     Escalation,
+    /// The next reminder to the operator of an open manual task.
+    TaskReminder,
 }
 
 impl TimerKind {
@@ -34,6 +36,7 @@ impl TimerKind {
             Self::Wait => "wait",
             Self::ExpiryWarning => "expiry_warning",
             Self::Escalation => "escalation",
+            Self::TaskReminder => "task_reminder",
         }
     }
 
@@ -46,6 +49,7 @@ impl TimerKind {
             "wait" => Some(Self::Wait),
             "expiry_warning" => Some(Self::ExpiryWarning),
             "escalation" => Some(Self::Escalation),
+            "task_reminder" => Some(Self::TaskReminder),
             _ => None,
         }
     }
@@ -63,6 +67,8 @@ pub enum Effect {
     },
     /// Delete every pending timer of the run (it left the step they belonged to).
     ClearTimers,
+    /// Delete the run's pending timers of one kind (what they were for is over).
+    ClearTimersOf(TimerKind),
     /// Insert an outbox item.
     Enqueue(Box<NewOutbox>),
     /// Move another grant's expiry (renewal) and the timer of the run waiting for it.

@@ -6,7 +6,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use tollgate_workflows::{Operation, WorkflowKind};
 
-use crate::ids::{GrantId, OutboxId, RunId};
+use crate::ids::{GrantId, OutboxId, RunId, TaskId};
 
 /// The status of a request, as the API shows it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -194,6 +194,9 @@ pub enum StepState {
         outbox_id: OutboxId,
         /// The operation.
         operation: Operation,
+        /// The manual task the call became, once opened: its operator is reminded until done.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        task: Option<TaskWait>,
     },
     /// Waiting for time to pass.
     Wait {
@@ -202,6 +205,19 @@ pub enum StepState {
         /// Whether this waits for the grant's expiry.
         expiry: bool,
     },
+}
+
+/// A manual task a run's action waits on.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TaskWait {
+    /// The task.
+    pub id: TaskId,
+    /// The principal who performs and confirms it.
+    pub operator: String,
+    /// Reminders sent so far.
+    pub reminders: u32,
+    /// Interval between reminders, in seconds (`None`: no reminders).
+    pub remind_every_secs: Option<u64>,
 }
 
 /// An approver's decision.

@@ -861,8 +861,14 @@ impl Dispatcher {
                 }
                 (
                     OutboxPayload::Action { .. },
-                    Ok(Called::Action(ActionOutcome::AwaitingOperator { operator, instructions })),
-                ) => Recorded::Task(OpenTask { outbox_id: work.id, run_id: work.run_id, operator, instructions }),
+                    Ok(Called::Action(ActionOutcome::AwaitingOperator { operator, instructions, remind_every })),
+                ) => Recorded::Task(OpenTask {
+                    outbox_id: work.id,
+                    run_id: work.run_id,
+                    operator,
+                    instructions,
+                    remind_every,
+                }),
                 (OutboxPayload::Action { .. }, Ok(Called::Notified)) => return, // a connector never answers "notified"
                 (OutboxPayload::Notify { notification, channel }, Ok(_)) => {
                     Recorded::Notification(NotificationResult {

@@ -132,7 +132,11 @@ fn directory() -> Directory {
         owner: "bob".to_owned(),
         description: String::new(),
         scopes: vec![ScopeDef { name: "write".to_owned(), risk: Risk::High, description: String::new() }],
-        connector: ConnectorConfig::Manual(ManualSettings { operator: "bob".to_owned(), instructions: None }),
+        connector: ConnectorConfig::Manual(ManualSettings {
+            operator: "bob".to_owned(),
+            instructions: None,
+            remind_every: None,
+        }),
     };
     Directory::new(principals, BTreeMap::<String, Group>::new(), [("crm".to_owned(), integration)].into()).unwrap()
 }

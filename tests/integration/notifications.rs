@@ -217,3 +217,77 @@ async fn without_smtp_approval_emails_are_written_as_eml_files() -> anyhow::Resu
     assert!(channels.contains(&"email") && channels.contains(&"webhook"), "{channels:?}");
     Ok(())
 }
+
+/// An integration acted on by hand: `admin` performs each action, reminded every second.
+const MANUAL_INTEGRATION: &str = r#"
+[integrations.manual-app]
+app = "manual"
+environment = "staging"
+owner = "bob"
+scopes = [{ name = "read", risk = "low" }]
+connector = { type = "manual", operator = "admin", remind_every = "1s", instructions = "Runbook: RB-7." }
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_manual_task_tells_its_operator_and_reminds_them_until_it_is_done() -> anyhow::Result<()> {
+    let t = common::start_with(|mut o| {
+        o.extra_config.push_str(MANUAL_INTEGRATION);
+        o
+    })
+    .await?;
+    let alice = t.server.client("alice").await?;
+    let admin = t.server.client("admin").await?;
+    let id = id_of(&alice.create_request(&ask("manual-app", "read")).await?);
+    assert_eq!(t.server.client("bob").await?.decide(&id, "approve").await?.0, 200);
+
+    // The operator is told on every channel: the webhook here, and email.
+    let told = notification(&t, &id, "task_assigned").await?;
+    assert_eq!(recipients(&told), ["admin"]);
+    let (st, tasks) = admin.get("/v1/tasks").await?;
+    assert_eq!(st, 200, "{tasks}");
+    let task = tasks["items"]
+        .as_array()
+        .and_then(|items| items.iter().find(|i| i["request"] == id.as_str()))
+        .map(id_of)
+        .unwrap_or_else(|| panic!("no task for {id}: {tasks}"));
+    let text = told.body["text"].as_str().unwrap_or_default();
+    assert!(text.contains("Runbook: RB-7.") && text.contains("Grant scopes read to principal alice"), "{text}");
+    assert!(text.contains(&format!("tollgate task complete {task}")), "{text}");
+
+    // Until it is done, reminders follow, each with its own key.
+    let calls = t
+        .receiver
+        .wait_for("two task reminders", PATIENCE, |c| {
+            of_run(c, &id).filter(|c| c.event() == Some("task_reminder")).count() >= 2
+        })
+        .await?;
+    let reminders: Vec<&Call> = of_run(&calls, &id).filter(|c| c.event() == Some("task_reminder")).collect();
+    assert!(reminders.iter().all(|c| recipients(c) == ["admin"]));
+    assert_ne!(reminders[0].idempotency_key(), reminders[1].idempotency_key());
+    assert!(reminders[0].body["text"].as_str().unwrap_or_default().contains(&task));
+
+    let (st, body) = admin.post(&format!("/v1/tasks/{task}/complete"), &json!({ "outcome": "done" })).await?;
+    assert_eq!(st, 200, "{body}");
+    alice.wait_status(&id, "active", PATIENCE).await?;
+    // Done: no reminder is left to come.
+    let left = t.server.db().count("timers WHERE kind = 'task_reminder'").await?;
+    assert_eq!(left, 0);
+    let audit = admin.audit(Some(&id)).await?;
+    assert!(audit.iter().any(|r| r["event_type"] == "task_reminded" && r["details"]["task_id"] == task.as_str()));
+
+    // Email went to the operator's address too.
+    let outbox = t.server.config_path().parent().expect("server dir").join("mail-outbox");
+    let mails = tollgate_tests::eventually("the task email", PATIENCE, || {
+        let names: Vec<String> = std::fs::read_dir(&outbox)
+            .map(|d| d.filter_map(|e| e.ok()).map(|e| e.file_name().to_string_lossy().into_owned()).collect())
+            .unwrap_or_default();
+        let found: Vec<String> =
+            names.into_iter().filter(|n| n.contains(&id) && n.contains("task") && n.ends_with(".eml")).collect();
+        async move { Ok(if found.is_empty() { Err("no task email yet".to_owned()) } else { Ok(found) }) }
+    })
+    .await?;
+    let raw = std::fs::read(outbox.join(&mails[0]))?;
+    let mail = mail_parser::MessageParser::default().parse(&raw).expect("a parseable message");
+    assert_eq!(mail.to().and_then(|a| a.first()).and_then(|a| a.address()), Some("admin@example.com"));
+    Ok(())
+}

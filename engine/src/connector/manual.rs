@@ -3,6 +3,8 @@
 //! Nothing is called: [`ManualConnector::execute`] returns [`ActionOutcome::AwaitingOperator`]
 //! and the engine turns it into a task that the operator confirms once done.
 
+use std::time::Duration;
+
 use chrono::SecondsFormat;
 use serde::Deserialize;
 use tollgate_workflows::Operation;
@@ -20,12 +22,24 @@ pub struct ManualSettings {
     /// Text shown before the generated instructions (e.g. a runbook link).
     #[serde(default)]
     pub instructions: Option<String>,
+    /// How often the operator is reminded of an open task, e.g. `"4h"` (at least a second, at
+    /// most a week), or `"off"`; default [`DEFAULT_REMIND_EVERY`].
+    #[serde(default)]
+    pub remind_every: Option<String>,
 }
+
+/// Reminder interval of an open task when the settings name none.
+pub const DEFAULT_REMIND_EVERY: Duration = Duration::from_secs(4 * 3600);
+/// Shortest reminder interval.
+pub const MIN_REMIND_EVERY: Duration = Duration::from_secs(1);
+/// Longest reminder interval.
+pub const MAX_REMIND_EVERY: Duration = Duration::from_secs(7 * 86_400);
 
 /// Asks an operator to perform the action by hand.
 #[derive(Debug, Clone)]
 pub struct ManualConnector {
     settings: ManualSettings,
+    remind_every: Option<Duration>,
 }
 
 impl ManualConnector {
@@ -40,7 +54,20 @@ impl ManualConnector {
                 reason: "name the principal who performs the action".to_owned(),
             });
         }
-        Ok(Self { settings: settings.clone() })
+        let remind_every = match settings.remind_every.as_deref().map(str::trim) {
+            None => Some(DEFAULT_REMIND_EVERY),
+            Some("off") => None,
+            Some(text) => {
+                let invalid = |reason: String| ConfigError::Invalid { field: "remind_every", reason };
+                let d = humantime::parse_duration(text)
+                    .map_err(|e| invalid(format!("{text:?} is not a duration ({e}); write e.g. \"4h\", or \"off\"")))?;
+                if !(MIN_REMIND_EVERY..=MAX_REMIND_EVERY).contains(&d) {
+                    return Err(invalid(format!("{text:?}: between 1s and 7days, or \"off\"")));
+                }
+                Some(d)
+            }
+        };
+        Ok(Self { settings: settings.clone(), remind_every })
     }
 
     /// The text shown to the operator: the configured instructions, if any, then a sentence
@@ -65,6 +92,7 @@ impl Connector for ManualConnector {
         Ok(ActionOutcome::AwaitingOperator {
             operator: self.settings.operator.clone(),
             instructions: self.instructions(action),
+            remind_every: self.remind_every,
         })
     }
 }
@@ -138,6 +166,7 @@ mod tests {
         let connector = ManualConnector::new(&ManualSettings {
             operator: "it-admin".to_owned(),
             instructions: Some("Follow runbook RB-12.\n".to_owned()),
+            remind_every: Some("90m".to_owned()),
         })
         .unwrap();
         assert_eq!(connector.kind(), "manual");
@@ -154,14 +183,19 @@ mod tests {
                     grant 00000000-0000-0000-0000-000000000002). \
                     If this was already done for this key, do not repeat it: just confirm."
                     .to_owned(),
+                remind_every: Some(Duration::from_secs(90 * 60)),
             }
         );
     }
 
     #[test]
     fn every_operation_is_described() {
-        let connector =
-            ManualConnector::new(&ManualSettings { operator: "ops".to_owned(), instructions: None }).unwrap();
+        let connector = ManualConnector::new(&ManualSettings {
+            operator: "ops".to_owned(),
+            instructions: None,
+            remind_every: None,
+        })
+        .unwrap();
         for (operation, start) in [
             (Operation::Grant, "Grant scopes"),
             (Operation::Renew, "Extend the access"),
@@ -182,7 +216,25 @@ mod tests {
 
     #[test]
     fn blank_operator_is_rejected() {
-        let err = ManualConnector::new(&ManualSettings { operator: " ".to_owned(), instructions: None }).unwrap_err();
+        let err =
+            ManualConnector::new(&ManualSettings { operator: " ".to_owned(), instructions: None, remind_every: None })
+                .unwrap_err();
         assert_eq!(err.to_string(), "`operator`: name the principal who performs the action");
+    }
+
+    #[test]
+    fn reminders_default_to_four_hours_and_are_bounded() {
+        let settings = |every: Option<&str>| ManualSettings {
+            operator: "ops".to_owned(),
+            instructions: None,
+            remind_every: every.map(str::to_owned),
+        };
+        assert_eq!(ManualConnector::new(&settings(None)).unwrap().remind_every, Some(DEFAULT_REMIND_EVERY));
+        assert_eq!(ManualConnector::new(&settings(Some("off"))).unwrap().remind_every, None);
+        assert_eq!(ManualConnector::new(&settings(Some("1s"))).unwrap().remind_every, Some(MIN_REMIND_EVERY));
+        for bad in ["500ms", "8days", "soon", ""] {
+            let err = ManualConnector::new(&settings(Some(bad))).unwrap_err().to_string();
+            assert!(err.starts_with("`remind_every`:"), "{bad}: {err}");
+        }
     }
 }

@@ -24,6 +24,8 @@ pub enum ActionOutcome {
         operator: String,
         /// What to do, shown to the operator.
         instructions: String,
+        /// How often the operator is reminded while the task is open (`None`: never).
+        remind_every: Option<std::time::Duration>,
     },
 }
 

@@ -432,6 +432,13 @@ impl Tx<'_> {
             Effect::ClearTimers => {
                 timer::Entity::delete_many().filter(timer::Column::RunId.eq(run.id.0)).exec(self.write()).await?;
             }
+            Effect::ClearTimersOf(kind) => {
+                timer::Entity::delete_many()
+                    .filter(timer::Column::RunId.eq(run.id.0))
+                    .filter(timer::Column::Kind.eq(kind.as_str()))
+                    .exec(self.write())
+                    .await?;
+            }
             Effect::Enqueue(item) => {
                 let item = *item;
                 match &item.payload {

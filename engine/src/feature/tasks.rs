@@ -26,6 +26,7 @@ pub(crate) struct OpenTask {
     pub(crate) run_id: RunId,
     pub(crate) operator: String,
     pub(crate) instructions: String,
+    pub(crate) remind_every: Option<std::time::Duration>,
 }
 
 #[async_trait::async_trait]
@@ -70,6 +71,16 @@ impl Job for OpenTask {
             workflow_version: run.as_ref().map(|r| r.workflow_version),
             details: serde_json::json!({ "operator": self.operator, "outbox_id": self.outbox_id }),
         });
+        // The operator is told (and reminded until done) by the run's own transition, so the
+        // notification and the reminder timer commit with the task.
+        let opened = Command::TaskOpened {
+            outbox_id: self.outbox_id,
+            task_id: id,
+            operator: self.operator.clone(),
+            instructions: self.instructions.clone(),
+            remind_every: self.remind_every,
+        };
+        tx.apply(self.run_id, &opened).await?;
         Ok(())
     }
 }

@@ -47,6 +47,8 @@ pub const EVENTS: &[&str] = &[
     "revoked",
     "failed",
     "revoke_failed",
+    "task_assigned",
+    "task_reminder",
     "message",
 ];
 
@@ -769,6 +771,8 @@ wording! {
     "revoked" => revoked, "email/events/revoked.txt";
     "failed" => failed, "email/events/failed.txt";
     "revoke_failed" => revoke_failed, "email/events/revoke_failed.txt";
+    "task_assigned" => task_assigned, "email/events/task_assigned.txt";
+    "task_reminder" => task_reminder, "email/events/task_reminder.txt";
     "message" => message, "email/events/message.txt";
 }
 
@@ -875,6 +879,14 @@ fn sample(event: &str) -> Notification {
         "revoked" => "api, refresh_token on salesforce-prod was revoked.",
         "failed" => "grant of api, refresh_token on salesforce-prod failed: webhook answered 500",
         "revoke_failed" => "revoke of api, refresh_token on salesforce-prod failed: webhook answered 503",
+        "task_assigned" => {
+            "Task 0190…0043 for you:\nGrant scopes api, refresh_token to principal alice on integration \
+             salesforce-prod (salesforce, production) until 2030-01-01T13:00:00Z.\nWhen it is done, confirm \
+             with `tollgate task complete 0190…0043`."
+        }
+        "task_reminder" => {
+            "Reminder: task 0190…0043 (grant of api, refresh_token on salesforce-prod for alice) is still open."
+        }
         _ => "Access to salesforce-prod is reviewed every quarter; reply in the ticket if you still need it.",
     };
     Notification {

@@ -238,6 +238,8 @@ pub fn thread_reply(n: &Notification) -> SlackMessageContent {
             None => "⏰ *Reminder*: this request still awaits a decision".to_owned(),
         },
         "escalated" | "approval_escalated" => "📣 *Escalated*".to_owned(),
+        "task_assigned" => "🛠️ *A task for you*".to_owned(),
+        "task_reminder" => "⏰ *Reminder*: a task of yours is still open".to_owned(),
         "expired" => "⌛ *Expired*".to_owned(),
         "failed" => "⚠️ *Failed*".to_owned(),
         "approved" => "✅ *Approved*".to_owned(),

@@ -170,6 +170,8 @@ impl NotificationChannel for SlackChannel {
             // where they can already see it, the thread says it was escalated.
             "approval_escalated" if !self.shared_channel(n) => self.request(n, ctx).await,
             event if OUTCOMES.contains(&event) => self.outcome(n, ctx).await,
+            // A manual task is the operator's business: a direct message, not the approvers' thread.
+            "task_assigned" | "task_reminder" => self.direct(n).await,
             _ => self.follow_up(n, ctx).await,
         }
     }

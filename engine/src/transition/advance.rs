@@ -484,7 +484,7 @@ pub(crate) fn call_connector(out: &mut Outcome, call: Call, ctx: &Context<'_>) {
         attempt: 0,
         expect: call.expect,
     };
-    out.run.step = StepState::Action { outbox_id: id, operation: call.operation };
+    out.run.step = StepState::Action { outbox_id: id, operation: call.operation, task: None };
     out.effects.push(Effect::Enqueue(Box::new(NewOutbox {
         not_before: call.not_before,
         id,

@@ -11,10 +11,10 @@ use super::advance::{
 };
 use super::{Context, Outcome, TransitionError};
 use crate::effect::{Effect, TimerKind};
-use crate::ids::OutboxId;
+use crate::ids::{OutboxId, TaskId};
 use crate::message::Route;
 use crate::policy::{self, Viewer};
-use crate::run::{Decision, GrantStatus, RunState, RunStatus, StepState, Vote};
+use crate::run::{Decision, GrantStatus, RunState, RunStatus, StepState, TaskWait, Vote};
 
 /// A decision as cast by an approver, through any channel.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -96,6 +96,19 @@ pub enum Command {
         /// Where.
         channel: String,
     },
+    /// The connector call became a manual task: tell its operator, and remind them until done.
+    TaskOpened {
+        /// The outbox item of the call.
+        outbox_id: OutboxId,
+        /// The task.
+        task_id: TaskId,
+        /// Who performs and confirms it.
+        operator: String,
+        /// What to do (no secrets).
+        instructions: String,
+        /// Interval between reminders (`None`: none).
+        remind_every: Option<Duration>,
+    },
     /// Revoke the run's grant now instead of at expiry.
     RevokeNow {
         /// Who asked (`system` when another run revoked it).
@@ -168,12 +181,26 @@ pub fn apply(state: RunState, command: Command, ctx: &Context<'_>) -> Result<Opt
         }
         Command::ActionSucceeded { outbox_id, reference, at, actor, channel } => {
             let Some(op) = pending_action(&out, outbox_id) else { return Ok(None) };
+            task_resolved(&mut out);
             let at = at.filter(|t| *t <= ctx.now).unwrap_or(ctx.now);
             action_succeeded(&mut out, op, reference, at, &actor, &channel, ctx)?;
         }
         Command::ActionFailed { outbox_id, error, actor, channel } => {
             let Some(op) = pending_action(&out, outbox_id) else { return Ok(None) };
+            task_resolved(&mut out);
             action_failed(&mut out, op, outbox_id, error, &actor, &channel, ctx)?;
+        }
+        Command::TaskOpened { outbox_id, task_id, operator, instructions, remind_every } => {
+            let open = matches!(out.run.step, StepState::Action { task: Some(_), .. });
+            if open || pending_action(&out, outbox_id).is_none() {
+                return Ok(None); // a retried job, or a task for a call the run no longer awaits
+            }
+            task_opened(
+                &mut out,
+                TaskWait { id: task_id, operator, reminders: 0, remind_every_secs: remind_every.map(|d| d.as_secs()) },
+                &instructions,
+                ctx,
+            )?;
         }
         Command::RevokeNow { actor, channel } => {
             let status = out.grant.as_ref().map_or("none", |g| g.status.as_str());
@@ -432,6 +459,34 @@ fn timer_fired(out: &mut Outcome, votes: &[Vote], kind: TimerKind, ctx: &Context
                 }
             }
         }
+        (TimerKind::TaskReminder, _, StepState::Action { outbox_id, operation, task: Some(task) }) => {
+            let Some(every) = task.remind_every_secs else { return Ok(false) };
+            let n = task.reminders.saturating_add(1);
+            out.audit.push(event(
+                &out.run,
+                "task_reminded",
+                "system",
+                "engine",
+                "success",
+                serde_json::json!({ "step": out.run.step_index, "task_id": task.id, "operator": task.operator, "reminder": n }),
+            ));
+            let key = format!("{}:{}:task:{}:reminder:{n}", out.run.id, out.run.step_index, task.id);
+            let text = format!(
+                "Reminder: task {} ({} of {} on {} for {}) is still open. {}",
+                task.id,
+                operation.as_str(),
+                out.run.scopes.join(", "),
+                out.run.integration,
+                out.run.requester,
+                how_to_close(task.id)
+            );
+            let recipients = people(std::slice::from_ref(&task.operator), ctx);
+            enqueue_notification(out, ctx, "task_reminder", recipients, text, key);
+            route_last(out, Route { step: Some(out.run.step_index), ..Route::default() });
+            let due = later(ctx.now, Duration::from_secs(every))?;
+            out.effects.push(Effect::ScheduleTimer { kind: TimerKind::TaskReminder, due_at: due });
+            out.run.step = StepState::Action { outbox_id, operation, task: Some(TaskWait { reminders: n, ..task }) };
+        }
         (
             TimerKind::Escalation,
             Some(Step::Approval(step)),
@@ -508,8 +563,47 @@ fn timer_fired(out: &mut Outcome, votes: &[Vote], kind: TimerKind, ctx: &Context
 
 fn pending_action(out: &Outcome, outbox_id: OutboxId) -> Option<Operation> {
     match out.run.step {
-        StepState::Action { outbox_id: id, operation } if id == outbox_id => Some(operation),
+        StepState::Action { outbox_id: id, operation, .. } if id == outbox_id => Some(operation),
         _ => None,
+    }
+}
+
+/// How an operator closes a task, on every path.
+fn how_to_close(task: TaskId) -> String {
+    format!(
+        "When it is done, confirm with `tollgate task complete {task}` (or report a failure with \
+         `tollgate task complete {task} --failed -m WHY`), or POST /v1/tasks/{task}/complete."
+    )
+}
+
+/// The run's action became a manual task: the operator is told what to do (every configured
+/// channel, like an approval request) and reminded until the task is resolved.
+fn task_opened(
+    out: &mut Outcome,
+    task: TaskWait,
+    instructions: &str,
+    ctx: &Context<'_>,
+) -> Result<(), TransitionError> {
+    let StepState::Action { outbox_id, operation, task: None } = out.run.step.clone() else { return Ok(()) };
+    let key = format!("{}:{}:task:{}", out.run.id, out.run.step_index, task.id);
+    let text = format!("Task {} for you:\n{instructions}\n{}", task.id, how_to_close(task.id));
+    let recipients = people(std::slice::from_ref(&task.operator), ctx);
+    enqueue_notification(out, ctx, "task_assigned", recipients, text, key);
+    route_last(out, Route { step: Some(out.run.step_index), ..Route::default() });
+    if let Some(every) = task.remind_every_secs {
+        let due = later(ctx.now, Duration::from_secs(every))?;
+        out.effects.push(Effect::ScheduleTimer { kind: TimerKind::TaskReminder, due_at: due });
+    }
+    out.run.step = StepState::Action { outbox_id, operation, task: Some(task) };
+    Ok(())
+}
+
+/// The action's task (if any) is resolved: its reminders stop.
+fn task_resolved(out: &mut Outcome) {
+    if let StepState::Action { task, .. } = &mut out.run.step
+        && task.take().is_some()
+    {
+        out.effects.push(Effect::ClearTimersOf(TimerKind::TaskReminder));
     }
 }
 

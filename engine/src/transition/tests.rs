@@ -77,7 +77,11 @@ fn directory() -> Directory {
                 risk: tollgate_workflows::Risk::High,
                 description: String::new(),
             }],
-            connector: ConnectorConfig::Manual(ManualSettings { operator: "erin".to_owned(), instructions: None }),
+            connector: ConnectorConfig::Manual(ManualSettings {
+                operator: "erin".to_owned(),
+                instructions: None,
+                remind_every: None,
+            }),
         },
     );
     Directory::new(principals, groups, integrations).expect("valid directory")
@@ -149,7 +153,7 @@ fn decide(
 
 fn pending_action(state: &RunState) -> Option<(OutboxId, Operation)> {
     match state.run.step {
-        StepState::Action { outbox_id, operation } => Some((outbox_id, operation)),
+        StepState::Action { outbox_id, operation, .. } => Some((outbox_id, operation)),
         _ => None,
     }
 }
@@ -840,4 +844,85 @@ fn renewals_approved_late_are_cut_at_the_lifetimes_end() {
     assert_eq!(renewed(7190, t0() + Duration::seconds(5)), t0() + Duration::seconds(7195));
     // Never earlier than the current expiry.
     assert_eq!(renewed(60, t0()), t0() + Duration::hours(1));
+}
+
+fn notifications(out: &Outcome) -> Vec<(String, Vec<String>, String)> {
+    out.effects
+        .iter()
+        .filter_map(|e| match e {
+            Effect::Enqueue(item) => match &item.payload {
+                OutboxPayload::Notify { notification: n, .. } => {
+                    Some((n.event.clone(), n.recipients.iter().map(|r| r.principal.clone()).collect(), n.text.clone()))
+                }
+                OutboxPayload::Action { .. } => None,
+            },
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn a_manual_task_reaches_its_operator_and_reminds_them_until_it_is_resolved() {
+    let f = Fixture::new();
+    let s = f.start("alice");
+    let s = decide(&f, &s, "bob", Decision::Approve, t0()).expect("1");
+    let s = decide(&f, &s, "dave", Decision::Approve, t0()).expect("2");
+    let (outbox, _) = pending_action(&s).expect("grant pending");
+    let task = crate::ids::TaskId::new();
+    let opened = |outbox_id| Command::TaskOpened {
+        outbox_id,
+        task_id: task,
+        operator: "erin".to_owned(),
+        instructions: "Grant scopes write to principal alice.".to_owned(),
+        remind_every: Some(std::time::Duration::from_secs(3600)),
+    };
+    // A task for another (stale) call changes nothing.
+    assert!(apply(s.clone(), opened(OutboxId::new()), &f.ctx(t0())).expect("ok").is_none());
+
+    let out = apply(s.clone(), opened(outbox), &f.ctx(t0())).expect("ok").expect("not stale");
+    let told = notifications(&out);
+    assert_eq!(told.len(), 1, "{told:?}");
+    assert_eq!((told[0].0.as_str(), told[0].1.clone()), ("task_assigned", vec!["erin".to_owned()]));
+    assert!(told[0].2.contains("Grant scopes write") && told[0].2.contains(&format!("tollgate task complete {task}")));
+    assert!(
+        out.effects
+            .contains(&Effect::ScheduleTimer { kind: TimerKind::TaskReminder, due_at: t0() + Duration::hours(1) })
+    );
+    let s = fold(Some(s), out);
+    // Opening the same task again (a retried job) does not tell the operator twice.
+    assert!(apply(s.clone(), opened(outbox), &f.ctx(t0())).expect("ok").is_none());
+
+    let remind = |state: &RunState, at| {
+        apply(state.clone(), Command::TimerFired { kind: TimerKind::TaskReminder, step_index: 1 }, &f.ctx(at))
+            .expect("ok")
+            .expect("not stale")
+    };
+    let mut s = s;
+    for n in 1..=2 {
+        let at = t0() + Duration::hours(n);
+        let out = remind(&s, at);
+        let told = notifications(&out);
+        assert_eq!((told[0].0.as_str(), told[0].1.clone()), ("task_reminder", vec!["erin".to_owned()]));
+        assert!(out.audit.iter().any(|e| e.event_type == "task_reminded" && e.details["reminder"] == n));
+        assert!(
+            out.effects
+                .contains(&Effect::ScheduleTimer { kind: TimerKind::TaskReminder, due_at: at + Duration::hours(1) })
+        );
+        s = fold(Some(s), out);
+    }
+
+    // The operator confirms: the reminders stop, and a reminder already due is stale.
+    let done = Command::ActionSucceeded {
+        outbox_id: outbox,
+        reference: None,
+        at: None,
+        actor: "erin".to_owned(),
+        channel: "api".to_owned(),
+    };
+    let out = apply(s.clone(), done, &f.ctx(t0() + Duration::hours(3))).expect("ok").expect("x");
+    assert!(out.effects.contains(&Effect::ClearTimersOf(TimerKind::TaskReminder)));
+    let s = fold(Some(s), out);
+    assert_eq!(s.run.status, RunStatus::Active);
+    let late = Command::TimerFired { kind: TimerKind::TaskReminder, step_index: 1 };
+    assert!(apply(s, late, &f.ctx(t0() + Duration::hours(3))).expect("ok").is_none());
 }
