@@ -58,6 +58,9 @@ pub enum Command {
     },
     /// Apply database migrations and exit.
     Migrate {
+        /// Print `{"database", "migrations"}` as JSON.
+        #[arg(long)]
+        json: bool,
         #[command(flatten)]
         config: ConfigArgs,
     },
@@ -80,6 +83,42 @@ pub enum Command {
     Request {
         #[command(subcommand)]
         command: RequestCommand,
+    },
+    /// Grants: who holds what until when (talks to a running server).
+    Grant {
+        #[command(subcommand)]
+        command: GrantCommand,
+    },
+    /// Manual-connector tasks (talks to a running server).
+    Task {
+        #[command(subcommand)]
+        command: TaskCommand,
+    },
+    /// Check an API token with a server and store both for the client commands.
+    ///
+    /// Nothing is stored when the server refuses the token. The file is `$TOLLGATE_CREDENTIALS`,
+    /// else `$XDG_CONFIG_HOME/tollgate/credentials.toml`, else
+    /// `~/.config/tollgate/credentials.toml`, readable by you only (0600); its token is sent
+    /// only to the URL stored with it.
+    Login {
+        /// Server URL.
+        #[arg(long, env = "TOLLGATE_URL")]
+        url: String,
+        /// Read the token from the first line of standard input (keeps it out of the process list).
+        #[arg(long, conflicts_with = "token")]
+        token_stdin: bool,
+        /// The token (without this or --token-stdin: `TOLLGATE_TOKEN`).
+        #[arg(long)]
+        token: Option<String>,
+        /// Print `{"url", "principal", "credentials"}` as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Forget the credentials `tollgate login` stored.
+    Logout {
+        /// Print `{"credentials", "removed"}` as JSON.
+        #[arg(long)]
+        json: bool,
     },
     /// Approve a request (talks to a running server).
     Approve {
@@ -117,8 +156,11 @@ pub enum Command {
     /// or unreachable. For container health checks.
     Ready {
         /// Server URL.
-        #[arg(long, env = "TOLLGATE_URL", default_value = "http://127.0.0.1:8080")]
+        #[arg(long, env = "TOLLGATE_URL", default_value = crate::client::DEFAULT_URL)]
         url: String,
+        /// Print `{"ready", "url", "status", "detail"}` as JSON (exit status as without).
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -129,6 +171,9 @@ pub enum EmailCommand {
     Preview {
         /// Template (event) name; `list` shows them all.
         template: String,
+        /// Print `{"template", "subject", "text", "html"}` (for `list`: an array of names) as JSON.
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -140,6 +185,16 @@ pub enum WorkflowsCommand {
         /// Files or directories.
         #[arg(required = true)]
         paths: Vec<PathBuf>,
+        /// Print an array of `{"file", "key", "version", "kind"}`, or `{"error": {"file", "detail"}}`
+        /// (exit status as without).
+        #[arg(long)]
+        json: bool,
+        /// Also check the groups and principals the definitions name, and those the directory's
+        /// own entries name (members, owners, operators), against the directory of this
+        /// configuration file; exit 1 listing every one it does not define, with its file and
+        /// field. Without it, definitions are checked on their own.
+        #[arg(long, short = 'c', value_name = "FILE")]
+        config: Option<PathBuf>,
     },
 }
 
@@ -244,6 +299,9 @@ pub enum RequestCommand {
         /// Idempotency key (safe retries from scripts).
         #[arg(long)]
         idempotency_key: Option<String>,
+        /// Print only the new request's id (for scripts: `ID=$(tollgate request create … -q)`).
+        #[arg(long, short = 'q', conflicts_with = "json")]
+        quiet: bool,
         #[command(flatten)]
         client: ClientArgs,
     },
@@ -265,6 +323,15 @@ pub enum RequestCommand {
         /// Integration filter.
         #[arg(long)]
         integration: Option<String>,
+        /// Page size (1–200; the server's default is 50).
+        #[arg(long)]
+        limit: Option<u64>,
+        /// Where to continue: the `--cursor` a previous page printed (its `next_cursor`).
+        #[arg(long)]
+        cursor: Option<String>,
+        /// Print only the ids, one a line.
+        #[arg(long, short = 'q', conflicts_with = "json")]
+        quiet: bool,
         #[command(flatten)]
         client: ClientArgs,
     },
@@ -272,6 +339,84 @@ pub enum RequestCommand {
     Cancel {
         /// Request id.
         id: String,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+}
+
+/// `grant` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum GrantCommand {
+    /// List grants, newest first (yours and those on integrations you own; admins and auditors: all).
+    List {
+        /// Only `provisioning`, `active`, `revoking`, `revoked`, `revoke_failed` or `failed` ones.
+        #[arg(long)]
+        status: Option<String>,
+        /// Only those on this integration.
+        #[arg(long, short = 'i')]
+        integration: Option<String>,
+        /// Only those this principal holds.
+        #[arg(long, short = 'p')]
+        principal: Option<String>,
+        /// Page size (1–200; the server's default is 50).
+        #[arg(long)]
+        limit: Option<u64>,
+        /// Where to continue: the `--cursor` a previous page printed (its `next_cursor`).
+        #[arg(long)]
+        cursor: Option<String>,
+        /// Print only the ids, one a line.
+        #[arg(long, short = 'q', conflicts_with = "json")]
+        quiet: bool,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Show one grant.
+    Show {
+        /// Grant id.
+        id: String,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// End an active grant now (its holder, the integration's owner or an admin); the grant
+    /// shows `revoking`, then `revoked`.
+    Revoke {
+        /// Grant id.
+        id: String,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+}
+
+/// `task` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum TaskCommand {
+    /// List manual tasks, newest first: yours as operator (admins: everyone's).
+    List {
+        /// `open` (default), `done` (resolved: done or failed) or `all`.
+        #[arg(long)]
+        status: Option<String>,
+        /// Page size (1–200; the server's default is 50).
+        #[arg(long)]
+        limit: Option<u64>,
+        /// Where to continue: the `--cursor` a previous page printed (its `next_cursor`).
+        #[arg(long)]
+        cursor: Option<String>,
+        /// Print only the ids, one a line (e.g. `TASK=$(tollgate task list -q | head -1)`).
+        #[arg(long, short = 'q', conflicts_with = "json")]
+        quiet: bool,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Confirm a task was done (or, with --failed, report that it could not be).
+    Complete {
+        /// Task id.
+        id: String,
+        /// The action failed: the request's workflow handles the failure.
+        #[arg(long)]
+        failed: bool,
+        /// Comment (what was done, or why it failed).
+        #[arg(long, short = 'm')]
+        comment: Option<String>,
         #[command(flatten)]
         client: ClientArgs,
     },
@@ -290,33 +435,72 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
             crate::server::serve(config).await?;
             Ok(0)
         }
-        Command::Migrate { config } => {
+        Command::Migrate { json, config } => {
             let config = config.load(&[])?;
             crate::server::probe_database(&config.database.url).await?;
             crate::server::open_db(&config).await?;
-            println_out("migrations applied");
+            if json {
+                let database = crate::server::redact_url(&config.database.url);
+                println_out(&serde_json::json!({ "database": database, "migrations": "applied" }).to_string());
+            } else {
+                println_out("migrations applied");
+            }
             Ok(0)
         }
-        Command::Workflows { command: WorkflowsCommand::Validate { paths } } => {
-            let mut n = 0;
+        Command::Workflows { command: WorkflowsCommand::Validate { paths, json, config } } => {
+            let mut valid = Vec::new();
+            let mut sources = Vec::new();
             for p in &paths {
                 match crate::server::read_dir(p) {
                     Ok(defs) => {
                         for d in defs {
-                            println_out(&format!(
-                                "ok: {} ({} v{}, {})",
-                                d.name, d.definition.key, d.definition.version, d.definition.kind
-                            ));
-                            n += 1;
+                            if !json {
+                                println_out(&format!(
+                                    "ok: {} ({} v{}, {})",
+                                    d.name, d.definition.key, d.definition.version, d.definition.kind
+                                ));
+                            }
+                            valid.push(serde_json::json!({
+                                "file": d.name,
+                                "key": d.definition.key,
+                                "version": d.definition.version,
+                                "kind": d.definition.kind.to_string(),
+                            }));
+                            sources.push(d);
                         }
                     }
                     Err(e) => {
-                        eprintln_err(&format!("error: {e:#}"));
+                        if json {
+                            let error =
+                                serde_json::json!({ "file": p.display().to_string(), "detail": format!("{e:#}") });
+                            println_out(&serde_json::json!({ "error": error }).to_string());
+                        } else {
+                            eprintln_err(&format!("error: {e:#}"));
+                        }
                         return Ok(1);
                     }
                 }
             }
-            println_out(&format!("{n} definition(s) valid"));
+            if let Some(file) = &config {
+                let dangling = crate::server::dangling_references(file, &sources)?;
+                if !dangling.is_empty() {
+                    if json {
+                        let error =
+                            serde_json::json!({ "file": file.display().to_string(), "detail": dangling.join("\n") });
+                        println_out(&serde_json::json!({ "error": error }).to_string());
+                    } else {
+                        for line in &dangling {
+                            eprintln_err(&format!("error: {line}"));
+                        }
+                    }
+                    return Ok(1);
+                }
+            }
+            if json {
+                println_out(&serde_json::to_string_pretty(&valid)?);
+            } else {
+                println_out(&format!("{} definition(s) valid", valid.len()));
+            }
             Ok(0)
         }
         Command::Token { command } => token_command(command).await,
@@ -380,22 +564,43 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
             Ok(0)
         }
         Command::Request { command } => crate::client::request(command).await,
+        Command::Grant { command } => crate::client::grant(command).await,
+        Command::Task { command } => crate::client::task(command).await,
+        Command::Login { url, token_stdin, token, json } => {
+            let source = match (token, token_stdin) {
+                (Some(t), _) => crate::client::TokenSource::Flag(t),
+                (None, true) => crate::client::TokenSource::Stdin,
+                (None, false) => crate::client::TokenSource::Env,
+            };
+            crate::client::login(&url, source, json).await
+        }
+        Command::Logout { json } => crate::client::logout(json),
         Command::Approve { id, comment, client } => {
             Client::new(&client)?.decide(&id, "approve", comment, client.json).await
         }
         Command::Deny { id, reason, client } => {
             Client::new(&client)?.decide(&id, "deny", Some(reason), client.json).await
         }
-        Command::Email { command: EmailCommand::Preview { template } } => {
+        Command::Email { command: EmailCommand::Preview { template, json } } => {
             use tollgate_engine::notify::email;
             if template == "list" {
-                email::EVENTS.iter().for_each(|e| println_out(e));
+                if json {
+                    println_out(&serde_json::to_string_pretty(&email::EVENTS)?);
+                } else {
+                    email::EVENTS.iter().for_each(|e| println_out(e));
+                }
                 return Ok(0);
             }
             let Some(r) = email::preview(&template)? else {
                 eprintln_err(&format!("unknown template {template:?}; one of: {}", email::EVENTS.join(", ")));
                 return Ok(2);
             };
+            if json {
+                let out =
+                    serde_json::json!({ "template": template, "subject": r.subject, "text": r.text, "html": r.html });
+                println_out(&serde_json::to_string_pretty(&out)?);
+                return Ok(0);
+            }
             println_out(&format!(
                 "Subject: {}\n\n--- text/plain ---\n{}\n--- text/html ---\n{}",
                 r.subject, r.text, r.html
@@ -411,7 +616,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
             clap_complete::generate(shell, &mut Cli::command(), "tollgate", &mut std::io::stdout().lock());
             Ok(0)
         }
-        Command::Ready { url } => crate::client::ready(&url).await,
+        Command::Ready { url, json } => crate::client::ready(&url, json).await,
     }
 }
 

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use figment::Figment;
 use figment::providers::{Env, Format, Serialized, Toml};
 use serde::Deserialize;
-use tollgate_engine::directory::{Directory, Group, Integration, Principal};
+use tollgate_engine::directory::{Directory, Group, Integration, Principal, ReferenceError};
 use tollgate_engine::outbound::webhook::WebhookSettings;
 
 /// The whole configuration.
@@ -59,6 +59,9 @@ pub struct Config {
     /// Integrations by name.
     #[serde(default)]
     pub integrations: BTreeMap<String, Integration>,
+    /// The file this configuration was read from, if any (set by [`load`]; named in errors).
+    #[serde(skip)]
+    pub file: Option<PathBuf>,
 }
 
 fn default_listen() -> String {
@@ -357,7 +360,7 @@ const SECTIONS: &[&str] = &[
 /// `TOLLGATE_*` variables that are not configuration but read by someone: the client commands'
 /// (`TOLLGATE_URL`, `TOLLGATE_TOKEN`), `--config` (`TOLLGATE_CONFIG`), and the project's own
 /// test and benchmark knobs (`TOLLGATE_TEST_*`, `TOLLGATE_CI_*`, `TOLLGATE_BIN`).
-const NOT_CONFIG: &[&str] = &["URL", "TOKEN", "CONFIG", "BIN"];
+const NOT_CONFIG: &[&str] = &["URL", "TOKEN", "CONFIG", "BIN", "CREDENTIALS"];
 const NOT_CONFIG_PREFIXES: &[&str] = &["TEST_", "CI_"];
 
 /// A warning for each `TOLLGATE_*` variable among `names` that matches no configuration key
@@ -430,7 +433,7 @@ pub fn load(file: Option<&Path>, overrides: &[(&str, String)]) -> Result<Config,
     for (key, value) in overrides {
         fig = fig.merge(Serialized::global(key, value.clone()));
     }
-    let config: Config = fig.extract().map_err(|e| {
+    let mut config: Config = fig.extract().map_err(|e| {
         let e = e.into_iter().next().map_or_else(
             || "unknown error".to_owned(),
             |e| {
@@ -441,6 +444,7 @@ pub fn load(file: Option<&Path>, overrides: &[(&str, String)]) -> Result<Config,
         );
         ConfigError(e)
     })?;
+    config.file = file.map(Path::to_path_buf);
     config.validate()?;
     Ok(config)
 }
@@ -491,6 +495,28 @@ impl Config {
     pub fn directory(&self) -> Result<Directory, ConfigError> {
         Directory::new(self.principals.clone(), self.groups.clone(), self.integrations.clone())
             .map_err(|e| ConfigError(e.to_string()))
+    }
+
+    /// The directory described by this configuration, with the names its entries refer to left
+    /// unchecked ([`Directory::unresolved`]): for callers that check them together with the
+    /// workflows' ([`Self::reference_errors`]) and report them all at once.
+    ///
+    /// # Errors
+    /// An invalid entry, naming its key.
+    pub fn directory_unresolved(&self) -> Result<Directory, ConfigError> {
+        Directory::unresolved(self.principals.clone(), self.groups.clone(), self.integrations.clone())
+            .map_err(|e| ConfigError(e.to_string()))
+    }
+
+    /// One line per dangling reference, naming this configuration's file for the directory's own
+    /// entries (workflow errors name their workflow file already).
+    #[must_use]
+    pub fn reference_errors(&self, errors: &[ReferenceError]) -> Vec<String> {
+        let file = self.file.as_ref().map_or_else(|| "configuration".to_owned(), |f| f.display().to_string());
+        errors
+            .iter()
+            .map(|e| if e.workflow.is_none() && e.source.is_empty() { format!("{file}: {e}") } else { e.to_string() })
+            .collect()
     }
 
     /// The resolved `[slack]` settings, when Slack is configured and enabled.
@@ -562,6 +588,32 @@ email = "alice@example.com"
         ] {
             assert!(text.contains(documented), "deploy/tollgate.toml documents {documented:?}");
         }
+    }
+
+    #[test]
+    fn the_shipped_configuration_and_bundled_workflows_name_only_what_the_directory_defines() {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/tollgate.toml");
+        let c = load(Some(&path), &[]).expect("deploy/tollgate.toml loads");
+        let directory = c.directory_unresolved().expect("valid entries");
+        let bundled: Vec<_> = tollgate_workflows::BUNDLED
+            .iter()
+            .map(|(name, text)| (*name, *text, tollgate_workflows::parse_definition(name, text).expect("valid")))
+            .collect();
+        let workflows = bundled.iter().map(|(name, text, definition)| tollgate_engine::directory::WorkflowSourceRef {
+            source: name,
+            text: Some(text),
+            definition,
+        });
+        let checked = directory.check_references(workflows).map_err(|e| c.reference_errors(&e));
+        assert_eq!(checked, Ok(()));
+        // And a dangling one is named with the file it is in.
+        let mut c = c;
+        c.groups.get_mut("security").expect("security").members.push("ghost".to_owned());
+        let errors = c.directory_unresolved().expect("valid entries").check_references([]).expect_err("dangling");
+        assert_eq!(
+            c.reference_errors(&errors),
+            [format!(r#"{}: groups.security.members: unknown principal "ghost""#, path.display())]
+        );
     }
 
     #[test]

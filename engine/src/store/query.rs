@@ -181,16 +181,72 @@ impl From<task::Model> for Task {
     }
 }
 
-/// Manual tasks, newest first (at most 500), of one operator or of everyone.
+/// Which manual tasks to list: open ones, resolved ones (done or failed), or all.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum TaskState {
+    /// Not yet resolved (`open`).
+    #[default]
+    Open,
+    /// Resolved: `done` or `failed`.
+    Resolved,
+    /// Every task.
+    All,
+}
+
+impl TaskState {
+    /// Every value, in the order the API lists them.
+    pub const ALL: [Self; 3] = [Self::Open, Self::Resolved, Self::All];
+
+    /// The name of the API's `status` filter: `open`, `done` (resolved) or `all`.
+    #[must_use]
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Open => "open",
+            Self::Resolved => "done",
+            Self::All => "all",
+        }
+    }
+
+    /// Reads [`TaskState::as_str`].
+    #[must_use]
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|t| t.as_str() == s)
+    }
+}
+
+/// Filters for listing manual tasks.
+#[derive(Debug, Clone, Default)]
+pub struct TaskFilter {
+    /// Only this operator's (`None`: everyone's).
+    pub operator: Option<String>,
+    /// Open, resolved or all.
+    pub state: TaskState,
+}
+
+/// A page of manual tasks, newest first, strictly older than `before` (the cursor: the id of
+/// the previous page's last task; ids grow with time, so the order is stable).
 ///
 /// # Errors
 /// Database failures.
-pub async fn list_tasks<C: ConnectionTrait>(c: &C, operator: Option<&str>) -> Result<Vec<Task>, StoreError> {
+pub async fn list_tasks<C: ConnectionTrait>(
+    c: &C,
+    filter: &TaskFilter,
+    before: Option<TaskId>,
+    limit: u64,
+) -> Result<Vec<Task>, StoreError> {
     let mut q = task::Entity::find();
-    if let Some(o) = operator {
-        q = q.filter(task::Column::Operator.eq(o));
+    if let Some(o) = &filter.operator {
+        q = q.filter(task::Column::Operator.eq(o.as_str()));
     }
-    Ok(q.order_by_desc(task::Column::Id).limit(500).all(c).await?.into_iter().map(Task::from).collect())
+    q = match filter.state {
+        TaskState::Open => q.filter(task::Column::Status.eq("open")),
+        TaskState::Resolved => q.filter(task::Column::Status.ne("open")),
+        TaskState::All => q,
+    };
+    if let Some(b) = before {
+        q = q.filter(task::Column::Id.lt(b.0));
+    }
+    Ok(q.order_by_desc(task::Column::Id).limit(limit).all(c).await?.into_iter().map(Task::from).collect())
 }
 
 /// One manual task.

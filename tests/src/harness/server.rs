@@ -400,6 +400,33 @@ reconcile_schedule = "{reconcile}"
         })
     }
 
+    /// Runs `tollgate <args>` like [`Server::cli`], with `stdin` as its standard input.
+    ///
+    /// # Errors
+    /// When the process cannot be run.
+    pub async fn cli_stdin(&self, args: &[&str], envs: &[(&str, &str)], stdin: &str) -> anyhow::Result<CliOutput> {
+        use tokio::io::AsyncWriteExt as _;
+        let mut cmd = tokio::process::Command::from(self.command());
+        cmd.args(args)
+            .envs(envs.iter().copied())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true);
+        let mut child = cmd.spawn().with_context(|| format!("cannot run {} {args:?}", self.opts.bin.display()))?;
+        if let Some(mut input) = child.stdin.take() {
+            input.write_all(stdin.as_bytes()).await?;
+        }
+        let out = tokio::time::timeout(Duration::from_secs(60), child.wait_with_output())
+            .await
+            .context("CLI did not finish within 60 s")??;
+        Ok(CliOutput {
+            code: out.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        })
+    }
+
     /// Runs an operator command against this server's configuration:
     /// `tollgate <args> --config <file>`.
     ///
