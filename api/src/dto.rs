@@ -119,6 +119,20 @@ pub struct StepOut {
     pub deadline: Option<DateTime<Utc>>,
     /// For the current approval step: approvals needed in all.
     pub quorum: Option<u32>,
+    /// For an approval step: the principal ids who may decide at it. At the approval the request
+    /// awaits (for a break-glass request under review, shown on its grant step): everyone who may
+    /// decide now — eligible under the directory as it is now (the escalation's approvers
+    /// included once it escalated), never the requester or the same person, and without anyone
+    /// who already decided on this request (one vote per person per request). At an approval step
+    /// still ahead: who would be asked as things stand (before any escalation). `[]` for an
+    /// approval step that is done. `null` for other steps, for approval steps the request will
+    /// skip (their `when`/`unless` does not admit it, or a break-glass request's approvals before
+    /// its grant) and, once the request has ended, for every step that is not done.
+    pub eligible: Option<Vec<String>>,
+    /// For an approval step: approvals still needed — the quorum less the approvals recorded at
+    /// the approval the request awaits, the whole quorum at one still ahead, `0` once done; `null`
+    /// whenever `eligible` is.
+    pub remaining: Option<u32>,
 }
 
 /// A recorded decision.
@@ -208,8 +222,8 @@ impl From<&Grant> for GrantOut {
     "justification": "hotfix for INC-1234",
     "workflow": { "key": "standard-grant", "version": 1 },
     "steps": [
-        { "index": 0, "type": "approval", "id": "owner", "state": "current", "deadline": "2026-01-16T09:30:00Z", "quorum": 1 },
-        { "index": 1, "type": "action", "id": null, "state": "pending", "deadline": null, "quorum": null }
+        { "index": 0, "type": "approval", "id": "owner", "state": "current", "deadline": "2026-01-16T09:30:00Z", "quorum": 1, "eligible": ["bob"], "remaining": 1 },
+        { "index": 1, "type": "action", "id": null, "state": "pending", "deadline": null, "quorum": null, "eligible": null, "remaining": null }
     ],
     "approvals": [],
     "grant": null,
@@ -298,6 +312,9 @@ impl RequestOut {
                         state: state.to_owned(),
                         deadline,
                         quorum,
+                        // Filled in by the route, which has the directory.
+                        eligible: None,
+                        remaining: None,
                     }
                 })
                 .collect()

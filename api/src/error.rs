@@ -9,7 +9,7 @@ use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use tollgate_engine::JobError;
 use tollgate_engine::policy::InputError;
-use tollgate_engine::transition::TransitionError;
+use tollgate_engine::transition::{RequestError, TransitionError};
 use utoipa::ToSchema;
 
 /// An API error.
@@ -104,6 +104,9 @@ impl From<TransitionError> for ApiError {
             }
             TransitionError::TimeOutOfRange => StatusCode::UNPROCESSABLE_ENTITY,
             TransitionError::NotVisible => StatusCode::NOT_FOUND,
+            // The workflow cannot serve this request as the directory stands (nobody, or too
+            // few people, may approve one of its approvals): refused, like `no_workflow`.
+            TransitionError::Invalid(RequestError::NoEligibleApprover { .. }) => StatusCode::UNPROCESSABLE_ENTITY,
             TransitionError::Invalid(inner) => match inner.code() {
                 "forbidden" => StatusCode::FORBIDDEN,
                 "grant_not_active" => StatusCode::CONFLICT,

@@ -138,6 +138,11 @@ pub async fn require_existing_db(config: &Config) -> anyhow::Result<()> {
 /// Builds an engine from the configuration. With `workers` false only the writer runs (for CLI
 /// commands that write, such as `token create`, so they never perform side effects).
 ///
+/// A directory entry naming a principal that does not exist is refused; a workflow naming a
+/// group or principal that does not exist is only logged as a warning here (so that operator
+/// commands and embedders keep working while it is fixed): `serve` refuses it
+/// ([`check_references`]).
+///
 /// # Errors
 /// Invalid configuration or database failures.
 pub async fn build_engine(
@@ -146,12 +151,84 @@ pub async fn build_engine(
     workers: bool,
     slack: Option<&Slack>,
 ) -> anyhow::Result<Arc<Engine>> {
+    build_engine_with(config, clock, workers, slack, References::WarnForWorkflows).await
+}
+
+/// What a dangling name in a workflow definition does at start-up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum References {
+    /// Refused, with every other dangling name (`serve`).
+    Refuse,
+    /// Logged as a warning (operator commands); the directory's own are still refused.
+    WarnForWorkflows,
+}
+
+async fn build_engine_with(
+    config: &Config,
+    clock: Arc<dyn Clock>,
+    workers: bool,
+    slack: Option<&Slack>,
+    references: References,
+) -> anyhow::Result<Arc<Engine>> {
     // Replicas starting together must not migrate or sync the configuration concurrently.
     let lock =
         store::StartupLock::acquire(&config.database.url).await.context("cannot open the database (database.url)")?;
-    let built = build_engine_locked(config, clock, workers, slack).await;
+    let built = build_engine_locked(config, clock, workers, slack, references).await;
     lock.release().await;
     built
+}
+
+/// Checks every name the directory and the workflows refer to ([`config_sync::check_references`])
+/// before anything is stored: the directory's own entries, every definition read from files and
+/// the latest version of every key (what new requests use) are errors; older stored versions,
+/// which only requests already running on them use, are logged as warnings.
+///
+/// # Errors
+/// Every dangling name found (with [`References::WarnForWorkflows`], those of the directory's own
+/// entries only), one per line, each naming its file and field.
+pub fn check_references(
+    config: &Config,
+    catalog: &tollgate_workflows::Catalog,
+    sources: &[WorkflowSource],
+    directory: &tollgate_engine::directory::Directory,
+    references: References,
+) -> anyhow::Result<()> {
+    let check = config_sync::check_references(catalog, sources, directory);
+    for warning in config.reference_errors(&check.warnings) {
+        tracing::warn!("{warning} (an older version, used only by requests already running on it)");
+    }
+    let (fatal, tolerated): (Vec<_>, Vec<_>) =
+        check.errors.into_iter().partition(|e| references == References::Refuse || e.workflow.is_none());
+    for warning in config.reference_errors(&tolerated) {
+        tracing::warn!("{warning}");
+    }
+    if !fatal.is_empty() {
+        let lines = config.reference_errors(&fatal);
+        anyhow::bail!(
+            "invalid configuration: {} reference(s) to groups or principals the directory does not define:\n  {}",
+            lines.len(),
+            lines.join("\n  ")
+        );
+    }
+    Ok(())
+}
+
+/// `tollgate workflows validate --config FILE`: every group and principal that `sources` and the
+/// directory of the configuration `file` name but that directory does not define, one line each
+/// naming its file and field (empty when there is none). The configuration is loaded as `serve`
+/// loads it (environment variables included); the database is not opened.
+///
+/// # Errors
+/// The configuration does not load, or its directory has an invalid entry.
+pub fn dangling_references(file: &Path, sources: &[WorkflowSource]) -> anyhow::Result<Vec<String>> {
+    let config = crate::config::load(Some(file), &[])?;
+    let directory = config.directory_unresolved()?;
+    let workflows = sources.iter().map(|s| tollgate_engine::directory::WorkflowSourceRef {
+        source: &s.name,
+        text: Some(&s.text),
+        definition: &s.definition,
+    });
+    Ok(directory.check_references(workflows).err().map(|e| config.reference_errors(&e)).unwrap_or_default())
 }
 
 async fn build_engine_locked(
@@ -159,11 +236,13 @@ async fn build_engine_locked(
     clock: Arc<dyn Clock>,
     workers: bool,
     slack: Option<&Slack>,
+    references: References,
 ) -> anyhow::Result<Arc<Engine>> {
     let db = open_db(config).await?;
-    let directory = config.directory()?;
+    let directory = config.directory_unresolved()?;
     let sources = workflow_sources(config)?;
     let (catalog, plan) = config_sync::plan(&db.read, &sources, &directory).await?;
+    check_references(config, &catalog, &sources, &directory, references)?;
     let http = tollgate_engine::http::client(Duration::from_secs(30)).context("cannot build the HTTP client")?;
     let connectors = tollgate_engine::runtime::build_connectors(&directory, &http)
         .map_err(|e| anyhow::anyhow!("invalid configuration: {e}"))?;
@@ -241,7 +320,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         None => None,
     };
     wait_for_database(&config.database.url).await?;
-    let engine = build_engine(&config, Arc::new(SystemClock), true, slack.as_ref()).await?;
+    let engine = build_engine_with(&config, Arc::new(SystemClock), true, slack.as_ref(), References::Refuse).await?;
     let listener = tokio::net::TcpListener::bind(&config.listen)
         .await
         .with_context(|| format!("cannot listen on {}", config.listen))?;

@@ -7,7 +7,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
-use tollgate_workflows::{Approvers, Principals, Risk};
+use tollgate_workflows::{Approvers, Principals, ReferenceKind, Risk, WorkflowDefinition};
 
 use crate::connector::ConnectorConfig;
 
@@ -199,12 +199,85 @@ pub struct DirectoryError {
     pub message: String,
 }
 
+/// A workflow definition to check against the directory, and where it was read.
+#[derive(Debug, Clone, Copy)]
+pub struct WorkflowSourceRef<'a> {
+    /// Where it was read: a file name, or where a stored version comes from.
+    pub source: &'a str,
+    /// Its YAML text, when known: errors then give a line and column.
+    pub text: Option<&'a str>,
+    /// The definition.
+    pub definition: &'a WorkflowDefinition,
+}
+
+/// A name that a workflow definition or a directory entry gives but the directory does not
+/// define.
+///
+/// Displays as `{source}: workflow {key} v{version}: {field}: {message}` for a workflow, e.g.
+/// `workflows/grant.yaml:27:17: workflow standard-grant v1: steps[0].approval.approvers.groups:
+/// unknown group "secops"`, and as `{field}: {message}` for the directory's own entries, e.g.
+/// `groups.security.members: unknown principal "ghost"`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReferenceError {
+    /// The workflow file (with `:line:column` when known), or empty for the directory's own
+    /// entries (the caller knows which configuration file they come from).
+    pub source: String,
+    /// The workflow naming it, `key vN`; `None` for the directory's own entries.
+    pub workflow: Option<String>,
+    /// Field path: `steps[0].approval.approvers.groups` in a workflow (the step's index in
+    /// `steps`, its type, the field), `groups.security.members` in the configuration.
+    pub field: String,
+    /// What is wrong, e.g. `unknown group "secops"`.
+    pub message: String,
+}
+
+impl ReferenceError {
+    fn in_config(field: String, message: String) -> Self {
+        Self { source: String::new(), workflow: None, field, message }
+    }
+}
+
+impl std::fmt::Display for ReferenceError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if !self.source.is_empty() {
+            write!(f, "{}: ", self.source)?;
+        }
+        if let Some(w) = &self.workflow {
+            write!(f, "workflow {w}: ")?;
+        }
+        write!(f, "{}: {}", self.field, self.message)
+    }
+}
+
+impl std::error::Error for ReferenceError {}
+
 impl Directory {
-    /// Builds a directory, filling ids from map keys and checking every reference.
+    /// Builds a directory, filling ids from map keys and checking every entry and every name
+    /// an entry refers to ([`Self::dangling`]).
     ///
     /// # Errors
-    /// The first dangling reference or invalid entry, naming its configuration key.
+    /// The first invalid entry or dangling reference, naming its configuration key.
     pub fn new(
+        principals: BTreeMap<String, Principal>,
+        groups: BTreeMap<String, Group>,
+        integrations: BTreeMap<String, Integration>,
+    ) -> Result<Self, DirectoryError> {
+        let directory = Self::unresolved(principals, groups, integrations)?;
+        match directory.dangling().into_iter().next() {
+            Some(e) => Err(DirectoryError { key: e.field, message: e.message }),
+            None => Ok(directory),
+        }
+    }
+
+    /// Builds a directory like [`Self::new`] but leaves the names its entries refer to (group
+    /// members, owners, operators) unchecked, for a caller that then reports every dangling
+    /// name at once with [`Self::check_references`].
+    ///
+    /// # Errors
+    /// The first invalid entry (a service owning a service, two principals sharing an email
+    /// address or Slack id, an integration without scopes or with a scope twice), naming its
+    /// configuration key.
+    pub fn unresolved(
         mut principals: BTreeMap<String, Principal>,
         groups: BTreeMap<String, Group>,
         mut integrations: BTreeMap<String, Integration>,
@@ -217,29 +290,15 @@ impl Directory {
             }
         }
         for (id, p) in &principals {
-            if let Some(owner) = &p.owner {
-                match principals.get(owner) {
-                    Some(o) if o.kind == PrincipalKind::Person => {}
-                    Some(_) => {
-                        return Err(err(format!("principals.{id}.owner"), format!("owner {owner:?} must be a person")));
-                    }
-                    None => return Err(err(format!("principals.{id}.owner"), format!("unknown principal {owner:?}"))),
-                }
+            if let Some(owner) = &p.owner
+                && principals.get(owner).is_some_and(|o| o.kind != PrincipalKind::Person)
+            {
+                return Err(err(format!("principals.{id}.owner"), format!("owner {owner:?} must be a person")));
             }
         }
         check_shared_contacts(&principals)?;
-        for (name, g) in &groups {
-            for m in &g.members {
-                if !principals.contains_key(m) {
-                    return Err(err(format!("groups.{name}.members"), format!("unknown principal {m:?}")));
-                }
-            }
-        }
         for (name, i) in &mut integrations {
             i.name.clone_from(name);
-            if !principals.contains_key(&i.owner) {
-                return Err(err(format!("integrations.{name}.owner"), format!("unknown principal {:?}", i.owner)));
-            }
             if i.scopes.is_empty() {
                 return Err(err(format!("integrations.{name}.scopes"), "at least one scope is required".to_owned()));
             }
@@ -251,6 +310,81 @@ impl Directory {
             }
         }
         Ok(Self { principals, groups, integrations })
+    }
+
+    /// Every name the directory's own entries give that it does not define: a principal's
+    /// `owner`, a group's `members`, an integration's `owner` and its manual connector's
+    /// `operator`. In configuration order (principals, groups, integrations, each by name).
+    #[must_use]
+    pub fn dangling(&self) -> Vec<ReferenceError> {
+        let mut out = Vec::new();
+        let mut principal = |field: String, id: &str| {
+            if !self.principals.contains_key(id) {
+                out.push(ReferenceError::in_config(field, format!("unknown principal {id:?}")));
+            }
+        };
+        for (id, p) in &self.principals {
+            if let Some(owner) = &p.owner {
+                principal(format!("principals.{id}.owner"), owner);
+            }
+        }
+        for (name, g) in &self.groups {
+            for m in &g.members {
+                principal(format!("groups.{name}.members"), m);
+            }
+        }
+        for (name, i) in &self.integrations {
+            principal(format!("integrations.{name}.owner"), &i.owner);
+            if let ConnectorConfig::Manual(m) = &i.connector {
+                principal(format!("integrations.{name}.connector.operator"), &m.operator);
+            }
+        }
+        out
+    }
+
+    /// Every group and principal `workflow` names ([`WorkflowDefinition::references`]) that the
+    /// directory does not define, each with its file (and line and column when the text is
+    /// known), workflow and field path.
+    #[must_use]
+    pub fn dangling_in(&self, workflow: &WorkflowSourceRef<'_>) -> Vec<ReferenceError> {
+        let def = workflow.definition;
+        def.references()
+            .into_iter()
+            .filter(|r| match r.kind {
+                ReferenceKind::Group => !self.groups.contains_key(r.name),
+                ReferenceKind::Principal => !self.principals.contains_key(r.name),
+            })
+            .map(|r| {
+                let at = workflow.text.and_then(|t| tollgate_workflows::locate(t, &r.item_path()));
+                let source = match at {
+                    Some((line, column)) => format!("{}:{line}:{column}", workflow.source),
+                    None => workflow.source.to_owned(),
+                };
+                ReferenceError {
+                    source,
+                    workflow: Some(format!("{} v{}", def.key, def.version)),
+                    field: r.field.clone(),
+                    message: format!("unknown {} {:?}", r.kind.as_str(), r.name),
+                }
+            })
+            .collect()
+    }
+
+    /// Checks every name the directory's own entries ([`Self::dangling`]) and the given workflow
+    /// definitions ([`Self::dangling_in`]) refer to: a workflow naming a group or principal that
+    /// does not exist would otherwise load, and its requests wait for nobody.
+    ///
+    /// # Errors
+    /// Every dangling reference, the directory's first, then each workflow's in order.
+    pub fn check_references<'a>(
+        &self,
+        workflows: impl IntoIterator<Item = WorkflowSourceRef<'a>>,
+    ) -> Result<(), Vec<ReferenceError>> {
+        let mut errors = self.dangling();
+        for w in workflows {
+            errors.extend(self.dangling_in(&w));
+        }
+        if errors.is_empty() { Ok(()) } else { Err(errors) }
     }
 
     /// A principal that exists and is enabled.
@@ -414,5 +548,102 @@ mod tests {
         assert!(d.is_same_person("ci", "alice"), "a service is its owner's person");
         assert!(!d.is_same_person("bob", "alice-alt"));
         assert!(d.is_same_person("nobody", "nobody") && !d.is_same_person("nobody", "alice"));
+    }
+
+    const WORKFLOW: &str = "key: standard-grant
+version: 1
+kind: grant
+parameters:
+  max_duration: 1h
+  requesters: { groups: [staff, ghosts] }
+steps:
+  - approval:
+      approvers: { owner: true, groups: [security, secops], users: [bob, zed] }
+      timeout: 1h
+      escalation: { after: 30m, to: { users: [cto] } }
+  - action: { operation: grant }
+  - wait: { until: expiry }
+  - action: { operation: revoke }
+";
+
+    fn integration(owner: &str, operator: &str) -> Integration {
+        serde_json::from_value(serde_json::json!({
+            "app": "crm", "environment": "production", "owner": owner,
+            "scopes": [{ "name": "write" }],
+            "connector": { "type": "manual", "operator": operator },
+        }))
+        .expect("valid integration")
+    }
+
+    fn dangling_directory() -> Directory {
+        let principals = [
+            ("alice", principal(None, None, None, None)),
+            ("bob", principal(None, None, None, None)),
+            ("ci", principal(None, None, None, Some("nobody"))),
+        ]
+        .into_iter()
+        .map(|(id, p)| (id.to_owned(), p))
+        .collect();
+        let group = |members: &[&str]| Group {
+            members: members.iter().map(|m| (*m).to_owned()).collect(),
+            description: String::new(),
+        };
+        let groups = BTreeMap::from([
+            ("security".to_owned(), group(&["bob", "ghost"])),
+            ("staff".to_owned(), group(&["alice"])),
+        ]);
+        let integrations = BTreeMap::from([
+            ("crm".to_owned(), integration("bob", "opsbot")),
+            ("erp".to_owned(), integration("vacant", "bob")),
+        ]);
+        Directory::unresolved(principals, groups, integrations).expect("valid entries")
+    }
+
+    #[test]
+    fn every_dangling_reference_is_reported_with_its_file_workflow_and_field() {
+        let dir = dangling_directory();
+        let def = tollgate_workflows::parse_definition("workflows/grant.yaml", WORKFLOW).expect("valid");
+        let source = WorkflowSourceRef { source: "workflows/grant.yaml", text: Some(WORKFLOW), definition: &def };
+        let errors = dir.check_references([source]).expect_err("dangling references");
+        let got: Vec<String> = errors.iter().map(ToString::to_string).collect();
+        assert_eq!(
+            got,
+            [
+                r#"principals.ci.owner: unknown principal "nobody""#,
+                r#"groups.security.members: unknown principal "ghost""#,
+                r#"integrations.crm.connector.operator: unknown principal "opsbot""#,
+                r#"integrations.erp.owner: unknown principal "vacant""#,
+                r#"workflows/grant.yaml:6:33: workflow standard-grant v1: parameters.requesters.groups: unknown group "ghosts""#,
+                r#"workflows/grant.yaml:9:52: workflow standard-grant v1: steps[0].approval.approvers.groups: unknown group "secops""#,
+                r#"workflows/grant.yaml:9:74: workflow standard-grant v1: steps[0].approval.approvers.users: unknown principal "zed""#,
+                r#"workflows/grant.yaml:11:47: workflow standard-grant v1: steps[0].approval.escalation.to.users: unknown principal "cto""#,
+            ]
+        );
+        assert_eq!(errors[5].workflow.as_deref(), Some("standard-grant v1"));
+        assert_eq!(errors[5].field, "steps[0].approval.approvers.groups");
+        // Without the text (a version only the database holds), no line and column.
+        let stored = WorkflowSourceRef { source: "stored", text: None, definition: &def };
+        assert_eq!(dir.dangling_in(&stored)[0].source, "stored");
+        // `new` refuses the first of the directory's own, naming its key.
+        let e = Directory::new(dir.principals.clone(), dir.groups.clone(), dir.integrations.clone())
+            .expect_err("dangling owner");
+        assert_eq!((e.key.as_str(), e.message.as_str()), ("principals.ci.owner", r#"unknown principal "nobody""#));
+    }
+
+    #[test]
+    fn a_directory_and_workflows_that_name_only_what_exists_pass() {
+        let mut dir = dangling_directory();
+        dir.principals.retain(|id, _| id != "ci");
+        for p in ["ghost", "opsbot", "vacant", "zed", "cto"] {
+            let mut person = principal(None, None, None, None);
+            person.id = p.to_owned();
+            dir.principals.insert(p.to_owned(), person);
+        }
+        dir.groups.insert("secops".to_owned(), Group::default());
+        dir.groups.insert("ghosts".to_owned(), Group::default());
+        let def = tollgate_workflows::parse_definition("grant.yaml", WORKFLOW).expect("valid");
+        let source = WorkflowSourceRef { source: "grant.yaml", text: Some(WORKFLOW), definition: &def };
+        assert_eq!(dir.check_references([source]), Ok(()));
+        assert!(Directory::new(dir.principals.clone(), dir.groups.clone(), dir.integrations.clone()).is_ok());
     }
 }

@@ -10,10 +10,14 @@
 
 use std::fmt;
 
-use tollgate_workflows::{Duration, Step, WorkflowDefinition, WorkflowKind};
+use std::collections::BTreeSet;
 
-use crate::directory::{Directory, Principal, Role};
-use crate::run::{Grant, Run};
+use tollgate_workflows::{
+    ApprovalStep, Approvers, Duration, Operation, RequestFacts, Risk, Step, WorkflowDefinition, WorkflowKind,
+};
+
+use crate::directory::{Directory, Integration, Principal, Role};
+use crate::run::{Decision, Grant, Run, StepState, Vote};
 
 /// Longest justification a request may carry, in characters.
 pub const MAX_JUSTIFICATION_CHARS: usize = 2000;
@@ -154,6 +158,179 @@ pub fn may_view_all_tasks(viewer: Viewer<'_>) -> bool {
 
 fn owns_integration(viewer: Viewer<'_>, grant: &Grant, directory: &Directory) -> bool {
     directory.integrations.get(&grant.integration).is_some_and(|i| i.owner == viewer.id)
+}
+
+/// Who may still decide at an approval now: every enabled person `approvers` names for
+/// `integration` ([`Directory::eligible_approvers`]) whom the decision path would let decide
+/// ([`crate::transition::may_decide`], the one rule: not the requester nor the same person, and
+/// no vote of theirs on this run yet). Sorted.
+#[must_use]
+pub fn undecided_approvers(
+    directory: &Directory,
+    integration: &Integration,
+    approvers: &Approvers,
+    requester: &str,
+    votes: &[Vote],
+) -> Vec<String> {
+    directory
+        .eligible_approvers(approvers, integration, requester)
+        .into_iter()
+        .filter(|a| crate::transition::may_decide(directory, integration, approvers, requester, votes, a).is_ok())
+        .collect()
+}
+
+/// An approval a new request would reach that nobody could pass: fewer people may approve at
+/// it than its quorum, even counting the approvers its escalation adds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Unapprovable {
+    /// Which approval: `steps[0] ("owner-or-security")`, `steps[2]`, or `break_glass.review`.
+    pub step: String,
+    /// Its quorum.
+    pub quorum: u32,
+    /// Who may approve at it, escalation included (fewer people than `quorum`; often nobody).
+    pub eligible: Vec<String>,
+}
+
+/// The facts a request's step guards are tested against: the integration's environment and the
+/// risk of each scope (a scope the integration does not define counts as high risk).
+fn risks(integration: &Integration, scopes: &[String]) -> Vec<Risk> {
+    scopes.iter().map(|s| integration.scope(s).map_or(Risk::High, |d| d.risk)).collect()
+}
+
+/// Whether a run on `definition` will perform step `index` (an approval step) once it gets
+/// there: its guard admits the request, and it is not one of the approval steps a break-glass
+/// run skips (those before the grant: access first, review after).
+fn will_run(
+    definition: &WorkflowDefinition,
+    index: usize,
+    step: &Step,
+    facts: &RequestFacts<'_>,
+    break_glass: bool,
+) -> bool {
+    let before_grant = || {
+        definition
+            .steps
+            .iter()
+            .position(|s| matches!(s, Step::Action(a) if a.operation == Operation::Grant))
+            .is_none_or(|g| index < g)
+    };
+    step.guard().admits(facts) && !(break_glass && matches!(step, Step::Approval(_)) && before_grant())
+}
+
+/// How an approval step is named in messages: `steps[0] ("owner")`, or `steps[0]` without an id.
+fn step_label(index: usize, a: &ApprovalStep) -> String {
+    match &a.id {
+        Some(id) => format!("steps[{index}] ({id:?})"),
+        None => format!("steps[{index}]"),
+    }
+}
+
+/// Checks, when a request is made, that every approval it will meet can be passed: each
+/// approval step whose guard admits the request (for a break-glass request, those after the
+/// grant, and the break-glass review) must have at least its quorum of distinct people who may
+/// approve a request by `requester` ([`Directory::eligible_approvers`]: enabled people, never the
+/// requester nor the same person), counting the approvers its escalation adds. Eligibility
+/// depends only on the directory, the requester and the integration, all known now, so such a
+/// request would otherwise wait for nobody until its deadline.
+///
+/// # Errors
+/// The first approval that cannot be passed.
+pub fn check_approvable(
+    definition: &WorkflowDefinition,
+    directory: &Directory,
+    integration: &Integration,
+    requester: &str,
+    scopes: &[String],
+    break_glass: bool,
+) -> Result<(), Unapprovable> {
+    let risks = risks(integration, scopes);
+    let facts = RequestFacts { environment: &integration.environment, scope_risks: &risks };
+    let steps = definition.steps.iter().enumerate().filter_map(|(i, step)| match step {
+        Step::Approval(a) if will_run(definition, i, step, &facts, break_glass) => Some((step_label(i, a), a)),
+        _ => None,
+    });
+    let review =
+        definition.break_glass.as_ref().filter(|_| break_glass).map(|b| ("break_glass.review".to_owned(), &b.review));
+    for (step, a) in steps.chain(review) {
+        let eligible = directory.eligible_approvers(&a.approvers_at(true), integration, requester);
+        let people: BTreeSet<&str> = eligible.iter().map(|id| directory.person_of(id)).collect();
+        if (people.len() as u64) < u64::from(a.quorum) {
+            return Err(Unapprovable { step, quorum: a.quorum, eligible });
+        }
+    }
+    Ok(())
+}
+
+/// Where a request stands on one approval of its workflow, as the request view shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApprovalStanding {
+    /// Who may decide at it: for the approval the request awaits, everyone who may decide now
+    /// ([`undecided_approvers`], with the escalation's approvers once it escalated); for one
+    /// still ahead, who would be asked (as things stand: without escalation, and without anyone
+    /// who already decided on this run); empty once it is done.
+    pub eligible: Vec<String>,
+    /// Approvals still needed: its quorum less the approvals recorded at it; its whole quorum
+    /// when still ahead; 0 once done.
+    pub remaining: u32,
+}
+
+/// For each step of the run's pinned `definition` (by index), where the run stands on it if it
+/// is an approval: done (steps the run has passed, approved or skipped), awaited (the current
+/// approval, or — a break-glass run whose access is in place — its review, shown on its grant
+/// step), or ahead (an approval step the run will reach, given its guards). `None` for other
+/// steps, for approvals the run will skip, for everything not done once the run is over
+/// (denied, expired, cancelled, failed), and for every step when the run's integration is no
+/// longer in the directory.
+#[must_use]
+pub fn approval_standing(
+    run: &Run,
+    votes: &[Vote],
+    definition: &WorkflowDefinition,
+    directory: &Directory,
+) -> Vec<Option<ApprovalStanding>> {
+    let Some(integration) = directory.integrations.get(&run.integration) else {
+        return vec![None; definition.steps.len()];
+    };
+    let risks = risks(integration, &run.scopes);
+    let facts = RequestFacts { environment: &integration.environment, scope_risks: &risks };
+    let awaited = crate::transition::pending_approval_in(run, definition);
+    let at = run.step_index as usize;
+    definition
+        .steps
+        .iter()
+        .enumerate()
+        .map(|(i, step)| {
+            let approval = matches!(step, Step::Approval(_));
+            if i < at {
+                return approval.then(|| ApprovalStanding { eligible: Vec::new(), remaining: 0 });
+            }
+            if run.status.is_final() {
+                return None;
+            }
+            if let (true, Some(a), StepState::Approval { escalated, .. }) = (i == at, awaited, &run.step) {
+                let approvals =
+                    votes.iter().filter(|v| v.step_index == run.step_index && v.decision == Decision::Approve);
+                let approvals = u32::try_from(approvals.count()).unwrap_or(u32::MAX);
+                return Some(ApprovalStanding {
+                    eligible: undecided_approvers(
+                        directory,
+                        integration,
+                        &a.approvers_at(*escalated),
+                        &run.requester,
+                        votes,
+                    ),
+                    remaining: a.quorum.saturating_sub(approvals),
+                });
+            }
+            match step {
+                Step::Approval(a) if will_run(definition, i, step, &facts, run.break_glass) => Some(ApprovalStanding {
+                    eligible: undecided_approvers(directory, integration, &a.approvers, &run.requester, votes),
+                    remaining: a.quorum,
+                }),
+                _ => None,
+            }
+        })
+        .collect()
 }
 
 /// A field of a request or decision, as its callers name it.
@@ -737,5 +914,209 @@ steps:
                 assert_eq!(e.to_string(), "comment: at most 2000 characters");
             }
         }
+    }
+
+    /// A workflow around one approval step (`step`, YAML lines indented for `steps:`), with
+    /// `extra` top-level YAML (a `break_glass`).
+    fn one_approval(step: &str, extra: &str) -> WorkflowDefinition {
+        let text = format!(
+            "key: w\nversion: 1\nkind: grant\nparameters:\n  max_duration: 8h\nsteps:\n{step}\n  - action: {{ operation: grant }}\n  - wait: {{ until: expiry }}\n  - action: {{ operation: revoke }}\n{extra}"
+        );
+        parse_definition("w.yaml", &text).unwrap_or_else(|e| panic!("{e}\n{text}"))
+    }
+
+    #[test]
+    fn a_request_is_refused_when_an_approval_it_will_reach_cannot_be_passed() {
+        let dir = directory();
+        let crm = &dir.integrations["crm"];
+        let two_steps = parse_definition("policy-test.yaml", WORKFLOW).expect("valid workflow");
+        let only_alice = one_approval("  - approval: { approvers: { users: [alice] }, timeout: 1h }", "");
+        let escalates = one_approval(
+            "  - approval: { approvers: { users: [alice] }, timeout: 1h, escalation: { after: 30m, to: { groups: [oncall] } } }",
+            "",
+        );
+        let two_of_security =
+            one_approval("  - approval: { approvers: { groups: [security] }, quorum: 2, timeout: 1h }", "");
+        let staging_only = one_approval(
+            "  - approval: { when: { environments: [staging] }, approvers: { users: [alice] }, timeout: 1h }",
+            "",
+        );
+        let nobody_can =
+            one_approval("  - approval: { approvers: { users: [mallory, ci], groups: [empty] }, timeout: 1h }", "");
+        let glass = |review: &str| {
+            one_approval(
+                "  - approval: { id: first, approvers: { users: [alice] }, timeout: 1h }",
+                &format!(
+                    "break_glass:\n  requesters: {{ users: [alice] }}\n  review: {{ approvers: {review}, timeout: 1h }}\n"
+                ),
+            )
+        };
+        let (glass_owner, glass_self) = (glass("{ owner: true }"), glass("{ users: [alice] }"));
+        let refused =
+            |step: &str, eligible: &[&str]| Some((step.to_owned(), eligible.iter().map(|e| (*e).to_owned()).collect()));
+        // (workflow, requester, break-glass, refused at (step, eligible), why)
+        type Refused = Option<(String, Vec<String>)>;
+        let cases: [(&WorkflowDefinition, &str, bool, Refused, &str); 14] = [
+            (&two_steps, "alice", false, None, "bob owns, carol is security"),
+            (
+                &two_steps,
+                "bob",
+                false,
+                refused("steps[0]", &[]),
+                "the owner asks: nobody else may approve the first step",
+            ),
+            (&two_steps, "carol", false, None, "alice is the rest of security"),
+            (&two_steps, "ci", false, None, "a service's person (alice) is excluded, carol remains"),
+            (&only_alice, "alice", false, refused("steps[0]", &[]), "the only approver is the requester"),
+            (
+                &only_alice,
+                "ci",
+                false,
+                refused("steps[0]", &[]),
+                "the only approver is the person behind the requesting service",
+            ),
+            (&only_alice, "bob", false, None, "alice approves bob"),
+            (&escalates, "alice", false, None, "the escalation adds dave"),
+            (&two_of_security, "alice", false, refused("steps[0]", &["carol"]), "quorum 2, one person left"),
+            (&two_of_security, "erin", false, None, "alice and carol"),
+            (&staging_only, "alice", false, None, "the step is skipped in production"),
+            (&nobody_can, "erin", false, refused("steps[0]", &[]), "a disabled person, a service and an unknown group"),
+            (&glass_owner, "alice", true, None, "break-glass skips the first approval; bob reviews"),
+            (&glass_self, "alice", true, refused("break_glass.review", &[]), "nobody but the requester reviews"),
+        ];
+        for (def, requester, break_glass, want, why) in cases {
+            let got = check_approvable(def, &dir, crm, requester, &["write".to_owned()], break_glass)
+                .map_err(|u| (u.step, u.eligible));
+            assert_eq!(got.err(), want, "{requester}: {why}");
+        }
+        // Without break-glass the same workflow's first step counts again.
+        let e = check_approvable(&glass_owner, &dir, crm, "alice", &["write".to_owned()], false).expect_err("refused");
+        assert_eq!((e.step.as_str(), e.quorum), ("steps[0] (\"first\")", 1));
+    }
+
+    #[test]
+    fn the_refusal_names_the_approval_and_who_could_approve() {
+        let none = crate::transition::RequestError::NoEligibleApprover {
+            step: "steps[0] (\"owner\")".to_owned(),
+            quorum: 1,
+            requester: "bob".to_owned(),
+            eligible: Vec::new(),
+        };
+        assert_eq!(none.code(), "no_eligible_approver");
+        let text = none.to_string();
+        assert!(
+            text.starts_with("approval steps[0] (\"owner\") has no eligible approver") && text.contains("(bob)"),
+            "{text}"
+        );
+        let few = crate::transition::RequestError::NoEligibleApprover {
+            step: "steps[1]".to_owned(),
+            quorum: 2,
+            requester: "alice".to_owned(),
+            eligible: vec!["carol".to_owned()],
+        };
+        let text = few.to_string();
+        assert!(text.contains("steps[1] needs 2 approvals") && text.contains("only carol may approve"), "{text}");
+    }
+
+    fn vote(step: u32, who: &str, decision: Decision) -> Vote {
+        Vote {
+            step_index: step,
+            approver: who.to_owned(),
+            decision,
+            comment: None,
+            channel: "api".to_owned(),
+            decided_at: Utc.with_ymd_and_hms(2026, 1, 1, 9, 0, 0).single().unwrap_or_default(),
+        }
+    }
+
+    fn awaiting(mut r: Run, step: u32, escalated: bool) -> Run {
+        let t = r.created_at;
+        r.step_index = step;
+        r.step = StepState::Approval { reached_at: t, deadline: t, reminders: 0, escalated };
+        r
+    }
+
+    #[test]
+    fn the_view_shows_who_may_still_approve_each_approval_and_how_many_are_needed() {
+        let dir = directory();
+        let def = parse_definition("policy-test.yaml", WORKFLOW).expect("valid workflow");
+        let standing = |eligible: &[&str], remaining| {
+            Some(ApprovalStanding { eligible: eligible.iter().map(|e| (*e).to_owned()).collect(), remaining })
+        };
+        let (bob_approved, carol_denied) = (vote(0, "bob", Decision::Approve), vote(1, "carol", Decision::Deny));
+        let mut denied = awaiting(run("alice", "crm"), 1, false);
+        denied.status = RunStatus::Denied;
+        let mut done = run("alice", "crm");
+        (done.status, done.step_index) = (RunStatus::Completed, 5);
+        // (run, votes, expected per step, why)
+        let cases = [
+            (
+                awaiting(run("alice", "crm"), 0, false),
+                vec![],
+                vec![standing(&["bob"], 1), standing(&["carol"], 1), None, None, None],
+                "the owner now; security next (before any escalation)",
+            ),
+            (
+                awaiting(run("alice", "crm"), 1, false),
+                vec![bob_approved.clone()],
+                vec![standing(&[], 0), standing(&["carol"], 1), None, None, None],
+                "the owner approved: security's turn",
+            ),
+            (
+                awaiting(run("alice", "crm"), 1, true),
+                vec![bob_approved.clone()],
+                vec![standing(&[], 0), standing(&["carol", "dave"], 1), None, None, None],
+                "escalated: oncall's dave too (the service ci never approves)",
+            ),
+            (
+                awaiting(run("carol", "crm"), 0, false),
+                vec![],
+                vec![standing(&["bob"], 1), standing(&["alice"], 1), None, None, None],
+                "the requester is never eligible",
+            ),
+            (
+                awaiting(run("erin", "crm"), 1, false),
+                vec![vote(0, "carol", Decision::Approve)],
+                vec![standing(&[], 0), standing(&["alice"], 1), None, None, None],
+                "one vote per person per request: carol decided already",
+            ),
+            (denied, vec![bob_approved.clone(), carol_denied], vec![standing(&[], 0), None, None, None, None], "over"),
+            (done, vec![], vec![standing(&[], 0), standing(&[], 0), None, None, None], "every approval done"),
+            (
+                awaiting(run("alice", "gone"), 0, false),
+                vec![],
+                vec![None, None, None, None, None],
+                "the integration was removed",
+            ),
+        ];
+        for (run, votes, want, why) in cases {
+            assert_eq!(approval_standing(&run, &votes, &def, &dir), want, "{why}");
+        }
+    }
+
+    #[test]
+    fn the_view_follows_guards_and_break_glass_reviews() {
+        let dir = directory();
+        let def = one_approval(
+            "  - approval: { id: first, approvers: { owner: true }, quorum: 1, timeout: 1h }\n  - approval: { when: { environments: [staging] }, approvers: { users: [carol] }, timeout: 1h }",
+            "break_glass:\n  requesters: { users: [alice] }\n  review: { approvers: { groups: [security] }, quorum: 2, timeout: 1h }\n",
+        );
+        let pending = approval_standing(&awaiting(run("alice", "crm"), 0, false), &[], &def, &dir);
+        assert_eq!(pending[1], None, "a step its guard skips in production shows nothing");
+        // A break-glass run under review: the grant step (index 2) shows the review.
+        let mut glass = awaiting(run("alice", "crm"), 2, false);
+        glass.break_glass = true;
+        let votes = [vote(2, "carol", Decision::Approve)];
+        let got = approval_standing(&glass, &votes, &def, &dir);
+        assert_eq!(
+            got[2],
+            Some(ApprovalStanding { eligible: Vec::new(), remaining: 1 }),
+            "carol approved; alice asked"
+        );
+        assert_eq!(got[0], Some(ApprovalStanding { eligible: Vec::new(), remaining: 0 }), "skipped before the grant");
+        // Not yet granted: the approvals before the grant will be skipped.
+        let mut early = run("alice", "crm");
+        (early.break_glass, early.status) = (true, RunStatus::Provisioning);
+        assert_eq!(approval_standing(&early, &[], &def, &dir)[0], None);
     }
 }

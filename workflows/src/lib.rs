@@ -9,12 +9,14 @@ pub mod catalog;
 mod file;
 pub mod model;
 pub mod parse;
+mod references;
 mod validate;
 
 pub use catalog::{Catalog, CatalogError, IntegrationFacts};
 pub use file::read_file;
 pub use model::*;
-pub use parse::{DefinitionError, parse_definition};
+pub use parse::{DefinitionError, locate, parse_definition};
+pub use references::{Reference, ReferenceKind};
 pub use validate::MAX_DURATION;
 
 /// The workflow definitions shipped with Tollgate, as `(file name, YAML text)`.

@@ -61,6 +61,15 @@ impl fmt::Display for DefinitionError {
 // Not derived with thiserror: it would take the field named `source` for the error's cause.
 impl std::error::Error for DefinitionError {}
 
+/// The 1-based line and column of the field at `path` (e.g.
+/// `steps[0].approval.approvers.groups[1]`, as [`DefinitionError::path`] and
+/// [`crate::Reference::item_path`] write paths) in a definition's text, or of its nearest
+/// ancestor when the field is absent. `None` when the text does not parse.
+#[must_use]
+pub fn locate(text: &str, path: &str) -> Option<(usize, usize)> {
+    scan::locate(text.strip_prefix('\u{feff}').unwrap_or(text), path)
+}
+
 /// Parses and validates one workflow definition.
 ///
 /// `source` names the text in errors (a file name, `"api"`, …); it is not read. Steps are written

@@ -9,11 +9,13 @@ use serde::Deserialize;
 use sha2::{Digest, Sha256};
 use tollgate_engine::Created;
 use tollgate_engine::Engine;
+use tollgate_engine::JobError;
+use tollgate_engine::audit::AuditEvent;
 use tollgate_engine::ids::{GrantId, RunId};
 use tollgate_engine::policy::{self, RequestFields};
 use tollgate_engine::run::{Run, RunStatus};
 use tollgate_engine::store::query::{self, RunFilter, RunView};
-use tollgate_engine::transition::NewRequest;
+use tollgate_engine::transition::{NewRequest, RequestError, TransitionError};
 use utoipa::IntoParams;
 
 use crate::app::AppState;
@@ -23,10 +25,49 @@ use crate::extract::{Caller, Channel, IdPath, Json, Query};
 use crate::openapi;
 use crate::routes::paging;
 
-/// Renders a request as the API shows it.
+/// Renders a request as the API shows it, with each approval's eligible approvers and the
+/// approvals it still needs ([`policy::approval_standing`], against the directory as it is now).
 pub(crate) fn render(engine: &Engine, view: &RunView) -> RequestOut {
-    let def = engine.shared().catalog.get(&view.run.workflow_key, view.run.workflow_version);
-    RequestOut::new(view, def.as_deref())
+    let shared = engine.shared();
+    let def = shared.catalog.get(&view.run.workflow_key, view.run.workflow_version);
+    let mut out = RequestOut::new(view, def.as_deref());
+    if let Some(def) = &def {
+        let standing = policy::approval_standing(&view.run, &view.votes, def, &shared.directory);
+        for (step, standing) in out.steps.iter_mut().zip(standing) {
+            if let Some(s) = standing {
+                step.eligible = Some(s.eligible);
+                step.remaining = Some(s.remaining);
+            }
+        }
+    }
+    out
+}
+
+/// The audit record of a request refused because one of its approvals could not be passed
+/// (`no_eligible_approver`): a configuration problem someone must fix, so it leaves evidence
+/// like a refused decision does (`request_rejected`, outcome `rejected`, `details.reason` the
+/// error code). No request exists, so its subject is the integration.
+fn rejection_event(engine: &Engine, request: &NewRequest, err: &TransitionError) -> AuditEvent {
+    let workflow = engine.shared().resolve_for_request(request).ok().map(|(def, _)| def);
+    AuditEvent {
+        event_type: "request_rejected".to_owned(),
+        channel: request.channel.clone(),
+        outcome: "rejected".to_owned(),
+        actor: request.requester.clone(),
+        subject: format!("integration:{}", request.integration),
+        run_id: None,
+        justification: Some(request.justification.clone()),
+        workflow_key: workflow.as_ref().map(|d| d.key.clone()),
+        workflow_version: workflow.as_ref().and_then(|d| i32::try_from(d.version).ok()),
+        details: serde_json::json!({
+            "reason": err.code(),
+            "detail": err.to_string(),
+            "kind": request.kind.as_str(),
+            "integration": request.integration,
+            "scopes": request.scopes,
+            "break_glass": request.break_glass,
+        }),
+    }
 }
 
 /// Whether `viewer` may see `run` ([`policy::may_view_request`] against the run's pinned
@@ -102,7 +143,7 @@ impl IdempotencyHeader {
         (status = 400, description = "- `invalid_request`: `Idempotency-Key` is not 1–255 visible ASCII characters", body = ErrorBody),
         (status = 403, description = "- `forbidden`: the workflow does not let the caller ask, or the grant is not theirs", body = ErrorBody),
         (status = 409, description = "- `grant_not_active`: the grant to renew, rotate or revoke is not active (its status is in the detail; a grant whose revocation is under way is `revoking`)", body = ErrorBody),
-        (status = 422, description = "- `validation_failed`: a field is out of its limits (kind, integration, scopes, justification)\n- `invalid_duration`: `duration` does not parse\n- `unknown_integration`: no such integration\n- `no_workflow`: no workflow governs this kind of request on the integration\n- `invalid_scope`: no scopes, or one the integration does not offer\n- `duration_required`, `duration_too_long`: against the workflow's parameters\n- `duration_too_short`: less than one second\n- `lifetime_exceeded`: a renewal would keep the grant past the renew workflow's `max_lifetime`\n- `scope_mismatch`: a renew, rotate or revoke request names scopes other than the grant's (name exactly those, or none)\n- `justification_required`: the workflow requires one (break-glass always does)\n- `break_glass_unavailable`: `break_glass` asked of a workflow that offers none, or of a renew, rotate or revoke\n- `invalid_grant`: `grant` missing, unexpected, unknown or of another integration\n- `idempotency_key_reused`: the `Idempotency-Key` was used with another body\n- `time_out_of_range`: a time computed from the request (an expiry, a deadline) is out of range", body = ErrorBody)
+        (status = 422, description = "- `validation_failed`: a field is out of its limits (kind, integration, scopes, justification)\n- `invalid_duration`: `duration` does not parse\n- `unknown_integration`: no such integration\n- `no_workflow`: no workflow governs this kind of request on the integration\n- `invalid_scope`: no scopes, or one the integration does not offer\n- `duration_required`, `duration_too_long`: against the workflow's parameters\n- `duration_too_short`: less than one second\n- `lifetime_exceeded`: a renewal would keep the grant past the renew workflow's `max_lifetime`\n- `scope_mismatch`: a renew, rotate or revoke request names scopes other than the grant's (name exactly those, or none)\n- `justification_required`: the workflow requires one (break-glass always does)\n- `break_glass_unavailable`: `break_glass` asked of a workflow that offers none, or of a renew, rotate or revoke\n- `invalid_grant`: `grant` missing, unexpected, unknown or of another integration\n- `idempotency_key_reused`: the `Idempotency-Key` was used with another body\n- `no_eligible_approver`: an approval the request would reach (named in the detail, e.g. `steps[0] (\"owner\")`) has fewer people who may approve it than its quorum, escalation included — often nobody, e.g. a workflow whose only approver is the requester; the workflow or the directory must change (audited as `request_rejected`)\n- `time_out_of_range`: a time computed from the request (an expiry, a deadline) is out of range", body = ErrorBody)
     ),
     security(("bearer" = []))
 )]
@@ -151,21 +192,29 @@ pub(crate) async fn create(
     let render_with = engine.clone();
     let renderer =
         Box::new(move |view: &RunView| serde_json::to_string(&render(&render_with, view)).unwrap_or_default());
-    let (status, id, body, replayed) =
-        match engine.create_request(request, caller.is_admin(), idempotency, renderer).await? {
-            Created::New { id, body } => (StatusCode::CREATED, id.to_string(), body, false),
-            Created::Attached { id, body } => {
-                tracing::info!(run.id = %id, requester = %caller.id, "revoke request attached to the open one");
-                (StatusCode::OK, id.to_string(), body, false)
+    let asked = request.clone();
+    let created = match engine.create_request(request, caller.is_admin(), idempotency, renderer).await {
+        Err(JobError::Transition(e @ TransitionError::Invalid(RequestError::NoEligibleApprover { .. }))) => {
+            if let Err(failed) = engine.audit(vec![rejection_event(&engine, &asked, &e)]).await {
+                tracing::error!(error = %failed, "cannot audit a refused request");
             }
-            Created::Replayed { status, body } => {
-                // The stored first response is returned as it was; its id names the request.
-                let id = serde_json::from_str::<serde_json::Value>(&body)
-                    .ok()
-                    .and_then(|v| v["id"].as_str().map(str::to_owned));
-                (StatusCode::from_u16(status).unwrap_or(StatusCode::CREATED), id.unwrap_or_default(), body, true)
-            }
-        };
+            return Err(e.into());
+        }
+        other => other?,
+    };
+    let (status, id, body, replayed) = match created {
+        Created::New { id, body } => (StatusCode::CREATED, id.to_string(), body, false),
+        Created::Attached { id, body } => {
+            tracing::info!(run.id = %id, requester = %caller.id, "revoke request attached to the open one");
+            (StatusCode::OK, id.to_string(), body, false)
+        }
+        Created::Replayed { status, body } => {
+            // The stored first response is returned as it was; its id names the request.
+            let id =
+                serde_json::from_str::<serde_json::Value>(&body).ok().and_then(|v| v["id"].as_str().map(str::to_owned));
+            (StatusCode::from_u16(status).unwrap_or(StatusCode::CREATED), id.unwrap_or_default(), body, true)
+        }
+    };
     let mut resp = (status, [(header::CONTENT_TYPE, "application/json")], body).into_response();
     if let Ok(loc) = HeaderValue::from_str(&format!("/v1/requests/{id}")) {
         resp.headers_mut().insert(header::LOCATION, loc);

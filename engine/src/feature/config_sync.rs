@@ -2,14 +2,14 @@
 //! (a changed definition under an existing version is refused), and the directory is mirrored
 //! with an audit event for every addition, change and removal.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use sea_orm::{ActiveModelTrait, ConnectionTrait, EntityTrait, IntoActiveModel};
 use sha2::{Digest, Sha256};
 use tollgate_workflows::{Catalog, WorkflowDefinition, parse_definition};
 
 use crate::audit::AuditEvent;
-use crate::directory::Directory;
+use crate::directory::{Directory, ReferenceError, WorkflowSourceRef};
 use crate::store::StoreError;
 use crate::store::entity::{directory_entry, workflow_definition};
 use crate::store::tx::Tx;
@@ -283,4 +283,47 @@ pub async fn plan<C: ConnectionTrait>(
         }
     }
     Ok((catalog, plan))
+}
+
+/// Where a stored workflow version that no file defines comes from, in reference errors.
+pub const STORED_SOURCE: &str = "stored in the database";
+
+/// What start-up found when it checked the names workflows and the directory refer to.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ReferenceCheck {
+    /// Dangling names that must stop start-up: in the directory's own entries, in every
+    /// definition read from files (or the bundled set), and in the latest version of every key
+    /// (the one new requests use), even when only the database still holds it.
+    pub errors: Vec<ReferenceError>,
+    /// Dangling names in older stored versions, which only requests already running on them
+    /// use: reported, never fatal (their requests may still be decided by the names that exist).
+    pub warnings: Vec<ReferenceError>,
+}
+
+/// Checks every name the directory and the workflow definitions of `catalog` refer to
+/// ([`Directory::check_references`]), sorting what it finds into [`ReferenceCheck::errors`] and
+/// [`ReferenceCheck::warnings`]. `sources` are the definitions read from files, whose errors
+/// give the file, line and column.
+#[must_use]
+pub fn check_references(catalog: &Catalog, sources: &[WorkflowSource], directory: &Directory) -> ReferenceCheck {
+    let mut current: Vec<WorkflowSourceRef<'_>> = sources
+        .iter()
+        .map(|s| WorkflowSourceRef { source: &s.name, text: Some(&s.text), definition: &s.definition })
+        .collect();
+    let mut seen: BTreeSet<(&str, u32)> =
+        sources.iter().map(|s| (s.definition.key.as_str(), s.definition.version)).collect();
+    let latest = catalog.latest();
+    let all = catalog.all();
+    for def in &latest {
+        if seen.insert((def.key.as_str(), def.version)) {
+            current.push(WorkflowSourceRef { source: STORED_SOURCE, text: None, definition: def });
+        }
+    }
+    let errors = directory.check_references(current).err().unwrap_or_default();
+    let warnings = all
+        .iter()
+        .filter(|d| !seen.contains(&(d.key.as_str(), d.version)))
+        .flat_map(|d| directory.dangling_in(&WorkflowSourceRef { source: STORED_SOURCE, text: None, definition: d }))
+        .collect();
+    ReferenceCheck { errors, warnings }
 }

@@ -5,6 +5,7 @@ use tollgate_workflows::{Duration, MAX_DURATION, WorkflowKind};
 use super::{Context, Outcome, TransitionError, advance};
 use crate::audit::AuditEvent;
 use crate::ids::{GrantId, RunId};
+use crate::policy;
 use crate::run::{Grant, GrantStatus, Run, RunStatus, StepState};
 
 /// A request as submitted (already authenticated).
@@ -111,6 +112,37 @@ pub enum RequestError {
     /// The requester is not among the workflow's `break_glass.requesters`.
     #[error("{0} may not use break-glass access through this workflow")]
     BreakGlassNotAllowed(String),
+    /// An approval the request would reach has fewer people who may approve it than its quorum
+    /// (often nobody: the workflow names only the requester, or a group with no enabled member),
+    /// escalation included ([`crate::policy::check_approvable`]): the request would wait for
+    /// nobody until its deadline.
+    #[error("{}", no_eligible_approver(.step, *.quorum, .requester, .eligible))]
+    NoEligibleApprover {
+        /// The approval: `steps[0] ("owner")` or `break_glass.review`.
+        step: String,
+        /// Its quorum.
+        quorum: u32,
+        /// Who asked.
+        requester: String,
+        /// Who may approve at it (fewer than `quorum`).
+        eligible: Vec<String>,
+    },
+}
+
+fn no_eligible_approver(step: &str, quorum: u32, requester: &str, eligible: &[String]) -> String {
+    let fix = "the workflow or the directory must change before such a request can be made";
+    if eligible.is_empty() {
+        format!(
+            "approval {step} has no eligible approver: none of the approvers it names is an enabled person \
+             other than the requester ({requester}); {fix}"
+        )
+    } else {
+        format!(
+            "approval {step} needs {quorum} approvals from distinct people, but only {} may approve a request by \
+             {requester}; {fix}",
+            eligible.join(", ")
+        )
+    }
 }
 
 impl RequestError {
@@ -129,6 +161,7 @@ impl RequestError {
             Self::BreakGlassUnavailable => "break_glass_unavailable",
             Self::GrantRequired(_) | Self::GrantNotExpected | Self::GrantIntegrationMismatch(_) => "invalid_grant",
             Self::GrantNotActive(_) => "grant_not_active",
+            Self::NoEligibleApprover { .. } => "no_eligible_approver",
         }
     }
 }
@@ -224,6 +257,15 @@ pub fn start(req: NewRequest, requester_is_admin: bool, ctx: &Context<'_>) -> Re
         (WorkflowKind::Grant | WorkflowKind::Renew, None) => return Err(RequestError::DurationRequired.into()),
         (_, d) => d.map_or(0, Duration::as_secs),
     };
+    // Last: who may approve depends on nothing the requester can fix by asking differently.
+    policy::check_approvable(def, ctx.directory, ctx.integration, &req.requester, &scopes, req.break_glass).map_err(
+        |u| RequestError::NoEligibleApprover {
+            step: u.step,
+            quorum: u.quorum,
+            requester: req.requester.clone(),
+            eligible: u.eligible,
+        },
+    )?;
 
     let run = Run {
         id: req.id,
