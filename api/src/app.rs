@@ -19,7 +19,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::error::{ApiError, ErrorBody, ErrorDetail};
-use crate::routes::{audit, directory, email_links, grants, health, requests, slack, tasks, tokens};
+use crate::routes::{admin, audit, directory, email_links, grants, health, requests, slack, tasks, tokens};
 use crate::{dto, openapi};
 
 /// What handlers share.
@@ -31,6 +31,8 @@ pub struct AppState {
     pub(crate) links: Arc<email_links::LinkPages>,
     /// Slack endpoints, when Slack is configured.
     pub(crate) slack: Option<Arc<slack::SlackState>>,
+    /// Configuration reloads, when the server was started from configuration files.
+    pub(crate) reloader: Option<Arc<crate::reload::Reloader>>,
 }
 
 /// The document's frame: info, tags, the shared schemas and the bearer scheme. The operations
@@ -46,12 +48,13 @@ pub struct AppState {
         (name = "directory", description = "Integrations, workflows and principals (read-only)."),
         (name = "audit", description = "The hash-chained audit log, for admins and auditors."),
         (name = "tokens", description = "API tokens: admins create them; everyone lists and revokes their own."),
+        (name = "admin", description = "Operating Tollgate itself: configuration reloads (admins)."),
         (name = "health", description = "Liveness and readiness."),
     ),
     components(schemas(
         ErrorBody, ErrorDetail, dto::RequestIn, dto::RequestOut, dto::DecisionIn, dto::TaskCompleteIn, dto::WorkflowRef, dto::StepOut,
         dto::ApprovalOut, dto::GrantOut, dto::ScopeOut, dto::IntegrationOut, dto::PrincipalOut, dto::VerifyOut, dto::HealthOut,
-        dto::TokenIn, dto::TokenOut, dto::TokenCreatedOut,
+        dto::TokenIn, dto::TokenOut, dto::TokenCreatedOut, dto::ReloadOut, dto::DirectoryChangeOut,
     )),
     modifiers(&BearerAuth),
 )]
@@ -88,6 +91,7 @@ fn documented_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(tasks::complete))
         .routes(routes!(tokens::list, tokens::create))
         .routes(routes!(tokens::revoke))
+        .routes(routes!(admin::reload))
         .routes(routes!(health::healthz))
         .routes(routes!(health::readyz))
 }
@@ -136,9 +140,21 @@ pub fn router_behind(
     slack: Option<&crate::server::Slack>,
     trusted_proxies: Vec<ipnet::IpNet>,
 ) -> Router {
-    let slack = slack.map(|(api, settings)| Arc::new(slack::SlackState::new(api.clone(), settings, &engine)));
+    serving(engine, max_body_bytes, public_url, slack, trusted_proxies, None)
+}
+
+/// [`router_behind`] with configuration reloads (`POST /v1/admin/reload`), as `serve` runs it.
+pub fn serving(
+    engine: Arc<Engine>,
+    max_body_bytes: usize,
+    public_url: &str,
+    slack: Option<&crate::server::Slack>,
+    trusted_proxies: Vec<ipnet::IpNet>,
+    reloader: Option<Arc<crate::reload::Reloader>>,
+) -> Router {
+    let slack = slack.map(|(api, settings)| Arc::new(slack::SlackState::new(api.clone(), settings)));
     let links = Arc::new(email_links::LinkPages::new(public_url, trusted_proxies));
-    let state = AppState { engine, links, slack };
+    let state = AppState { engine, links, slack, reloader };
     let (documented, mut document) = documented_routes().split_for_parts();
     openapi::complete(&mut document);
     let document: Arc<str> = document.to_pretty_json().unwrap_or_default().into();

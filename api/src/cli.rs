@@ -429,10 +429,10 @@ pub enum TaskCommand {
 pub async fn run(cli: Cli) -> anyhow::Result<i32> {
     match cli.command {
         Command::Serve { config, listen } => {
-            let overrides: Vec<(&str, String)> = listen.map(|l| ("listen", l)).into_iter().collect();
+            let overrides: Vec<(&'static str, String)> = listen.map(|l| ("listen", l)).into_iter().collect();
             let config = config.load(&overrides)?;
             crate::telemetry::init(&config.log);
-            crate::server::serve(config).await?;
+            crate::server::serve(config, overrides).await?;
             Ok(0)
         }
         Command::Migrate { json, config } => {

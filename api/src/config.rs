@@ -439,7 +439,7 @@ pub fn load(file: Option<&Path>, overrides: &[(&str, String)]) -> Result<Config,
             |e| {
                 let key = if e.path.is_empty() { String::new() } else { format!("{}: ", e.path.join(".")) };
                 let source = e.metadata.as_ref().map(|m| format!(" (from {})", m.name)).unwrap_or_default();
-                format!("{key}{}{source}", e.kind)
+                format!("{key}{}{source}", without_value(&e.kind))
             },
         );
         ConfigError(e)
@@ -447,6 +447,18 @@ pub fn load(file: Option<&Path>, overrides: &[(&str, String)]) -> Result<Config,
     config.file = file.map(Path::to_path_buf);
     config.validate()?;
     Ok(config)
+}
+
+/// A figment error's kind as text, without the value it found: the value may be a secret (a
+/// token given where a table was expected), and the message goes to logs, the audit log and API
+/// answers (a refused reload).
+fn without_value(kind: &figment::error::Kind) -> String {
+    use figment::error::Kind;
+    match kind {
+        Kind::InvalidType(_, expected) => format!("invalid type: expected {expected}"),
+        Kind::InvalidValue(_, expected) => format!("invalid value: expected {expected}"),
+        other => other.to_string(),
+    }
 }
 
 impl Config {
@@ -614,6 +626,19 @@ email = "alice@example.com"
             c.reference_errors(&errors),
             [format!(r#"{}: groups.security.members: unknown principal "ghost""#, path.display())]
         );
+    }
+
+    #[test]
+    fn a_value_of_the_wrong_type_is_named_by_its_key_never_shown() {
+        Jail::expect_with(|jail| {
+            // A token pasted where a section belongs: the message (logged, audited when a reload
+            // is refused) names the key and what was expected, not the token.
+            jail.create_file("t.toml", "slack = \"xoxb-not-shown-1234\"\n[engine]\nlease_secs = 60\n")?;
+            let e = load(Some(std::path::Path::new("t.toml")), &[]).expect_err("wrong type").to_string();
+            assert!(e.contains("slack") && e.contains("invalid type: expected"), "{e}");
+            assert!(!e.contains("xoxb-not-shown-1234"), "{e}");
+            Ok(())
+        });
     }
 
     #[test]

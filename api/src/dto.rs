@@ -775,3 +775,31 @@ pub struct TokenCreatedOut {
     /// The stored token.
     pub token: TokenOut,
 }
+
+/// What a configuration reload applied.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct ReloadOut {
+    /// Workflow versions loaded for the first time (new requests use the newest of each key).
+    pub workflows: Vec<WorkflowRef>,
+    /// Directory entries added, changed or removed.
+    pub changes: Vec<DirectoryChangeOut>,
+}
+
+/// One directory entry a reload added, changed or removed.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct DirectoryChangeOut {
+    /// `principal`, `group` or `integration`.
+    #[schema(schema_with = openapi::directory_kind)]
+    pub kind: String,
+    /// Its id or name.
+    pub name: String,
+    /// `added`, `changed` or `removed`.
+    #[schema(schema_with = openapi::directory_change)]
+    pub change: String,
+}
+
+impl From<tollgate_engine::config_sync::DirectoryChange> for DirectoryChangeOut {
+    fn from(c: tollgate_engine::config_sync::DirectoryChange) -> Self {
+        Self { kind: c.kind.to_owned(), name: c.name, change: c.change.to_owned() }
+    }
+}

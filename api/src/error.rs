@@ -142,6 +142,7 @@ impl From<JobError> for ApiError {
             JobError::NotTaskOperator => Self::forbidden(e.to_string()),
             JobError::TaskResolved => Self::new(StatusCode::CONFLICT, "task_resolved", e.to_string()),
             JobError::LinkUnusable => Self::not_found("approval link"),
+            JobError::ConfigRefused(detail) => Self::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_config", detail),
             JobError::Store(s @ tollgate_engine::store::StoreError::JobPanicked { .. }) => {
                 // A bug, logged by the writer with its panic; this request alone failed.
                 tracing::error!(error = %s, "request failed on an internal error");

@@ -316,8 +316,8 @@ impl FromRequestParts<AppState> for Caller {
         let token = tollgate_engine::store::query::authenticate_token(&state.engine.db().read, &hash, now)
             .await?
             .ok_or_else(ApiError::unauthenticated)?;
-        let p =
-            state.engine.shared().directory.active_principal(&token.principal).ok_or_else(ApiError::unauthenticated)?;
+        let live = state.engine.shared().live();
+        let p = live.directory.active_principal(&token.principal).ok_or_else(ApiError::unauthenticated)?;
         state.engine.record_token_use(&token);
         Ok(Self { id: p.id.clone(), roles: p.roles.clone() })
     }

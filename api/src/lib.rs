@@ -8,6 +8,7 @@ pub mod dto;
 pub mod error;
 pub mod extract;
 pub mod openapi;
+pub mod reload;
 mod routes;
 pub mod server;
 pub mod telemetry;

@@ -490,6 +490,18 @@ pub fn decision() -> ObjectBuilder {
     string_enum(DECISIONS.map(Decision::as_str), false).description(Some("`approve` or `deny`."))
 }
 
+/// `DirectoryChangeOut.kind`.
+#[must_use]
+pub fn directory_kind() -> ObjectBuilder {
+    string_enum(["principal", "group", "integration"], false)
+}
+
+/// `DirectoryChangeOut.change`.
+#[must_use]
+pub fn directory_change() -> ObjectBuilder {
+    string_enum(["added", "changed", "removed"], false)
+}
+
 /// `TaskCompleteIn.outcome`.
 #[must_use]
 pub fn task_outcome() -> ObjectBuilder {

@@ -274,8 +274,7 @@ async fn build_engine_locked(
         ..EngineSettings::default()
     };
     let shared = Shared {
-        catalog,
-        directory,
+        live: tollgate_engine::context::LiveCell::new(catalog, directory),
         clock,
         node_id: settings.node_id.clone(),
         lease: chrono::Duration::from_std(settings.lease).unwrap_or_default(),
@@ -309,11 +308,13 @@ async fn bootstrap(config: &Config, engine: &Engine) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Runs the server until SIGINT/SIGTERM.
+/// Runs the server until SIGINT/SIGTERM; `SIGHUP` reloads the directory and workflows
+/// ([`crate::reload`]). `overrides` are the command-line settings `config` was loaded with
+/// (a reload loads the files with them again).
 ///
 /// # Errors
 /// Start-up failures.
-pub async fn serve(config: Config) -> anyhow::Result<()> {
+pub async fn serve(config: Config, overrides: Vec<(&'static str, String)>) -> anyhow::Result<()> {
     // One Slack client serves both the notification channel and the interactivity endpoints.
     let slack = match config.slack()? {
         Some(settings) => Some((Arc::new(SlackApi::new(&settings).context("slack")?), settings)),
@@ -326,12 +327,18 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         .with_context(|| format!("cannot listen on {}", config.listen))?;
     let addr = listener.local_addr()?;
     tracing::info!(%addr, database = %redact_url(&config.database.url), "tollgate listening");
-    let app = crate::app::router_behind(
+    // Directory and workflow changes without a restart: SIGHUP, the admin API, other replicas.
+    let reloader = Arc::new(crate::reload::Reloader::new(engine.clone(), config.file.clone(), overrides).await?);
+    let (stop_reloads, reloads_stopped) = tokio::sync::watch::channel(false);
+    tokio::spawn(crate::reload::on_hangup(reloader.clone(), reloads_stopped.clone()));
+    tokio::spawn(reloader.clone().follow(reloads_stopped));
+    let app = crate::app::serving(
         engine.clone(),
         config.http.max_body_bytes,
         &config.public_url(),
         slack.as_ref(),
         config.http.trusted_proxies()?,
+        Some(reloader),
     );
     let app = app.into_make_service_with_connect_info::<std::net::SocketAddr>();
     // If an engine loop ends on its own, the engine cannot go on: stop serving and exit non-zero
@@ -348,6 +355,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         let _ = stop_tx.send(stop.await);
     };
     axum::serve(listener, app).with_graceful_shutdown(stop).await?;
+    let _ = stop_reloads.send(true);
     engine.shutdown().await;
     match stop_rx.await {
         Ok(Some(reason)) => anyhow::bail!("the engine stopped: {reason}"),

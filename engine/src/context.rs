@@ -1,8 +1,9 @@
-//! What every part of the engine reads and nobody changes while it runs: the workflow catalog,
-//! the directory, the clock and this replica's identity. Owned by the runtime, lent to the store
-//! and the features; it holds no connection and performs no I/O.
+//! What every part of the engine reads: the clock and this replica's identity, fixed while it
+//! runs, and the live configuration — workflow catalog and directory — which a reload
+//! replaces whole ([`Shared::live`] hands out one consistent snapshot). Owned by the runtime, lent
+//! to the store and the features; it holds no connection and performs no I/O.
 
-use std::sync::Arc;
+use std::sync::{Arc, PoisonError, RwLock};
 
 use tollgate_workflows::{Catalog, IntegrationFacts, WorkflowDefinition};
 
@@ -11,13 +12,33 @@ use crate::directory::{Directory, Integration};
 use crate::run::Run;
 use crate::transition::NewRequest;
 
-/// State every component reads and nobody mutates while running.
-#[derive(Debug)]
-pub struct Shared {
-    /// Workflow definitions, every version ever loaded.
+/// The configuration a reload replaces: read it through one [`Shared::live`] snapshot per
+/// job or request, so a reload in between never mixes two versions.
+#[derive(Debug, Default)]
+pub struct Live {
+    /// Workflow definitions, every version ever loaded (running requests keep theirs).
     pub catalog: Catalog,
     /// Principals, groups, integrations.
     pub directory: Directory,
+}
+
+/// The cell holding the current [`Live`] configuration.
+#[derive(Debug, Default)]
+pub struct LiveCell(RwLock<Arc<Live>>);
+
+impl LiveCell {
+    /// A cell holding `catalog` and `directory`.
+    #[must_use]
+    pub fn new(catalog: Catalog, directory: Directory) -> Self {
+        Self(RwLock::new(Arc::new(Live { catalog, directory })))
+    }
+}
+
+/// State every component reads.
+#[derive(Debug)]
+pub struct Shared {
+    /// The live configuration; see [`Shared::live`].
+    pub live: LiveCell,
     /// Time.
     pub clock: Arc<dyn Clock>,
     /// This replica's name, owner of the outbox leases it creates.
@@ -36,6 +57,19 @@ pub struct Shared {
 pub struct Missing(pub &'static str);
 
 impl Shared {
+    /// The current configuration: one snapshot, consistent for as long as it is held.
+    #[must_use]
+    pub fn live(&self) -> Arc<Live> {
+        self.live.0.read().unwrap_or_else(PoisonError::into_inner).clone()
+    }
+
+    /// Replaces the live configuration (a reload that was validated and stored).
+    pub(crate) fn install(&self, live: Live) {
+        *self.live.0.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(live);
+    }
+}
+
+impl Live {
     /// The pinned definition of `run`.
     ///
     /// # Errors

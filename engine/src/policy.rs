@@ -150,6 +150,13 @@ pub fn may_manage_all_tokens(viewer: Viewer<'_>) -> bool {
     viewer.is_admin()
 }
 
+/// Whether `viewer` may reload the directory and workflows (`POST /v1/admin/reload`): admins.
+/// (`SIGHUP` is for whoever may signal the process: its operator.)
+#[must_use]
+pub fn may_reload_config(viewer: Viewer<'_>) -> bool {
+    viewer.is_admin()
+}
+
 /// Whether `viewer` sees every manual task, not only those it must confirm itself.
 #[must_use]
 pub fn may_view_all_tasks(viewer: Viewer<'_>) -> bool {

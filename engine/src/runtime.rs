@@ -134,6 +134,18 @@ pub struct Engine {
     stall: (Duration, Duration),
     /// Set when a background loop ended on its own: the engine cannot go on.
     failed: watch::Receiver<Option<String>>,
+    /// The connectors the dispatcher calls, replaced whole by a reload.
+    connectors: Connectors,
+    /// One reload at a time on this replica.
+    reloading: tokio::sync::Mutex<()>,
+}
+
+/// The connectors by integration, shared by the engine (which replaces them on a reload) and
+/// the dispatcher and reconciler (which take one snapshot per use).
+type Connectors = Arc<std::sync::RwLock<Arc<BTreeMap<String, Arc<dyn Connector>>>>>;
+
+fn snapshot(connectors: &Connectors) -> Arc<BTreeMap<String, Arc<dyn Connector>>> {
+    connectors.read().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
 }
 
 /// Runs a background loop; if it ends on its own (it returns or panics) rather than being
@@ -191,13 +203,12 @@ impl Engine {
         let (writer, writer_task) = writer::new(db.clone(), shared.clone(), sinks);
         let on_end = (&failed_tx, &health);
         let writer_task = supervise(("writer", Some(Loop::Writer)), writer_task, on_end, shutdown_rx.clone());
-        let reconcile_integrations: Vec<(String, bool)> =
-            connectors.iter().map(|(name, c)| (name.clone(), c.verifies())).collect();
+        let connectors: Connectors = Arc::new(std::sync::RwLock::new(Arc::new(connectors)));
         let dispatcher = Arc::new(Dispatcher {
             db: db.clone(),
             writer: writer.clone(),
             shared: shared.clone(),
-            connectors,
+            connectors: connectors.clone(),
             channels,
             in_flight: Mutex::new(HashSet::new()),
             permits: Semaphore::new(settings.dispatch_concurrency.max(1)),
@@ -229,15 +240,13 @@ impl Engine {
         let t3 = supervise(("expiry sweep", None), sweep.run(shutdown_rx.clone()), on_end, shutdown_rx.clone());
         let mut tasks = vec![writer_task, t1, t2, t3];
         if let Some(schedule) = settings.reconcile_schedule.clone() {
-            let integrations =
-                reconcile_integrations.into_iter().filter(|(_, verifies)| *verifies).map(|(name, _)| name).collect();
             let reconciler = Reconciler {
                 writer: writer.clone(),
                 shared: shared.clone(),
                 schedule,
                 lookback: chrono::Duration::from_std(settings.reconcile_lookback).unwrap_or(chrono::Duration::MAX),
                 scan: settings.reconcile_scan,
-                integrations,
+                connectors: connectors.clone(),
             };
             tasks.push(supervise(
                 ("drift reconciliation", None),
@@ -248,7 +257,20 @@ impl Engine {
         }
         let tasks = Mutex::new(tasks);
         let stall = (settings.scan_interval, settings.stall_bound);
-        Ok(Self { shared, expiry_recoveries, db, writer, shutdown, tasks, health, stall, failed })
+        let reloading = tokio::sync::Mutex::new(());
+        Ok(Self {
+            shared,
+            expiry_recoveries,
+            db,
+            writer,
+            shutdown,
+            tasks,
+            health,
+            stall,
+            failed,
+            connectors,
+            reloading,
+        })
     }
 
     /// Starts only the writer: for CLI commands that record something (a token, an audit event)
@@ -272,7 +294,20 @@ impl Engine {
         let expiry_recoveries = Arc::default();
         let stall = (Duration::MAX, Duration::MAX);
         let tasks = Mutex::new(vec![writer_task]);
-        Ok(Self { shared, expiry_recoveries, db, writer, shutdown, tasks, health, stall, failed })
+        let (connectors, reloading) = (Connectors::default(), tokio::sync::Mutex::new(()));
+        Ok(Self {
+            shared,
+            expiry_recoveries,
+            db,
+            writer,
+            shutdown,
+            tasks,
+            health,
+            stall,
+            failed,
+            connectors,
+            reloading,
+        })
     }
 
     /// Shared state.
@@ -534,6 +569,43 @@ impl Engine {
         self.writer.submit(ApplySync(plan)).await
     }
 
+    /// Applies a new directory and workflow set (already checked by the caller: references,
+    /// connector settings): plans and stores it in one transaction with its audit records —
+    /// refused whole, and audited, when a definition changed under a pinned version — then
+    /// installs it on this replica. Requests in flight keep their pinned workflow versions (the
+    /// catalog keeps every version ever loaded). With `origin.announce`, the other replicas
+    /// follow (see [`Engine::reload_mark`]).
+    ///
+    /// # Errors
+    /// [`JobError::ConfigRefused`] (nothing applied), or database failures.
+    pub async fn reload(
+        &self,
+        sources: Vec<crate::config_sync::WorkflowSource>,
+        directory: crate::directory::Directory,
+        connectors: BTreeMap<String, Arc<dyn Connector>>,
+        origin: crate::config_sync::ReloadOrigin,
+    ) -> Result<crate::config_sync::Reloaded, JobError> {
+        let _one_at_a_time = self.reloading.lock().await;
+        let job = crate::config_sync::Reload { sources, directory: directory.clone(), origin };
+        let (catalog, reloaded) = self.writer.submit(job).await?;
+        self.shared.install(crate::context::Live { catalog, directory });
+        *self.connectors.write().unwrap_or_else(std::sync::PoisonError::into_inner) = Arc::new(connectors);
+        Ok(reloaded)
+    }
+
+    /// When any replica last announced a reload ([`crate::config_sync::RELOAD_MARK`]); a replica
+    /// that sees it move reloads its own configuration files.
+    ///
+    /// # Errors
+    /// Database failures.
+    pub async fn reload_mark(&self) -> Result<Option<chrono::DateTime<chrono::Utc>>, StoreError> {
+        use sea_orm::EntityTrait as _;
+        let row = crate::store::entity::schedule::Entity::find_by_id(crate::config_sync::RELOAD_MARK.to_owned())
+            .one(&self.db.read)
+            .await?;
+        Ok(row.map(|r| r.last_tick))
+    }
+
     /// Stops background tasks (in-flight calls are abandoned and resumed at next start).
     pub async fn shutdown(&self) {
         let _ = self.shutdown.send(true);
@@ -699,8 +771,8 @@ struct Reconciler {
     schedule: CronSchedule,
     lookback: chrono::Duration,
     scan: Duration,
-    /// Integrations whose connector can verify.
-    integrations: Vec<String>,
+    /// The connectors; the integrations whose connector can verify are checked.
+    connectors: Connectors,
 }
 
 impl Reconciler {
@@ -726,8 +798,9 @@ impl Reconciler {
             let now = self.shared.clock.now();
             // After downtime, only the latest missed firing runs.
             let Some(due) = self.schedule.latest_due(last, now) else { continue };
-            let claim =
-                reconcile::ClaimTick { tick: due, integrations: self.integrations.clone(), lookback: self.lookback };
+            let integrations =
+                snapshot(&self.connectors).iter().filter(|(_, c)| c.verifies()).map(|(name, _)| name.clone()).collect();
+            let claim = reconcile::ClaimTick { tick: due, integrations, lookback: self.lookback };
             match self.writer.submit_internal(claim).await {
                 Ok((stored, claimed)) => {
                     if let Some(checks) = claimed {
@@ -745,7 +818,7 @@ struct Dispatcher {
     db: Db,
     writer: WriterHandle,
     shared: Arc<Shared>,
-    connectors: BTreeMap<String, Arc<dyn Connector>>,
+    connectors: Connectors,
     channels: BTreeMap<String, Arc<dyn NotificationChannel>>,
     in_flight: Mutex<HashSet<crate::ids::OutboxId>>,
     permits: Semaphore,
@@ -1006,7 +1079,7 @@ impl Dispatcher {
         let payload = &work.item.payload;
         match payload {
             OutboxPayload::Action { action } => {
-                let Some(connector) = self.connectors.get(&action.integration.name) else {
+                let Some(connector) = snapshot(&self.connectors).get(&action.integration.name).cloned() else {
                     return Err(ConnectorError::Permanent {
                         message: format!("no connector for integration {}", action.integration.name),
                     });

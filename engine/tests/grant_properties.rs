@@ -279,8 +279,7 @@ async fn start_on(url: &str, connector: Arc<FakeConnector>, clock: &ManualClock)
         ..EngineSettings::default()
     };
     let shared = Shared {
-        catalog,
-        directory: directory(),
+        live: tollgate_engine::context::LiveCell::new(catalog, directory()),
         clock: Arc::new(clock.clone()),
         node_id: settings.node_id.clone(),
         lease: chrono::Duration::seconds(60),

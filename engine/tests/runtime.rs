@@ -212,8 +212,7 @@ async fn start_on(
         catalog.insert(parse_definition(name, text).unwrap()).unwrap();
     }
     let shared = Shared {
-        catalog,
-        directory: directory(),
+        live: tollgate_engine::context::LiveCell::new(catalog, directory()),
         clock,
         node_id: settings.node_id.clone(),
         lease: chrono::Duration::seconds(60),

@@ -19,6 +19,7 @@ mod logs;
 mod notifications;
 mod openapi;
 mod references;
+mod reload;
 mod replicas;
 mod revocation;
 mod slack;

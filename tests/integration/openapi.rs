@@ -26,6 +26,7 @@ const CONTRACT: &[(&str, &[&str])] = &[
     ("/v1/tasks/{id}/complete", &["post"]),
     ("/v1/tokens", &["get", "post"]),
     ("/v1/tokens/{id}/revoke", &["post"]),
+    ("/v1/admin/reload", &["post"]),
     ("/healthz", &["get"]),
     ("/readyz", &["get"]),
 ];

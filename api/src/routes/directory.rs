@@ -12,7 +12,7 @@ use crate::extract::Caller;
 #[utoipa::path(get, path = "/v1/integrations", tag = "directory", operation_id = "listIntegrations",
     responses((status = 200, description = "Every integration (one page)", body = Page<IntegrationOut>)), security(("bearer" = [])))]
 pub(crate) async fn integrations(State(state): State<AppState>, _caller: Caller) -> axum::Json<Page<IntegrationOut>> {
-    let items = state.engine.shared().directory.integrations.values().map(IntegrationOut::from).collect();
+    let items = state.engine.shared().live().directory.integrations.values().map(IntegrationOut::from).collect();
     axum::Json(Page { items, next_cursor: None })
 }
 
@@ -29,7 +29,8 @@ pub(crate) async fn integration(
     _caller: Caller,
     Path(id): Path<String>,
 ) -> ApiResult<axum::Json<IntegrationOut>> {
-    let i = state.engine.shared().directory.integrations.get(&id).ok_or_else(|| ApiError::not_found("integration"))?;
+    let live = state.engine.shared().live();
+    let i = live.directory.integrations.get(&id).ok_or_else(|| ApiError::not_found("integration"))?;
     Ok(axum::Json(IntegrationOut::from(i)))
 }
 
@@ -37,7 +38,7 @@ pub(crate) async fn integration(
 #[utoipa::path(get, path = "/v1/workflows", tag = "directory", operation_id = "listWorkflows",
     responses((status = 200, description = "Every loaded workflow version (one page)", body = Page<WorkflowOut>)), security(("bearer" = [])))]
 pub(crate) async fn workflows(State(state): State<AppState>, _caller: Caller) -> axum::Json<Page<WorkflowOut>> {
-    let catalog = &state.engine.shared().catalog;
+    let catalog = &state.engine.shared().live().catalog;
     let latest: Vec<(String, u32)> = catalog.latest().iter().map(|d| (d.key.clone(), d.version)).collect();
     let items = catalog
         .all()
@@ -59,7 +60,7 @@ pub(crate) async fn workflows(State(state): State<AppState>, _caller: Caller) ->
 #[utoipa::path(get, path = "/v1/principals", tag = "directory", operation_id = "listPrincipals",
     responses((status = 200, description = "Every principal (one page)", body = Page<PrincipalOut>)), security(("bearer" = [])))]
 pub(crate) async fn principals(State(state): State<AppState>, caller: Caller) -> axum::Json<Page<PrincipalOut>> {
-    let principals = &state.engine.shared().directory.principals;
+    let principals = &state.engine.shared().live().directory.principals;
     let items = principals
         .values()
         .map(|p| {
@@ -77,7 +78,8 @@ pub(crate) async fn principals(State(state): State<AppState>, caller: Caller) ->
 #[utoipa::path(get, path = "/v1/me", tag = "directory", operation_id = "getMe",
     responses((status = 200, description = "The caller", body = PrincipalOut)), security(("bearer" = [])))]
 pub(crate) async fn me(State(state): State<AppState>, caller: Caller) -> ApiResult<axum::Json<PrincipalOut>> {
-    let p = state.engine.shared().directory.active_principal(&caller.id).ok_or_else(ApiError::unauthenticated)?;
+    let live = state.engine.shared().live();
+    let p = live.directory.active_principal(&caller.id).ok_or_else(ApiError::unauthenticated)?;
     Ok(axum::Json(PrincipalOut::new(p, groups_of(&state, &caller.id))))
 }
 
@@ -85,6 +87,7 @@ fn groups_of(state: &AppState, id: &str) -> Vec<String> {
     state
         .engine
         .shared()
+        .live()
         .directory
         .groups
         .iter()

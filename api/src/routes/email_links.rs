@@ -293,9 +293,11 @@ fn decide_page(
 ) -> Response {
     let run = &linked.view.run;
     let engine = &state.engine;
-    let directory = &engine.shared().directory;
+    let live = engine.shared().live();
+    let directory = &live.directory;
     let quorum = engine
         .shared()
+        .live()
         .catalog
         .get(&run.workflow_key, run.workflow_version)
         .and_then(|d| tollgate_engine::transition::pending_approval_in(run, &d).map(|a| a.quorum))

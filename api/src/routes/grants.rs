@@ -17,7 +17,7 @@ use crate::openapi;
 use crate::routes::paging;
 
 fn can_view(state: &AppState, caller: &Caller, g: &Grant) -> bool {
-    policy::may_view_grant(caller.viewer(), g, &state.engine.shared().directory)
+    policy::may_view_grant(caller.viewer(), g, &state.engine.shared().live().directory)
 }
 
 /// Grant listing filters.
@@ -128,7 +128,7 @@ pub(crate) async fn revoke(
         .filter(|g| can_view(&state, &caller, g))
         .ok_or_else(|| ApiError::not_found("grant"))?;
     // Checked after visibility: a grant the caller may not see stays a 404, not a 403.
-    if !policy::may_revoke_grant(caller.viewer(), &g, &state.engine.shared().directory) {
+    if !policy::may_revoke_grant(caller.viewer(), &g, &state.engine.shared().live().directory) {
         return Err(ApiError::forbidden("only the grant's holder, the integration's owner or an admin may revoke it"));
     }
     state.engine.revoke_grant(GrantId(id), &caller.id, channel).await?;

@@ -1,5 +1,6 @@
 //! HTTP handlers, one module per resource.
 
+pub(crate) mod admin;
 pub(crate) mod audit;
 pub(crate) mod directory;
 pub(crate) mod email_links;

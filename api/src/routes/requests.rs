@@ -29,10 +29,10 @@ use crate::routes::paging;
 /// approvals it still needs ([`policy::approval_standing`], against the directory as it is now).
 pub(crate) fn render(engine: &Engine, view: &RunView) -> RequestOut {
     let shared = engine.shared();
-    let def = shared.catalog.get(&view.run.workflow_key, view.run.workflow_version);
+    let def = shared.live().catalog.get(&view.run.workflow_key, view.run.workflow_version);
     let mut out = RequestOut::new(view, def.as_deref());
     if let Some(def) = &def {
-        let standing = policy::approval_standing(&view.run, &view.votes, def, &shared.directory);
+        let standing = policy::approval_standing(&view.run, &view.votes, def, &shared.live().directory);
         for (step, standing) in out.steps.iter_mut().zip(standing) {
             if let Some(s) = standing {
                 step.eligible = Some(s.eligible);
@@ -48,7 +48,7 @@ pub(crate) fn render(engine: &Engine, view: &RunView) -> RequestOut {
 /// like a refused decision does (`request_rejected`, outcome `rejected`, `details.reason` the
 /// error code). No request exists, so its subject is the integration.
 fn rejection_event(engine: &Engine, request: &NewRequest, err: &TransitionError) -> AuditEvent {
-    let workflow = engine.shared().resolve_for_request(request).ok().map(|(def, _)| def);
+    let workflow = engine.shared().live().resolve_for_request(request).ok().map(|(def, _)| def);
     AuditEvent {
         event_type: "request_rejected".to_owned(),
         channel: request.channel.clone(),
@@ -74,8 +74,8 @@ fn rejection_event(engine: &Engine, request: &NewRequest, err: &TransitionError)
 /// workflow and the directory as it is now).
 pub(crate) fn can_view(engine: &Engine, viewer: policy::Viewer<'_>, run: &Run) -> bool {
     let shared = engine.shared();
-    let definition = shared.catalog.get(&run.workflow_key, run.workflow_version);
-    policy::may_view_request(viewer, run, definition.as_deref(), &shared.directory)
+    let definition = shared.live().catalog.get(&run.workflow_key, run.workflow_version);
+    policy::may_view_request(viewer, run, definition.as_deref(), &shared.live().directory)
 }
 
 async fn load_visible(state: &AppState, caller: &Caller, id: RunId) -> ApiResult<RunView> {

@@ -41,29 +41,18 @@ pub(crate) struct SlackState {
     signing_secret: SecretString,
     team_id: Option<String>,
     app_id: Option<String>,
-    /// Slack user id → principal.
-    principals: HashMap<String, String>,
     /// Signatures seen in the replay window, with their timestamps.
     seen: Mutex<Seen>,
 }
 
 impl SlackState {
-    /// State for `settings`, mapping users through `engine`'s directory.
-    pub(crate) fn new(api: Arc<SlackApi>, settings: &ResolvedSlack, engine: &Engine) -> Self {
-        let principals = engine
-            .shared()
-            .directory
-            .principals
-            .values()
-            .filter(|p| !p.disabled)
-            .filter_map(|p| p.slack_user_id.clone().map(|u| (u, p.id.clone())))
-            .collect();
+    /// State for `settings` (users are mapped through the engine's live directory).
+    pub(crate) fn new(api: Arc<SlackApi>, settings: &ResolvedSlack) -> Self {
         Self {
             api,
             signing_secret: settings.signing_secret.clone(),
             team_id: settings.team_id.clone(),
             app_id: settings.app_id.clone(),
-            principals,
             seen: Mutex::new(Seen::default()),
         }
     }
@@ -86,12 +75,19 @@ impl SlackState {
         self.team_id.as_deref().is_none_or(|t| team == Some(t)) && self.app_id.as_deref().is_none_or(|a| app == Some(a))
     }
 
-    /// The principal behind a Slack user of the configured workspace.
-    fn principal(&self, user: Option<&str>, user_team: Option<&str>) -> Option<&str> {
+    /// The active principal behind a Slack user of the configured workspace, as the directory
+    /// has it now.
+    fn principal(&self, engine: &Engine, user: Option<&str>, user_team: Option<&str>) -> Option<String> {
         if self.team_id.as_deref().is_some_and(|t| user_team.is_some_and(|ut| ut != t)) {
             return None;
         }
-        self.principals.get(user?).map(String::as_str)
+        let user = user?;
+        let live = engine.shared().live();
+        live.directory
+            .principals
+            .values()
+            .find(|p| !p.disabled && p.slack_user_id.as_deref() == Some(user))
+            .map(|p| p.id.clone())
     }
 }
 
@@ -162,7 +158,7 @@ async fn interaction(state: &AppState, headers: &HeaderMap, body: &[u8]) -> Resu
         audit(&state.engine, refused("foreign_workspace_or_app")).await;
         return Ok(ack());
     }
-    let Some(principal) = slack.principal(user, user_team).map(str::to_owned) else {
+    let Some(principal) = slack.principal(&state.engine, user, user_team) else {
         audit(&state.engine, refused("unknown_slack_user")).await;
         if let (Some(channel), Some(user)) = (str_at(&payload, &["container", "channel_id"]), user) {
             ephemeral(
@@ -339,6 +335,7 @@ async fn request_submission(
     });
     let is_admin = engine
         .shared()
+        .live()
         .directory
         .principals
         .get(principal)
@@ -387,7 +384,7 @@ async fn command(state: &AppState, headers: &HeaderMap, body: &[u8]) -> Result<R
         audit(&state.engine, refusal_event(field("user_id"), field("team_id"), "foreign_workspace_or_app", None)).await;
         return Ok(reply("This Slack workspace is not connected to Tollgate."));
     }
-    if slack.principal(field("user_id"), field("team_id")).is_none() {
+    if slack.principal(&state.engine, field("user_id"), field("team_id")).is_none() {
         audit(&state.engine, refusal_event(field("user_id"), field("team_id"), "unknown_slack_user", None)).await;
         return Ok(reply("Your Slack account is not linked to a Tollgate principal."));
     }
@@ -397,6 +394,7 @@ async fn command(state: &AppState, headers: &HeaderMap, body: &[u8]) -> Result<R
             let integrations: Vec<(String, Vec<String>)> = state
                 .engine
                 .shared()
+                .live()
                 .directory
                 .integrations
                 .values()
@@ -424,10 +422,10 @@ fn cast(principal: &str, decision: Decision, comment: Option<String>, origin: Va
 
 /// Whether `principal` may see `run`, by the rule the API applies.
 fn may_view(engine: &Engine, principal: &str, run: &Run) -> bool {
-    let shared = engine.shared();
-    let Some(p) = shared.directory.active_principal(principal) else { return false };
-    let definition = shared.catalog.get(&run.workflow_key, run.workflow_version);
-    policy::may_view_request(Viewer::of(p), run, definition.as_deref(), &shared.directory)
+    let live = engine.shared().live();
+    let Some(p) = live.directory.active_principal(principal) else { return false };
+    let definition = live.catalog.get(&run.workflow_key, run.workflow_version);
+    policy::may_view_request(Viewer::of(p), run, definition.as_deref(), &live.directory)
 }
 
 /// The request dialog's block for the field an input error names.
@@ -481,6 +479,7 @@ fn summary(engine: &Engine, view: &RunView) -> RequestSummary {
         integration: run.integration.clone(),
         environment: engine
             .shared()
+            .live()
             .directory
             .integrations
             .get(&run.integration)

@@ -96,7 +96,7 @@ pub(crate) async fn create(
         return Err(ApiError::forbidden("only admins create tokens"));
     }
     let ttl = token::check_new_token(&body.label, body.ttl.as_deref())?;
-    if state.engine.shared().directory.active_principal(&body.principal).is_none() {
+    if state.engine.shared().live().directory.active_principal(&body.principal).is_none() {
         return Err(ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "unknown_principal", "no such active principal"));
     }
     let (stored, secret) = state.engine.create_token(&body.principal, &body.label, ttl, &caller.id, channel).await?;

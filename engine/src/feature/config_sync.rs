@@ -1,6 +1,9 @@
-//! Start-up synchronisation of configuration into the database: workflow versions are pinned
-//! (a changed definition under an existing version is refused), and the directory is mirrored
-//! with an audit event for every addition, change and removal.
+//! Synchronisation of configuration into the database, at start-up and on a reload: workflow
+//! versions are pinned (a changed definition under an existing version is refused), and the
+//! directory is mirrored with an audit event for every addition, change and removal.
+//!
+//! A reload ([`Reload`]) plans and stores in one transaction and moves the `config_reload` mark
+//! (a row of `schedules`) that the other replicas watch, so they reload too.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -11,9 +14,9 @@ use tollgate_workflows::{Catalog, WorkflowDefinition, parse_definition};
 use crate::audit::AuditEvent;
 use crate::directory::{Directory, ReferenceError, WorkflowSourceRef};
 use crate::store::StoreError;
-use crate::store::entity::{directory_entry, workflow_definition};
+use crate::store::entity::{directory_entry, schedule, workflow_definition};
 use crate::store::tx::Tx;
-use crate::store::writer::{Job, Refusal};
+use crate::store::writer::{Job, JobError, Refusal};
 
 /// A workflow definition read from a file (or the bundled set).
 #[derive(Debug, Clone)]
@@ -54,6 +57,19 @@ pub struct DirectoryRow {
     pub active: bool,
     /// Whether a row exists already.
     pub exists: bool,
+    /// `added`, `changed` or `removed`.
+    pub change: &'static str,
+}
+
+/// One directory entry a sync adds, changes or removes.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct DirectoryChange {
+    /// `principal`, `group` or `integration`.
+    pub kind: &'static str,
+    /// Its name.
+    pub name: String,
+    /// `added`, `changed` or `removed`.
+    pub change: &'static str,
 }
 
 /// What start-up must write, with its audit events.
@@ -67,6 +83,23 @@ pub struct SyncPlan {
     pub events: Vec<AuditEvent>,
 }
 
+impl SyncPlan {
+    /// Whether there is nothing to store.
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.workflows.is_empty() && self.directory.is_empty() && self.events.is_empty()
+    }
+
+    /// The directory entries it adds, changes or removes.
+    #[must_use]
+    pub fn changes(&self) -> Vec<DirectoryChange> {
+        self.directory
+            .iter()
+            .map(|d| DirectoryChange { kind: d.kind, name: d.name.clone(), change: d.change })
+            .collect()
+    }
+}
+
 /// Stores a plan: new workflow versions, directory changes, and their audit events.
 pub(crate) struct ApplySync(pub(crate) SyncPlan);
 
@@ -75,41 +108,147 @@ impl Job for ApplySync {
     type Output = ();
 
     async fn run(&self, tx: &mut Tx<'_>) -> Result<(), Refusal> {
-        let (plan, now) = (&self.0, tx.now());
-        for w in &plan.workflows {
-            workflow_definition::Entity::insert(
-                workflow_definition::Model {
-                    key: w.key.clone(),
-                    version: i32::try_from(w.version).unwrap_or(i32::MAX),
-                    kind: w.kind.clone(),
-                    source: w.source.clone(),
-                    sha256: w.sha256.clone(),
-                    loaded_at: now,
-                }
-                .into_active_model(),
-            )
-            .exec_without_returning(tx.write())
-            .await?;
-        }
-        for d in &plan.directory {
-            let model = directory_entry::Model {
-                kind: d.kind.to_owned(),
-                name: d.name.clone(),
-                document: d.document.clone(),
-                active: d.active,
-                updated_at: now,
-            };
-            if d.exists {
-                directory_entry::Entity::update(model.into_active_model().reset_all()).exec(tx.write()).await?;
-            } else {
-                directory_entry::Entity::insert(model.into_active_model()).exec_without_returning(tx.write()).await?;
-            }
-        }
-        for event in &plan.events {
-            tx.audit(event.clone());
-        }
-        Ok(())
+        store(tx, &self.0).await
     }
+}
+
+/// The row of `schedules` whose time is the last configuration reload any replica applied.
+pub const RELOAD_MARK: &str = "config_reload";
+
+/// Who asked for a reload, and how.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReloadOrigin {
+    /// A principal id, or `system` for a signal.
+    pub actor: String,
+    /// `api` or `signal` (or `replica` when another replica's reload is followed).
+    pub channel: String,
+    /// Whether the other replicas are to follow (move [`RELOAD_MARK`]); a replica that follows
+    /// another's reload does not announce it again.
+    pub announce: bool,
+}
+
+/// What a reload stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reloaded {
+    /// Workflow versions seen for the first time, as `(key, version)`.
+    pub workflows: Vec<(String, u32)>,
+    /// Directory entries added, changed or removed.
+    pub changes: Vec<DirectoryChange>,
+    /// The new [`RELOAD_MARK`], when this reload announced itself.
+    pub mark: Option<chrono::DateTime<chrono::Utc>>,
+}
+
+/// A reload: plans against the database inside the transaction (two replicas reloading at once
+/// never plan from the same stale rows), stores the plan, audits it, and moves the mark.
+pub(crate) struct Reload {
+    pub(crate) sources: Vec<WorkflowSource>,
+    pub(crate) directory: Directory,
+    pub(crate) origin: ReloadOrigin,
+}
+
+#[async_trait::async_trait]
+impl Job for Reload {
+    type Output = (Catalog, Reloaded);
+
+    async fn run(&self, tx: &mut Tx<'_>) -> Result<(Catalog, Reloaded), Refusal> {
+        let origin = &self.origin;
+        let (catalog, plan) = match plan(tx.conn(), &self.sources, &self.directory).await {
+            Ok(planned) => planned,
+            Err(SyncError::Store(e)) => return Err(e.into()),
+            Err(e) => {
+                let refused = reload_event(
+                    "config_reload_refused",
+                    origin,
+                    "rejected",
+                    serde_json::json!({ "errors": [e.to_string()] }),
+                );
+                return Err(Refusal::Audited(JobError::ConfigRefused(e.to_string()), Box::new(refused)));
+            }
+        };
+        let workflows: Vec<(String, u32)> = plan.workflows.iter().map(|w| (w.key.clone(), w.version)).collect();
+        let changes = plan.changes();
+        store(tx, &plan).await?;
+        let mut mark = None;
+        if origin.announce {
+            let now = tx.now();
+            let previous = schedule::Entity::find_by_id(RELOAD_MARK.to_owned()).one(tx.conn()).await?;
+            // Strictly later than the last mark, so a follower never mistakes two reloads for one.
+            let at = match &previous {
+                Some(p) if p.last_tick >= now => p.last_tick + chrono::Duration::microseconds(1),
+                _ => now,
+            };
+            let row = schedule::Model { name: RELOAD_MARK.to_owned(), last_tick: at }.into_active_model();
+            if previous.is_some() {
+                schedule::Entity::update(row.reset_all()).exec(tx.write()).await?;
+            } else {
+                schedule::Entity::insert(row).exec_without_returning(tx.write()).await?;
+            }
+            mark = Some(at);
+        }
+        if origin.announce || !plan.is_empty() {
+            let details = serde_json::json!({
+                "workflows": workflows.iter().map(|(k, v)| format!("{k} v{v}")).collect::<Vec<_>>(),
+                "changes": changes.len(),
+            });
+            tx.audit(reload_event("config_reloaded", origin, "success", details));
+        }
+        Ok((catalog, Reloaded { workflows, changes, mark }))
+    }
+}
+
+/// The audit record of a reload (or of its refusal).
+#[must_use]
+pub fn reload_event(event_type: &str, origin: &ReloadOrigin, outcome: &str, details: serde_json::Value) -> AuditEvent {
+    AuditEvent {
+        event_type: event_type.to_owned(),
+        channel: origin.channel.clone(),
+        outcome: outcome.to_owned(),
+        actor: origin.actor.clone(),
+        subject: "config".to_owned(),
+        run_id: None,
+        justification: None,
+        workflow_key: None,
+        workflow_version: None,
+        details,
+    }
+}
+
+/// Writes `plan`: new workflow versions, directory rows, audit events.
+async fn store(tx: &mut Tx<'_>, plan: &SyncPlan) -> Result<(), Refusal> {
+    let now = tx.now();
+    for w in &plan.workflows {
+        workflow_definition::Entity::insert(
+            workflow_definition::Model {
+                key: w.key.clone(),
+                version: i32::try_from(w.version).unwrap_or(i32::MAX),
+                kind: w.kind.clone(),
+                source: w.source.clone(),
+                sha256: w.sha256.clone(),
+                loaded_at: now,
+            }
+            .into_active_model(),
+        )
+        .exec_without_returning(tx.write())
+        .await?;
+    }
+    for d in &plan.directory {
+        let model = directory_entry::Model {
+            kind: d.kind.to_owned(),
+            name: d.name.clone(),
+            document: d.document.clone(),
+            active: d.active,
+            updated_at: now,
+        };
+        if d.exists {
+            directory_entry::Entity::update(model.into_active_model().reset_all()).exec(tx.write()).await?;
+        } else {
+            directory_entry::Entity::insert(model.into_active_model()).exec_without_returning(tx.write()).await?;
+        }
+    }
+    for event in &plan.events {
+        tx.audit(event.clone());
+    }
+    Ok(())
 }
 
 /// A configuration that cannot be loaded.
@@ -261,6 +400,7 @@ pub async fn plan<C: ConnectionTrait>(
             document: document.clone(),
             active: true,
             exists: before.is_some(),
+            change,
         });
         let details = serde_json::json!({ "before": before.and_then(|b| serde_json::from_str::<serde_json::Value>(&b.document).ok()), "after": serde_json::from_str::<serde_json::Value>(document).ok() });
         plan.events.push(event(&format!("{kind}_{change}"), format!("{kind}:{name}"), details));
@@ -278,6 +418,7 @@ pub async fn plan<C: ConnectionTrait>(
                 document: row.document.clone(),
                 active: false,
                 exists: true,
+                change: "removed",
             });
             plan.events.push(event(&format!("{kind}_removed"), format!("{kind}:{name}"), serde_json::json!({})));
         }

@@ -170,11 +170,12 @@ fn issuable(
         }
         _ => return Ok(none()),
     };
-    let definition = shared.definition(run)?;
+    let live = shared.live();
+    let definition = live.definition(run)?;
     let Some(step) = transition::pending_approval_in(run, &definition) else {
         return Ok(none());
     };
-    let (directory, integration) = (&shared.directory, shared.integration(run)?);
+    let (directory, integration) = (&live.directory, live.integration(run)?);
     let approvers = step.approvers_at(matches!(run.step, StepState::Approval { escalated: true, .. }));
     Ok(principals
         .iter()

@@ -108,11 +108,11 @@ impl Job for ClaimTick {
         if grants.len() as u64 >= MAX_CHECKS {
             tracing::warn!(limit = MAX_CHECKS, "reconciliation tick reached its limit of checks; the rest wait");
         }
-        let shared = tx.shared();
+        let live = tx.shared().live();
         let mut queued = 0_usize;
         for g in grants {
             let g = Grant::try_from(g)?;
-            let Some(integration) = shared.directory.integrations.get(&g.integration) else { continue };
+            let Some(integration) = live.directory.integrations.get(&g.integration) else { continue };
             let expect = if g.status == GrantStatus::Active { Expect::Present } else { Expect::Absent };
             let key = format!("{}:reconcile:{}", g.id, self.tick.timestamp());
             let action = call(&g, integration, Operation::Verify, key, Some(expect));
@@ -216,7 +216,8 @@ pub(crate) async fn record(
             });
             if expect == Expect::Absent {
                 // Revoked here, present there: revoke again, now. Not `revoked` until it holds.
-                let Some(integration) = tx.shared().directory.integrations.get(&g.integration) else { return Ok(()) };
+                let live = tx.shared().live();
+                let Some(integration) = live.directory.integrations.get(&g.integration) else { return Ok(()) };
                 let key = format!("{}:revoke:drift:{outbox_id}", g.id);
                 let revoke = call(&g, integration, Operation::Revoke, key, None);
                 details["action"] = serde_json::json!("revoking again");

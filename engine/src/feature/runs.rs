@@ -83,11 +83,12 @@ impl Job for CreateRequest {
         if let Some(g) = &request.grant {
             request.grant = Some(query::grant(tx.conn(), g.id).await?.ok_or(JobError::NotFound("grant"))?);
         }
-        let (definition, integration) = shared.resolve_for_request(&request)?;
+        let live = shared.live();
+        let (definition, integration) = live.resolve_for_request(&request)?;
         let ids = IdSource::random();
         let ctx = Context {
             definition: &definition,
-            directory: &shared.directory,
+            directory: &live.directory,
             integration,
             now: tx.now(),
             expiry_warning: shared.expiry_warning,
@@ -289,12 +290,13 @@ impl Tx<'_> {
     async fn apply_once(&mut self, run_id: RunId, command: &Command) -> Result<(), Refusal> {
         let (state, cached) = self.state(run_id).await?;
         let shared = self.shared();
-        let definition = shared.definition(&state.run)?;
+        let live = shared.live();
+        let definition = live.definition(&state.run)?;
         let ids = IdSource::random();
         let ctx = Context {
             definition: &definition,
-            directory: &shared.directory,
-            integration: shared.integration(&state.run)?,
+            directory: &live.directory,
+            integration: live.integration(&state.run)?,
             now: self.now(),
             expiry_warning: shared.expiry_warning,
             ids: &ids,

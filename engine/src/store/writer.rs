@@ -85,6 +85,9 @@ pub enum JobError {
     /// An approval link that is unknown, used, expired, or whose approval is over.
     #[error("this approval link cannot be used")]
     LinkUnusable,
+    /// A configuration reload cannot be applied (nothing of it was).
+    #[error("the configuration cannot be applied: {0}")]
+    ConfigRefused(String),
     /// Infrastructure.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -542,8 +545,10 @@ mod tests {
         let db = store::connect(&url, 2).await.unwrap();
         store::migrate(&db).await.unwrap();
         let shared = Shared {
-            catalog: tollgate_workflows::Catalog::new(),
-            directory: crate::directory::Directory::default(),
+            live: crate::context::LiveCell::new(
+                tollgate_workflows::Catalog::new(),
+                crate::directory::Directory::default(),
+            ),
             clock: Arc::new(SystemClock),
             node_id: "test".to_owned(),
             lease: chrono::Duration::seconds(60),

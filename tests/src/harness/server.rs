@@ -308,6 +308,35 @@ reconcile_schedule = "{reconcile}"
         self.spawn_and_wait().await
     }
 
+    /// Changes the options and rewrites the configuration and workflow files (a workflow dropped
+    /// from the options is deleted) without touching the running server: what an operator does
+    /// before a reload.
+    ///
+    /// # Errors
+    /// When the files cannot be written.
+    pub fn reconfigure(&mut self, change: impl FnOnce(&mut ServerOptions)) -> anyhow::Result<()> {
+        change(&mut self.opts);
+        let wf_dir = self.workflows_dir();
+        for entry in std::fs::read_dir(&wf_dir)?.filter_map(Result::ok) {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if !self.opts.workflows.iter().any(|(n, _)| *n == name) {
+                std::fs::remove_file(entry.path())?;
+            }
+        }
+        self.write_config()
+    }
+
+    /// Sends the server `SIGHUP` (reload its configuration).
+    ///
+    /// # Errors
+    /// When it is not running or the signal cannot be sent.
+    pub fn hangup(&mut self) -> anyhow::Result<()> {
+        let pid = self.child.as_ref().map(Child::id).context("the server is not running")?;
+        let status = std::process::Command::new("kill").args(["-HUP", &pid.to_string()]).status()?;
+        anyhow::ensure!(status.success(), "kill -HUP {pid} failed: {status}");
+        Ok(())
+    }
+
     /// Whether the process is running.
     pub fn is_running(&mut self) -> bool {
         self.child.as_mut().is_some_and(|c| matches!(c.try_wait(), Ok(None)))
