@@ -41,6 +41,9 @@ pub struct Config {
     /// First-start bootstrap.
     #[serde(default)]
     pub bootstrap: BootstrapConfig,
+    /// `[secrets]`: the key secrets are sealed with at rest.
+    #[serde(default)]
+    pub secrets: SecretsConfig,
     /// HTTP limits.
     #[serde(default)]
     pub http: HttpConfig,
@@ -164,6 +167,33 @@ pub struct BootstrapConfig {
     /// (`TOLLGATE_BOOTSTRAP__ADMIN_TOKEN` or `TOLLGATE_BOOTSTRAP__ADMIN_TOKEN_FILE`).
     #[serde(default)]
     pub admin_token: Option<secrecy::SecretString>,
+}
+
+/// `[secrets]`: secrets Tollgate keeps for a while (a credential minted for a requester until it is
+/// retrieved, a credential's stored value) are sealed with this key (XChaCha20-Poly1305).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SecretsConfig {
+    /// 64 hex digits (`openssl rand -hex 32`); give it with `TOLLGATE_SECRETS__KEY_FILE`. Without
+    /// it, nothing that would store a secret is accepted. Changing it makes what is sealed
+    /// unreadable (minted credentials not yet retrieved are lost; they can be minted again).
+    #[serde(default)]
+    pub key: Option<secrecy::SecretString>,
+}
+
+impl Config {
+    /// The sealing key, when one is configured.
+    ///
+    /// # Errors
+    /// A key that is not 64 hex digits.
+    pub fn sealing_key(&self) -> Result<Option<tollgate_engine::sealed::SealingKey>, ConfigError> {
+        self.secrets
+            .key
+            .as_ref()
+            .map(tollgate_engine::sealed::SealingKey::from_hex)
+            .transpose()
+            .map_err(|e| ConfigError(e.to_string()))
+    }
 }
 
 /// `[http]`.
@@ -349,6 +379,7 @@ const SECTIONS: &[&str] = &[
     "email",
     "slack",
     "bootstrap",
+    "secrets",
     "http",
     "log",
     "engine",
@@ -478,6 +509,7 @@ impl Config {
             return Err(ConfigError("public_url: must start with http:// or https://".to_owned()));
         }
         self.notifications.expiry_warning()?;
+        self.sealing_key()?;
         self.engine.reconcile_schedule()?;
         if self.email.enabled {
             tollgate_engine::notify::email::EmailChannel::new(&self.email)

@@ -280,6 +280,7 @@ async fn build_engine_locked(
         lease: chrono::Duration::from_std(settings.lease).unwrap_or_default(),
         channels: Vec::new(),
         expiry_warning: config.notifications.expiry_warning()?,
+        sealing: config.sealing_key()?.map(Arc::new),
     };
     let engine = if workers {
         Engine::start(db, shared, connectors, channels, settings).await?

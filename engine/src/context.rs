@@ -49,6 +49,9 @@ pub struct Shared {
     pub channels: Vec<String>,
     /// Warn a grant's holder this long before it expires (none: no warning).
     pub expiry_warning: Option<chrono::Duration>,
+    /// The key secrets are sealed with at rest (`[secrets] key`); without one, nothing that
+    /// would store a secret is accepted.
+    pub sealing: Option<Arc<crate::sealed::SealingKey>>,
 }
 
 /// Something a request or run names that the configuration does not have.

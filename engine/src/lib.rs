@@ -64,6 +64,7 @@ pub mod message;
 pub mod policy;
 pub mod run;
 pub mod schedule;
+pub mod sealed;
 pub mod token;
 pub mod transition;
 

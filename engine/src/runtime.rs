@@ -920,7 +920,7 @@ impl Dispatcher {
             };
             let now = self.shared.clock.now();
             let recorded = match (&work.item.payload, result) {
-                (OutboxPayload::Action { action }, Ok(Called::Action(ActionOutcome::Done { reference }))) => {
+                (OutboxPayload::Action { action }, Ok(Called::Action(ActionOutcome::Done { reference, .. }))) => {
                     tracing::debug!(run.id = %work.run_id, operation = %action.operation, "connector call succeeded");
                     Recorded::Action(ActionResult {
                         outbox_id: work.id,

@@ -145,7 +145,7 @@ impl Connector for FakeConnector {
         let (op, key, expect) = (action.operation, action.idempotency_key.clone(), action.expect);
         t.calls.push(Call { op, key, scopes, expect, ok });
         match (ok, op) {
-            (true, _) => Ok(ActionOutcome::Done { reference: Some(format!("ref-{op}")) }),
+            (true, _) => Ok(ActionOutcome::Done { reference: Some(format!("ref-{op}")), minted: None }),
             (false, Operation::Revoke) => {
                 Err(ConnectorError::Retryable { message: "503".to_owned(), retry_after: None })
             }
@@ -285,6 +285,7 @@ async fn start_on(url: &str, connector: Arc<FakeConnector>, clock: &ManualClock)
         lease: chrono::Duration::seconds(60),
         channels: Vec::new(),
         expiry_warning: Some(chrono::Duration::seconds(1)),
+        sealing: None,
     };
     let connectors: BTreeMap<String, Arc<dyn Connector>> = [("crm".to_owned(), connector as Arc<dyn Connector>)].into();
     let channels = vec![Arc::new(LogChannel) as Arc<dyn NotificationChannel>];

@@ -78,7 +78,7 @@ impl Connector for FakeConnector {
                 return Err(ConnectorError::Retryable { message: "503 from fake".to_owned(), retry_after: None });
             }
         }
-        Ok(ActionOutcome::Done { reference: Some(format!("ref-{}", action.operation)) })
+        Ok(ActionOutcome::Done { reference: Some(format!("ref-{}", action.operation)), minted: None })
     }
 }
 
@@ -218,6 +218,7 @@ async fn start_on(
         lease: chrono::Duration::seconds(60),
         channels: Vec::new(),
         expiry_warning: Some(chrono::Duration::seconds(1)),
+        sealing: None,
     };
     let connectors: BTreeMap<String, Arc<dyn Connector>> = [("crm".to_owned(), connector as Arc<dyn Connector>)].into();
     Arc::new(Engine::start(db, shared, connectors, channels, settings).await.unwrap())

@@ -17,6 +17,9 @@ pub enum ActionOutcome {
     Done {
         /// External reference returned by the SaaS side, at most 200 chars, no secrets.
         reference: Option<String>,
+        /// A credential the call minted for the grant's holder (an access token, an installation
+        /// token), to hand over once; never logged, audited or shown anywhere else.
+        minted: Option<Minted>,
     },
     /// A person must perform the action (manual connector); the engine creates a task.
     AwaitingOperator {
@@ -28,6 +31,30 @@ pub enum ActionOutcome {
         remind_every: Option<std::time::Duration>,
     },
 }
+
+/// A credential minted by a connector for a grant's holder.
+#[derive(Clone)]
+pub struct Minted {
+    /// The secret itself.
+    pub value: secrecy::SecretString,
+    /// When the SaaS side expires it, if it says.
+    pub expires_at: Option<chrono::DateTime<chrono::Utc>>,
+}
+
+impl std::fmt::Debug for Minted {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Minted").field("value", &"[redacted]").field("expires_at", &self.expires_at).finish()
+    }
+}
+
+impl PartialEq for Minted {
+    fn eq(&self, other: &Self) -> bool {
+        use secrecy::ExposeSecret as _;
+        self.value.expose_secret() == other.value.expose_secret() && self.expires_at == other.expires_at
+    }
+}
+
+impl Eq for Minted {}
 
 /// A connector instance bound to one integration's settings.
 #[async_trait::async_trait]

@@ -90,7 +90,7 @@ impl Connector for WebhookConnector {
 
     async fn execute(&self, action: &ConnectorAction) -> Result<ActionOutcome, ConnectorError> {
         let response = self.endpoint.deliver("tollgate.action", &action.idempotency_key, action).await?;
-        Ok(ActionOutcome::Done { reference: read_reference(response).await })
+        Ok(ActionOutcome::Done { reference: read_reference(response).await, minted: None })
     }
 }
 
@@ -146,7 +146,7 @@ mod tests {
         .await;
         let outcome = connector(&receiver.url(), None).execute(&action(1)).await.unwrap();
 
-        assert_eq!(outcome, ActionOutcome::Done { reference: Some("abc".to_owned()) });
+        assert_eq!(outcome, ActionOutcome::Done { reference: Some("abc".to_owned()), minted: None });
         assert_clean(&format!("{outcome:?}"));
         let [request] = receiver.requests().try_into().unwrap();
         assert_eq!(request.verified, Ok(()));
@@ -185,7 +185,7 @@ mod tests {
         assert!(matches!(first, ConnectorError::Retryable { retry_after: None, .. }), "{first:?}");
         assert_eq!(first.to_string(), "retryable connector failure: webhook 127.0.0.1 answered 500");
         assert_clean(&format!("{first} {first:?}"));
-        assert_eq!(second, ActionOutcome::Done { reference: None });
+        assert_eq!(second, ActionOutcome::Done { reference: None, minted: None });
         let requests = receiver.requests();
         assert_eq!(requests.len(), 2);
         assert!(requests.iter().all(|r| r.verified.is_ok()));
@@ -253,7 +253,7 @@ mod tests {
         assert!(permanent(r.clone()), "400: {r:?}");
         let r = next();
         assert!(permanent(r.clone()), "302: {r:?}");
-        assert_eq!(next(), Ok(ActionOutcome::Done { reference: None }), "204");
+        assert_eq!(next(), Ok(ActionOutcome::Done { reference: None, minted: None }), "204");
         // The redirect was not followed.
         assert_eq!(receiver.requests().len(), 9);
     }
@@ -342,7 +342,7 @@ mod tests {
         let connector = connector(&receiver.url(), None);
         for want in expected {
             let got = connector.execute(&action(1)).await.unwrap();
-            assert_eq!(got, ActionOutcome::Done { reference: want });
+            assert_eq!(got, ActionOutcome::Done { reference: want, minted: None });
         }
     }
 

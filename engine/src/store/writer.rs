@@ -554,6 +554,7 @@ mod tests {
             lease: chrono::Duration::seconds(60),
             channels: Vec::new(),
             expiry_warning: None,
+            sealing: None,
         };
         let settings =
             EngineSettings { stall_bound, scan_interval: Duration::from_millis(50), ..EngineSettings::default() };
