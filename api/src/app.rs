@@ -19,7 +19,9 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::error::{ApiError, ErrorBody, ErrorDetail};
-use crate::routes::{admin, audit, directory, email_links, grants, health, requests, slack, tasks, tokens};
+use crate::routes::{
+    admin, audit, credentials, directory, email_links, grants, health, requests, slack, tasks, tokens,
+};
 use crate::{dto, openapi};
 
 /// What handlers share.
@@ -48,13 +50,14 @@ pub struct AppState {
         (name = "directory", description = "Integrations, workflows and principals (read-only)."),
         (name = "audit", description = "The hash-chained audit log, for admins and auditors."),
         (name = "tokens", description = "API tokens: admins create them; everyone lists and revokes their own."),
+        (name = "credentials", description = "The credential inventory: every integration credential, its owner, scopes, lifetime and versions (never a secret value)."),
         (name = "admin", description = "Operating Tollgate itself: configuration reloads (admins)."),
         (name = "health", description = "Liveness and readiness."),
     ),
     components(schemas(
         ErrorBody, ErrorDetail, dto::RequestIn, dto::RequestOut, dto::DecisionIn, dto::TaskCompleteIn, dto::WorkflowRef, dto::StepOut,
         dto::ApprovalOut, dto::GrantOut, dto::ScopeOut, dto::IntegrationOut, dto::PrincipalOut, dto::VerifyOut, dto::HealthOut,
-        dto::TokenIn, dto::TokenOut, dto::TokenCreatedOut, dto::ReloadOut, dto::DirectoryChangeOut,
+        dto::TokenIn, dto::TokenOut, dto::TokenCreatedOut, dto::ReloadOut, dto::DirectoryChangeOut, dto::GrantSecretOut,
     )),
     modifiers(&BearerAuth),
 )]
@@ -80,6 +83,7 @@ fn documented_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(grants::list))
         .routes(routes!(grants::show))
         .routes(routes!(grants::revoke))
+        .routes(routes!(grants::secret))
         .routes(routes!(directory::integrations))
         .routes(routes!(directory::integration))
         .routes(routes!(directory::workflows))
@@ -92,6 +96,9 @@ fn documented_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(tokens::list, tokens::create))
         .routes(routes!(tokens::revoke))
         .routes(routes!(admin::reload))
+        .routes(routes!(credentials::list, credentials::create))
+        .routes(routes!(credentials::import))
+        .routes(routes!(credentials::show))
         .routes(routes!(health::healthz))
         .routes(routes!(health::readyz))
 }

@@ -94,6 +94,11 @@ pub enum Command {
         #[command(subcommand)]
         command: TaskCommand,
     },
+    /// The credential inventory (talks to a running server).
+    Credentials {
+        #[command(subcommand)]
+        command: CredentialsCommand,
+    },
     /// Check an API token with a server and store both for the client commands.
     ///
     /// Nothing is stored when the server refuses the token. The file is `$TOLLGATE_CREDENTIALS`,
@@ -137,6 +142,13 @@ pub enum Command {
         /// Why.
         #[arg(long, short = 'r')]
         reason: String,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Apply the directory and workflow changes in the server's configuration files now,
+    /// without a restart (`POST /v1/admin/reload`; admins). A bad change is refused whole: the
+    /// server's error, listing every problem, and exit 1; the running configuration stays.
+    Reload {
         #[command(flatten)]
         client: ClientArgs,
     },
@@ -385,6 +397,14 @@ pub enum GrantCommand {
         #[command(flatten)]
         client: ClientArgs,
     },
+    /// Retrieve, once, the credential the grant's connector minted for you (its holder): only
+    /// the secret is printed, so it can be piped; it is destroyed as it is handed over.
+    Secret {
+        /// Grant id.
+        id: String,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
 }
 
 /// `task` subcommands.
@@ -417,6 +437,63 @@ pub enum TaskCommand {
         /// Comment (what was done, or why it failed).
         #[arg(long, short = 'm')]
         comment: Option<String>,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+}
+
+/// `credentials` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum CredentialsCommand {
+    /// List inventoried credentials, newest first (admins and auditors: all; others: their own).
+    List {
+        /// Only this integration's.
+        #[arg(long)]
+        integration: Option<String>,
+        /// Only this owner's.
+        #[arg(long)]
+        owner: Option<String>,
+        /// Only this kind (oauth_client, oauth_grant, refresh_token, api_key, webhook_secret,
+        /// app_installation, service_account_key, bot_token).
+        #[arg(long)]
+        kind: Option<String>,
+        /// Only those expiring before this RFC 3339 time.
+        #[arg(long)]
+        expiring_before: Option<String>,
+        /// `active` or `expired`.
+        #[arg(long)]
+        status: Option<String>,
+        /// Page size (1–200; the server's default is 50).
+        #[arg(long)]
+        limit: Option<u64>,
+        /// Where to continue: the `--cursor` a previous page printed.
+        #[arg(long)]
+        cursor: Option<String>,
+        /// Print only the names, one a line.
+        #[arg(long, short = 'q', conflicts_with = "json")]
+        quiet: bool,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Show one credential and its versions (never a secret value).
+    Show {
+        /// Credential name (or id).
+        name: String,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Import a YAML or CSV file (admins): every row created, updated or unchanged, or — when
+    /// a row is invalid — nothing, with each invalid row printed as `FILE:LINE: field: message`
+    /// and exit 1. Importing the same file again changes nothing.
+    Import {
+        /// The file (`.yaml`/`.yml` or `.csv`; `-` reads standard input and needs --format).
+        file: PathBuf,
+        /// `yaml` or `csv` (default: from the file's extension).
+        #[arg(long)]
+        format: Option<String>,
+        /// Check and compare only; store nothing.
+        #[arg(long)]
+        dry_run: bool,
         #[command(flatten)]
         client: ClientArgs,
     },
@@ -566,6 +643,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Request { command } => crate::client::request(command).await,
         Command::Grant { command } => crate::client::grant(command).await,
         Command::Task { command } => crate::client::task(command).await,
+        Command::Credentials { command } => crate::client::credentials(command).await,
         Command::Login { url, token_stdin, token, json } => {
             let source = match (token, token_stdin) {
                 (Some(t), _) => crate::client::TokenSource::Flag(t),
@@ -581,6 +659,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Deny { id, reason, client } => {
             Client::new(&client)?.decide(&id, "deny", Some(reason), client.json).await
         }
+        Command::Reload { client } => crate::client::reload(&client).await,
         Command::Email { command: EmailCommand::Preview { template, json } } => {
             use tollgate_engine::notify::email;
             if template == "list" {

@@ -11,7 +11,7 @@ use clap::Args;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use crate::cli::{GrantCommand, RequestCommand, TaskCommand, eprintln_err, println_out};
+use crate::cli::{CredentialsCommand, GrantCommand, RequestCommand, TaskCommand, eprintln_err, println_out};
 
 /// The server client commands talk to when neither flags, environment nor credentials name one.
 pub const DEFAULT_URL: &str = "http://127.0.0.1:8080";
@@ -282,6 +282,21 @@ impl Client {
         Ok(value)
     }
 
+    /// A call answering the status and the JSON body, whatever the status.
+    async fn call_raw(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> anyhow::Result<(u16, Value)> {
+        let mut req = self
+            .http
+            .request(method, format!("{}{path}", self.base))
+            .bearer_auth(&self.token)
+            .header(reqwest::header::USER_AGENT, crate::USER_AGENT);
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let resp = req.send().await.with_context(|| format!("cannot reach {}", self.base))?;
+        let status = resp.status().as_u16();
+        Ok((status, resp.json().await.unwrap_or(Value::Null)))
+    }
+
     async fn get(&self, path: &str) -> anyhow::Result<Value> {
         self.call(reqwest::Method::GET, path, None, None).await
     }
@@ -466,6 +481,12 @@ pub async fn grant(command: GrantCommand) -> anyhow::Result<i32> {
             let v = Client::new(&client)?.post(&format!("/v1/grants/{id}/revoke"), None).await?;
             print_grant(&v, client.json);
         }
+        GrantCommand::Secret { id, client } => {
+            let v = Client::new(&client)?.post(&format!("/v1/grants/{}/secret", urlencode(&id)), None).await?;
+            let secret = v["secret"].as_str().ok_or_else(|| anyhow::anyhow!("the server answered no secret"))?;
+            // The secret alone (or the JSON), nothing else: it is meant to be piped.
+            println_out(&if client.json { v.to_string() } else { secret.to_owned() });
+        }
     }
     Ok(0)
 }
@@ -519,6 +540,275 @@ pub async fn task(command: TaskCommand) -> anyhow::Result<i32> {
         }
     }
     Ok(0)
+}
+
+/// Runs a `credentials` subcommand.
+///
+/// # Errors
+/// The server's refusal, a connection failure, or a file that cannot be read.
+pub async fn credentials(command: CredentialsCommand) -> anyhow::Result<i32> {
+    match command {
+        CredentialsCommand::List {
+            integration,
+            owner,
+            kind,
+            expiring_before,
+            status,
+            limit,
+            cursor,
+            quiet,
+            client,
+        } => {
+            let path = with_query(
+                "/v1/credentials",
+                &[
+                    ("integration", integration),
+                    ("owner", owner),
+                    ("kind", kind),
+                    ("expiring_before", expiring_before),
+                    ("status", status),
+                    ("limit", limit.map(|l| l.to_string())),
+                    ("cursor", cursor),
+                ],
+            );
+            let page = Client::new(&client)?.get(&path).await?;
+            if quiet {
+                for c in page["items"].as_array().into_iter().flatten() {
+                    println_out(&s(&c["name"]));
+                }
+                if let Some(next) = page["next_cursor"].as_str() {
+                    eprintln_err(&format!("more rows: --cursor {next}"));
+                }
+                return Ok(0);
+            }
+            let header = format!(
+                "{:<32}  {:<19}  {:<20}  {:<12}  {:<7}  {:<16}  VERSION",
+                "NAME", "KIND", "INTEGRATION", "OWNER", "STATUS", "EXPIRES (UTC)"
+            );
+            print_page(&page, ListOutput::new(client.json, false), &header, |c| {
+                format!(
+                    "{:<32}  {:<19}  {:<20}  {:<12}  {:<7}  {:<16}  {}",
+                    s(&c["name"]),
+                    s(&c["kind"]),
+                    s(&c["integration"]),
+                    s(&c["owner"]),
+                    s(&c["status"]),
+                    minute(&c["expires_at"]),
+                    s(&c["current_version"])
+                )
+            });
+        }
+        CredentialsCommand::Show { name, client } => {
+            let v = Client::new(&client)?.get(&format!("/v1/credentials/{}", urlencode(&name))).await?;
+            if client.json {
+                println_out(&v.to_string());
+            } else {
+                credential_lines(&v).iter().for_each(|l| println_out(l));
+            }
+        }
+        CredentialsCommand::Import { file, format, dry_run, client } => {
+            return import_credentials(&file, format.as_deref(), dry_run, &client).await;
+        }
+    }
+    Ok(0)
+}
+
+/// The human view of a credential, line by line.
+fn credential_lines(v: &Value) -> Vec<String> {
+    let mut lines = vec![
+        format!("credential  {}", s(&v["name"])),
+        format!("id          {}", s(&v["id"])),
+        format!("kind        {}", s(&v["kind"])),
+        format!("integration {} ({})", s(&v["integration"]), s(&v["environment"])),
+        format!("owner       {}", s(&v["owner"])),
+        format!("scopes      {}", join(&v["scopes"])),
+        format!("status      {}", s(&v["status"])),
+        format!("issued      {}", s(&v["issued_at"])),
+        format!("expires     {}", s(&v["expires_at"])),
+        format!("last used   {}", s(&v["last_used_at"])),
+        format!("rotated     {}", s(&v["last_rotated_at"])),
+        format!("revocation  {}", s(&v["revocation"]["method"])),
+    ];
+    if !v["revocation"]["url"].is_null() {
+        lines.push(format!("revoke at   {}", s(&v["revocation"]["url"])));
+    }
+    if !v["revocation"]["instructions"].is_null() {
+        lines.push(format!("how         {}", s(&v["revocation"]["instructions"])));
+    }
+    if v["description"].as_str().is_some_and(|d| !d.is_empty()) {
+        lines.push(format!("description {}", s(&v["description"])));
+    }
+    for ver in v["versions"].as_array().into_iter().flatten() {
+        let secret = if ver["has_value"].as_bool() == Some(true) {
+            format!("sealed value {}", ver["hint"].as_str().unwrap_or(""))
+        } else if !ver["secret_ref"].is_null() {
+            format!("ref {}", s(&ver["secret_ref"]))
+        } else {
+            "-".to_owned()
+        };
+        lines.push(format!(
+            "version     v{} {} since {}: {}",
+            s(&ver["version"]),
+            s(&ver["state"]),
+            minute(&ver["created_at"]),
+            secret.trim_end()
+        ));
+    }
+    lines
+}
+
+/// `tollgate credentials import`: reads and checks the file locally (a progress bar on a
+/// terminal), then sends it; every invalid row is printed as `FILE:LINE: field: message` and
+/// nothing is imported (exit 1).
+async fn import_credentials(
+    file: &Path,
+    format: Option<&str>,
+    dry_run: bool,
+    args: &ClientArgs,
+) -> anyhow::Result<i32> {
+    use std::io::{IsTerminal as _, Read as _};
+    use tollgate_engine::credential::{self, ImportFormat};
+    let stdin = file.as_os_str() == "-";
+    let format = match format {
+        Some(f) => ImportFormat::parse(f).with_context(|| format!("--format {f:?}: use yaml or csv"))?,
+        None if stdin => anyhow::bail!("reading standard input: pass --format yaml or --format csv"),
+        None => ImportFormat::of_path(file)
+            .with_context(|| format!("{}: cannot tell the format from the name; pass --format", file.display()))?,
+    };
+    let mut content = String::new();
+    if stdin {
+        std::io::stdin().read_to_string(&mut content).context("cannot read standard input")?;
+    } else {
+        content = std::fs::read_to_string(file).with_context(|| format!("cannot read {}", file.display()))?;
+    }
+    let shown = file.display().to_string();
+    let terminal = std::io::stderr().is_terminal();
+    let bar = if terminal {
+        let lines = content.lines().count() as u64;
+        let bar = indicatif::ProgressBar::new(lines);
+        bar.set_style(
+            indicatif::ProgressStyle::with_template("{msg} [{bar:40}] {pos}/{len} rows")
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+                .progress_chars("=> "),
+        );
+        bar.set_message("checking");
+        Some(bar)
+    } else {
+        None
+    };
+    let parsed = credential::parse(format, &content, &mut |n| {
+        if let Some(b) = &bar {
+            b.set_length(b.length().unwrap_or(0).max(n as u64));
+            b.set_position(n as u64);
+        }
+    });
+    let rows = parsed.rows.len();
+    if !parsed.invalid.is_empty() {
+        if let Some(b) = &bar {
+            b.finish_and_clear();
+        }
+        for e in &parsed.invalid {
+            eprintln_err(&format!("{shown}:{}: {}: {}", e.line, e.field, e.message));
+        }
+        println_out(&format!(
+            "{} invalid row(s) of {}; nothing imported",
+            parsed.invalid.len(),
+            rows + parsed.invalid.len()
+        ));
+        return Ok(1);
+    }
+    if let Some(b) = &bar {
+        b.set_length(rows as u64);
+        b.set_position(rows as u64);
+        b.set_message(if dry_run { "comparing" } else { "importing" });
+        b.enable_steady_tick(Duration::from_millis(200));
+    }
+    let (url, token) = resolve(args)?;
+    let mut client = Client::with(&url, token)?;
+    // A large import is one transaction on the server: give it time.
+    client.http = tollgate_engine::http::client(Duration::from_secs(600))?;
+    let name = if format == ImportFormat::Csv { "csv" } else { "yaml" };
+    let body = json!({ "format": name, "content": content, "dry_run": dry_run });
+    let (status, v) = client.call_raw(reqwest::Method::POST, "/v1/credentials/import", Some(body)).await?;
+    if let Some(b) = &bar {
+        b.finish_and_clear();
+    }
+    if status == 422 && v["error"]["code"] == "invalid_rows" {
+        if args.json {
+            println_out(&v.to_string());
+        }
+        for e in v["report"]["errors"].as_array().into_iter().flatten() {
+            eprintln_err(&format!("{shown}:{}: {}: {}", s(&e["line"]), s(&e["field"]), s(&e["message"])));
+        }
+        if !args.json {
+            println_out(&format!("{} invalid row(s) of {rows}; nothing imported", s(&v["report"]["invalid"])));
+        }
+        return Ok(1);
+    }
+    if !(200..300).contains(&status) {
+        let code = v["error"]["code"].as_str().unwrap_or("error");
+        let detail = v["error"]["detail"].as_str().unwrap_or("");
+        anyhow::bail!("{status} {code}: {detail}");
+    }
+    if args.json {
+        println_out(&v.to_string());
+    } else {
+        import_lines(&v).iter().for_each(|l| println_out(l));
+    }
+    Ok(0)
+}
+
+/// The human view of an import report: a summary, then one line per created or updated row.
+fn import_lines(v: &Value) -> Vec<String> {
+    let verb = if v["applied"].as_bool() == Some(true) { "imported" } else { "dry run (nothing stored)" };
+    let mut lines = vec![format!(
+        "{verb}: {} created, {} updated, {} unchanged, {} invalid",
+        s(&v["created"]),
+        s(&v["updated"]),
+        s(&v["unchanged"]),
+        s(&v["invalid"])
+    )];
+    for r in v["rows"].as_array().into_iter().flatten() {
+        lines.push(format!(
+            "{:<9} line {:<6} {} (v{})",
+            s(&r["outcome"]),
+            s(&r["line"]),
+            s(&r["name"]),
+            s(&r["version"])
+        ));
+    }
+    lines
+}
+
+/// `tollgate reload`: `POST /v1/admin/reload`, then what it applied: a summary line, and one line
+/// per workflow version loaded and per directory entry added, changed or removed.
+///
+/// # Errors
+/// The server's refusal (403 for a non-admin, 422 `invalid_config` listing every problem) or a
+/// connection failure.
+pub async fn reload(client: &ClientArgs) -> anyhow::Result<i32> {
+    let v = Client::new(client)?.post("/v1/admin/reload", None).await?;
+    if client.json {
+        println_out(&v.to_string());
+    } else {
+        reload_lines(&v).iter().for_each(|l| println_out(l));
+    }
+    Ok(0)
+}
+
+/// The human view of what a reload applied.
+fn reload_lines(v: &Value) -> Vec<String> {
+    let workflows = v["workflows"].as_array().cloned().unwrap_or_default();
+    let changes = v["changes"].as_array().cloned().unwrap_or_default();
+    let mut lines =
+        vec![format!("reloaded: {} workflow version(s), {} directory change(s)", workflows.len(), changes.len())];
+    for w in &workflows {
+        lines.push(format!("{:<8}  workflow {} v{}", "loaded", s(&w["key"]), s(&w["version"])));
+    }
+    for c in &changes {
+        lines.push(format!("{:<8}  {} {}", s(&c["change"]), s(&c["kind"]), s(&c["name"])));
+    }
+    lines
 }
 
 /// Where `tollgate login` reads the token from.
@@ -731,6 +1021,28 @@ mod tests {
         assert_eq!(lines[0], "request     r1");
         let v = json!({ "id": "r2" });
         assert!(request_lines(&v).iter().all(|l| !l.starts_with("waiting")));
+    }
+
+    #[test]
+    fn a_reload_prints_a_summary_then_one_line_per_change() {
+        let v = json!({
+            "workflows": [{ "key": "test-grant", "version": 2 }],
+            "changes": [
+                { "kind": "principal", "name": "frank", "change": "added" },
+                { "kind": "group", "name": "security", "change": "changed" }
+            ]
+        });
+        assert_eq!(
+            reload_lines(&v),
+            [
+                "reloaded: 1 workflow version(s), 2 directory change(s)",
+                "loaded    workflow test-grant v2",
+                "added     principal frank",
+                "changed   group security",
+            ]
+        );
+        let nothing = json!({ "workflows": [], "changes": [] });
+        assert_eq!(reload_lines(&nothing), ["reloaded: 0 workflow version(s), 0 directory change(s)"]);
     }
 
     #[test]

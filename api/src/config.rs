@@ -298,6 +298,17 @@ pub struct EngineConfig {
     /// Days after its revocation a grant is still checked for absence by reconciliation.
     #[serde(default = "default_reconcile_lookback")]
     pub reconcile_lookback_days: u64,
+    /// Seconds the holder has to retrieve a credential a connector minted for their grant
+    /// (`POST /v1/grants/{id}/secret`) before it is destroyed unread; 1 to 604800 (7 days).
+    #[serde(default = "default_secret_delivery")]
+    pub secret_delivery_secs: u64,
+}
+
+/// Longest `engine.secret_delivery_secs`: a week.
+pub const MAX_SECRET_DELIVERY_SECS: u64 = 7 * 86_400;
+
+fn default_secret_delivery() -> u64 {
+    3600
 }
 
 impl EngineConfig {
@@ -335,6 +346,7 @@ impl Default for EngineConfig {
             stall_bound_secs: default_stall_bound(),
             reconcile_schedule: default_reconcile_schedule(),
             reconcile_lookback_days: default_reconcile_lookback(),
+            secret_delivery_secs: default_secret_delivery(),
         }
     }
 }
@@ -511,6 +523,11 @@ impl Config {
         self.notifications.expiry_warning()?;
         self.sealing_key()?;
         self.engine.reconcile_schedule()?;
+        if !(1..=MAX_SECRET_DELIVERY_SECS).contains(&self.engine.secret_delivery_secs) {
+            return Err(ConfigError(format!(
+                "engine.secret_delivery_secs: must be from 1 to {MAX_SECRET_DELIVERY_SECS} seconds"
+            )));
+        }
         if self.email.enabled {
             tollgate_engine::notify::email::EmailChannel::new(&self.email)
                 .map_err(|e| ConfigError(format!("email: {e}")))?;
@@ -629,6 +646,7 @@ email = "alice@example.com"
             "disabled = true",
             "trusted_proxies",
             "timer_takeover_secs",
+            "secret_delivery_secs",
         ] {
             assert!(text.contains(documented), "deploy/tollgate.toml documents {documented:?}");
         }
@@ -761,6 +779,11 @@ email = "alice@example.com"
             jail.create_file("bad3.toml", "[engine]\nreconcile_schedule = \"0 0 * * 8\"\n")?;
             let e = load(Some("bad3.toml".as_ref()), &[]).expect_err("bad schedule").to_string();
             assert!(e.contains("engine.reconcile_schedule") && e.contains("out of range"), "{e}");
+            for bad in ["0", "604801"] {
+                jail.create_file("bad4.toml", &format!("[engine]\nsecret_delivery_secs = {bad}\n"))?;
+                let e = load(Some("bad4.toml".as_ref()), &[]).expect_err("bad deadline").to_string();
+                assert!(e.contains("engine.secret_delivery_secs"), "{e}");
+            }
             jail.create_file("off.toml", "[engine]\nreconcile_schedule = \"off\"\n")?;
             let c = load(Some("off.toml".as_ref()), &[]).map_err(|e| e.to_string())?;
             assert!(c.engine.reconcile_schedule().map_err(|e| e.to_string())?.is_none());

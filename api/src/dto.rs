@@ -803,3 +803,310 @@ impl From<tollgate_engine::config_sync::DirectoryChange> for DirectoryChangeOut 
         Self { kind: c.kind.to_owned(), name: c.name, change: c.change.to_owned() }
     }
 }
+
+/// A credential minted for the caller's grant, handed over this once (`POST
+/// /v1/grants/{id}/secret`): it was erased as this answer was made.
+#[derive(Clone, Serialize, Deserialize, ToSchema)]
+#[schema(example = json!({ "secret": "ghs_16C7e42F292c6912E7710c838347Ae178B4a", "expires_at": "2026-01-15T10:30:05Z" }))]
+pub struct GrantSecretOut {
+    /// The credential. It is not stored any more: it cannot be shown again.
+    pub secret: String,
+    /// When the SaaS side expires it, if it said.
+    pub expires_at: Option<DateTime<Utc>>,
+}
+
+impl std::fmt::Debug for GrantSecretOut {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GrantSecretOut").field("secret", &"[redacted]").field("expires_at", &self.expires_at).finish()
+    }
+}
+
+/// A credential to record in the inventory (`POST /v1/credentials`): the fields of an import
+/// row. Give `secret_ref` (a reference to where the secret is kept), or `value` (the secret:
+/// stored sealed with the server's `[secrets] key`, never shown again), or neither.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(example = json!({
+    "name": "github-staging/deploy-bot",
+    "kind": "bot_token",
+    "integration": "github-staging",
+    "owner": "bob",
+    "scopes": ["contents:read"],
+    "expires_at": "2027-06-30T00:00:00Z",
+    "revocation": "manual",
+    "revocation_url": "https://github.com/settings/tokens",
+    "secret_ref": "vault:kv/data/github#deploy-bot"
+}))]
+pub struct CredentialIn {
+    /// Unique name: 1–200 of `A–Z a–z 0–9 . _ - : / @`.
+    pub name: String,
+    /// `oauth_client`, `oauth_grant`, `refresh_token`, `api_key`, `webhook_secret`,
+    /// `app_installation`, `service_account_key` or `bot_token`.
+    #[schema(schema_with = openapi::credential_kind)]
+    pub kind: String,
+    /// An integration of the directory (its environment is the credential's).
+    pub integration: String,
+    /// A principal of the directory.
+    pub owner: String,
+    /// Scopes it carries (at most 100).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub scopes: Vec<String>,
+    /// RFC 3339.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub issued_at: Option<String>,
+    /// RFC 3339.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<String>,
+    /// RFC 3339.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_used_at: Option<String>,
+    /// RFC 3339.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_rotated_at: Option<String>,
+    /// `connector` or `manual` (default).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revocation: Option<String>,
+    /// How to revoke it by hand (at most 2,000 characters).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revocation_instructions: Option<String>,
+    /// Where to revoke it by hand (`https://…`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revocation_url: Option<String>,
+    /// Free text (at most 2,000 characters).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    /// Where the secret is kept, `scheme:location` (e.g. `vault:kv/data/github#token`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_ref: Option<String>,
+    /// The secret itself (needs `[secrets] key` on the server); stored sealed, never shown.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value: Option<String>,
+}
+
+/// How a credential is revoked.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct RevocationOut {
+    /// `connector` or `manual`.
+    pub method: String,
+    /// Instructions for a manual revocation.
+    pub instructions: Option<String>,
+    /// Where to revoke it by hand.
+    pub url: Option<String>,
+}
+
+/// One version of a credential's secret (never the value).
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct CredentialVersionOut {
+    /// 1, 2, 3, …
+    pub version: i32,
+    /// `active` (the current version) or `retired`.
+    pub state: String,
+    /// Whether Tollgate holds the value (sealed at rest; never returned).
+    pub has_value: bool,
+    /// The last four characters of a held value of 16 or more characters.
+    pub hint: Option<String>,
+    /// Where the secret is kept, for a reference.
+    pub secret_ref: Option<String>,
+    /// When this version was recorded.
+    pub created_at: DateTime<Utc>,
+    /// When a newer version replaced it.
+    pub retired_at: Option<DateTime<Utc>>,
+}
+
+/// An inventoried credential.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct CredentialOut {
+    /// Id.
+    pub id: Uuid,
+    /// Unique name.
+    pub name: String,
+    /// Kind.
+    #[schema(schema_with = openapi::credential_kind)]
+    pub kind: String,
+    /// Integration.
+    pub integration: String,
+    /// Owner.
+    pub owner: String,
+    /// Scopes.
+    pub scopes: Vec<String>,
+    /// The integration's environment.
+    pub environment: String,
+    /// `active` or `expired` (now).
+    #[schema(schema_with = openapi::credential_status)]
+    pub status: String,
+    /// When it was issued.
+    pub issued_at: Option<DateTime<Utc>>,
+    /// When it expires.
+    pub expires_at: Option<DateTime<Utc>>,
+    /// When it was last used.
+    pub last_used_at: Option<DateTime<Utc>>,
+    /// When it was last rotated.
+    pub last_rotated_at: Option<DateTime<Utc>>,
+    /// How it is revoked.
+    pub revocation: RevocationOut,
+    /// Free text.
+    pub description: String,
+    /// The current version (0: no secret recorded).
+    pub current_version: i32,
+    /// Whether the current version's value is held (sealed).
+    pub has_value: bool,
+    /// Versions, newest first: the current one and the previous ones.
+    pub versions: Vec<CredentialVersionOut>,
+    /// When it was first recorded.
+    pub created_at: DateTime<Utc>,
+    /// When it last changed.
+    pub updated_at: DateTime<Utc>,
+}
+
+impl CredentialOut {
+    /// The credential as seen at `now`.
+    #[must_use]
+    pub fn new(c: &tollgate_engine::credential::Credential, now: DateTime<Utc>) -> Self {
+        use tollgate_engine::credential::CredentialStatus;
+        let versions: Vec<CredentialVersionOut> = c
+            .versions
+            .iter()
+            .map(|v| CredentialVersionOut {
+                version: v.version,
+                state: v.state.clone(),
+                has_value: v.has_value,
+                hint: v.hint.clone(),
+                secret_ref: v.secret_ref.clone(),
+                created_at: v.created_at,
+                retired_at: v.retired_at,
+            })
+            .collect();
+        Self {
+            id: c.id,
+            name: c.name.clone(),
+            kind: c.kind.clone(),
+            integration: c.integration.clone(),
+            owner: c.owner.clone(),
+            scopes: c.scopes.clone(),
+            environment: c.environment.clone(),
+            status: CredentialStatus::at(c.expires_at, now).as_str().to_owned(),
+            issued_at: c.issued_at,
+            expires_at: c.expires_at,
+            last_used_at: c.last_used_at,
+            last_rotated_at: c.last_rotated_at,
+            revocation: RevocationOut {
+                method: c.revocation.clone(),
+                instructions: c.revocation_instructions.clone(),
+                url: c.revocation_url.clone(),
+            },
+            description: c.description.clone(),
+            current_version: c.current_version,
+            has_value: versions.iter().any(|v| v.version == c.current_version && v.has_value),
+            versions,
+            created_at: c.created_at,
+            updated_at: c.updated_at,
+        }
+    }
+}
+
+/// An import file (`POST /v1/credentials/import`).
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(example = json!({
+    "format": "csv",
+    "content": "name,kind,integration,owner,scopes,expires_at,secret_ref\ngh-deploy,api_key,github-staging,bob,contents:read,2027-01-01T00:00:00Z,vault:kv/gh#deploy\n",
+    "dry_run": false
+}))]
+pub struct CredentialImportIn {
+    /// `yaml` (a list of mappings) or `csv` (a header line naming the columns).
+    #[schema(schema_with = openapi::import_format)]
+    pub format: String,
+    /// The file's text (within `http.max_body_bytes` as JSON).
+    pub content: String,
+    /// Check and compare only: nothing is stored.
+    #[serde(default)]
+    pub dry_run: bool,
+}
+
+/// One imported row that created or changed a credential.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct ImportRowOut {
+    /// Line in the file.
+    pub line: usize,
+    /// Credential name.
+    pub name: String,
+    /// `created` or `updated` (unchanged rows are only counted).
+    #[schema(schema_with = openapi::import_outcome)]
+    pub outcome: String,
+    /// The credential's current secret version.
+    pub version: i32,
+}
+
+/// An invalid row.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct ImportErrorOut {
+    /// Line in the file.
+    pub line: usize,
+    /// The field at fault (`-`: the row or the file).
+    pub field: String,
+    /// What is wrong.
+    pub message: String,
+}
+
+/// What an import did (or, with invalid rows, would have done: nothing was stored).
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct ImportReportOut {
+    /// Whether the changes were stored (false for a dry run, and whenever a row is invalid).
+    pub applied: bool,
+    /// Whether this was a dry run.
+    pub dry_run: bool,
+    /// Rows that create a credential.
+    pub created: usize,
+    /// Rows that change one.
+    pub updated: usize,
+    /// Rows stored exactly so already.
+    pub unchanged: usize,
+    /// Invalid rows.
+    pub invalid: usize,
+    /// The rows that create or change a credential, in file order.
+    pub rows: Vec<ImportRowOut>,
+    /// The invalid rows, by line.
+    pub errors: Vec<ImportErrorOut>,
+}
+
+impl ImportReportOut {
+    /// The engine's report.
+    #[must_use]
+    pub fn new(r: &tollgate_engine::credential::ImportReport, dry_run: bool) -> Self {
+        use tollgate_engine::credential::RowOutcome;
+        Self {
+            applied: r.applied,
+            dry_run,
+            created: r.count(RowOutcome::Created),
+            updated: r.count(RowOutcome::Updated),
+            unchanged: r.count(RowOutcome::Unchanged),
+            invalid: r.invalid.len(),
+            rows: r
+                .rows
+                .iter()
+                .filter(|row| row.outcome != RowOutcome::Unchanged)
+                .map(|row| ImportRowOut {
+                    line: row.line,
+                    name: row.name.clone(),
+                    outcome: row.outcome.as_str().to_owned(),
+                    version: row.version,
+                })
+                .collect(),
+            errors: r
+                .invalid
+                .iter()
+                .map(|e| ImportErrorOut { line: e.line, field: e.field.clone(), message: e.message.clone() })
+                .collect(),
+        }
+    }
+}
+
+/// An import refused for invalid rows: the error envelope, and beside it the report naming each
+/// row (documented as `ErrorBody`; `report` is an `ImportReportOut`).
+#[derive(Debug, Serialize)]
+pub struct ImportRefusedOut {
+    /// `invalid_rows`, with the first problem.
+    pub error: crate::error::ErrorDetail,
+    /// Every invalid row (`errors`) and what the valid ones would have done.
+    pub report: ImportReportOut,
+}

@@ -474,6 +474,31 @@ pub fn token_status() -> ObjectBuilder {
         .description(Some("`active` (authenticates), `expired` or `revoked`."))
 }
 
+/// A credential's kind (`CredentialIn.kind`, `CredentialOut.kind`, the `kind` filter).
+#[must_use]
+pub fn credential_kind() -> ObjectBuilder {
+    use tollgate_engine::credential::CredentialKind;
+    string_enum(CredentialKind::ALL.map(CredentialKind::as_str), false).description(Some("What the credential is."))
+}
+
+/// `CredentialOut.status` and the `status` filter of `GET /v1/credentials`.
+#[must_use]
+pub fn credential_status() -> ObjectBuilder {
+    string_enum(["active", "expired"], false).description(Some("`active` (not past `expires_at`) or `expired`."))
+}
+
+/// `CredentialImportIn.format`.
+#[must_use]
+pub fn import_format() -> ObjectBuilder {
+    string_enum(["yaml", "csv"], false)
+}
+
+/// `ImportRowOut.outcome`.
+#[must_use]
+pub fn import_outcome() -> ObjectBuilder {
+    string_enum(["created", "updated"], false)
+}
+
 /// `TokenIn.label`.
 #[must_use]
 pub fn token_label() -> ObjectBuilder {

@@ -271,6 +271,7 @@ async fn build_engine_locked(
         stall_bound: Duration::from_secs(config.engine.stall_bound_secs.max(1)),
         reconcile_schedule: config.engine.reconcile_schedule()?,
         reconcile_lookback: Duration::from_secs(config.engine.reconcile_lookback_days.min(3660).saturating_mul(86_400)),
+        secret_delivery: Duration::from_secs(config.engine.secret_delivery_secs),
         ..EngineSettings::default()
     };
     let shared = Shared {
@@ -287,8 +288,11 @@ async fn build_engine_locked(
     } else {
         Engine::start_writer_only(db, shared).await?
     };
-    engine.apply_sync(plan).await?;
+    // Only the server stores the configuration: an operator command (`token create`) run after
+    // the files were edited must not apply the edit behind the running servers' back (they would
+    // then find nothing to reload, and keep running the old configuration).
     if workers {
+        engine.apply_sync(plan).await?;
         bootstrap(config, &engine).await?;
     }
     Ok(Arc::new(engine))

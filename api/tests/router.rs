@@ -22,7 +22,8 @@ struct App {
     _dir: tempfile::TempDir,
 }
 
-/// `alice` asks; `bob` owns `github-staging` (manual connector, operated by `admin`).
+/// `alice` asks; `bob` owns `github-staging` (manual connector, operated by `admin`) and is the
+/// `security` group the bundled workflows name (so `serve` would accept this configuration).
 fn config_toml(db: &str) -> String {
     format!(
         r#"
@@ -49,6 +50,9 @@ name = "Bob"
 name = "Admin"
 roles = ["admin"]
 
+[groups.security]
+members = ["bob"]
+
 [integrations.github-staging]
 app = "github"
 environment = "staging"
@@ -70,6 +74,10 @@ impl App {
         let file = dir.path().join("tollgate.toml");
         std::fs::write(&file, config_toml(&db.display().to_string())).expect("write config");
         let config = tollgate::config::load(Some(&file), &[]).expect("valid configuration");
+        // What `serve` checks besides: every group and principal the workflows name exists.
+        let sources = tollgate::server::workflow_sources(&config).expect("bundled workflows");
+        let dangling = tollgate::server::dangling_references(&file, &sources).expect("references checked");
+        assert!(dangling.is_empty(), "a configuration serve would refuse: {dangling:?}");
         let engine =
             tollgate::server::build_engine(&config, Arc::new(SystemClock), true, None).await.expect("engine starts");
         for principal in ["alice", "bob", "admin"] {
@@ -291,7 +299,11 @@ async fn every_documented_json_body_is_read_strictly() {
             checked += 1;
         }
     }
-    assert_eq!(checked, 4, "POST /v1/requests, /v1/requests/{{id}}/decisions, /v1/tasks/{{id}}/complete, /v1/tokens");
+    assert_eq!(
+        checked, 6,
+        "POST /v1/requests, /v1/requests/{{id}}/decisions, /v1/tasks/{{id}}/complete, /v1/tokens, /v1/credentials, \
+         /v1/credentials/import"
+    );
     app.stop().await;
 }
 

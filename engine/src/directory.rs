@@ -308,6 +308,10 @@ impl Directory {
                     return Err(err(format!("integrations.{name}.scopes"), format!("duplicate scope {:?}", s.name)));
                 }
             }
+            // The oauth2 connector mints only the integration's scopes.
+            if let ConnectorConfig::Oauth2(o) = &mut i.connector {
+                o.integration_scopes = i.scopes.iter().map(|s| s.name.clone()).collect();
+            }
         }
         Ok(Self { principals, groups, integrations })
     }

@@ -55,6 +55,7 @@ pub mod action;
 pub mod audit;
 pub mod clock;
 pub mod context;
+pub mod credential;
 pub mod delivery;
 pub mod directory;
 pub mod effect;

@@ -163,6 +163,25 @@ pub fn may_view_all_tasks(viewer: Viewer<'_>) -> bool {
     viewer.reads_all()
 }
 
+/// Whether `viewer` may record credentials in the inventory (create, import, update): admins.
+#[must_use]
+pub fn may_manage_credentials(viewer: Viewer<'_>) -> bool {
+    viewer.is_admin()
+}
+
+/// Whether `viewer` sees every credential of the inventory: admins and auditors.
+#[must_use]
+pub fn may_view_all_credentials(viewer: Viewer<'_>) -> bool {
+    viewer.reads_all()
+}
+
+/// Whether `viewer` may see a credential owned by `owner`: admins and auditors, and its owner.
+/// Everyone else is told it does not exist.
+#[must_use]
+pub fn may_view_credential(viewer: Viewer<'_>, owner: &str) -> bool {
+    may_view_all_credentials(viewer) || viewer.id == owner
+}
+
 fn owns_integration(viewer: Viewer<'_>, grant: &Grant, directory: &Directory) -> bool {
     directory.integrations.get(&grant.integration).is_some_and(|i| i.owner == viewer.id)
 }

@@ -21,6 +21,7 @@ use crate::directory::{Directory, Role};
 use crate::effect::OutboxPayload;
 use crate::feature::audit_events::AppendAudit;
 use crate::feature::config_sync::ApplySync;
+use crate::feature::grant_secrets::{self, ExpireSecret, MintedFor, Retrieval, RetrieveSecret};
 use crate::feature::links;
 use crate::feature::outbox::{ActionResult, AttemptFailed, ClaimOutbox, NotificationResult};
 use crate::feature::reconcile;
@@ -72,6 +73,9 @@ pub struct EngineSettings {
     pub reconcile_lookback: Duration,
     /// How often the reconciler looks at the clock for a due tick.
     pub reconcile_scan: Duration,
+    /// How long the holder has to retrieve a credential a connector minted for their grant
+    /// before it is destroyed unread (`engine.secret_delivery_secs`).
+    pub secret_delivery: Duration,
 }
 
 impl Default for EngineSettings {
@@ -89,6 +93,7 @@ impl Default for EngineSettings {
             reconcile_schedule: None,
             reconcile_lookback: Duration::from_secs(30 * 86_400),
             reconcile_scan: Duration::from_secs(1),
+            secret_delivery: Duration::from_secs(3600),
         }
     }
 }
@@ -238,7 +243,14 @@ impl Engine {
         let timers = timer_service.run(timer_rx, shutdown_rx.clone());
         let t2 = supervise(("timer service", Some(Loop::Timers)), timers, on_end, shutdown_rx.clone());
         let t3 = supervise(("expiry sweep", None), sweep.run(shutdown_rx.clone()), on_end, shutdown_rx.clone());
-        let mut tasks = vec![writer_task, t1, t2, t3];
+        let secrets = SecretSweep {
+            db: db.clone(),
+            writer: writer.clone(),
+            shared: shared.clone(),
+            scan: settings.scan_interval,
+        };
+        let t4 = supervise(("secret sweep", None), secrets.run(shutdown_rx.clone()), on_end, shutdown_rx.clone());
+        let mut tasks = vec![writer_task, t1, t2, t3, t4];
         if let Some(schedule) = settings.reconcile_schedule.clone() {
             let reconciler = Reconciler {
                 writer: writer.clone(),
@@ -438,6 +450,21 @@ impl Engine {
         self.writer.submit(RevokeGrant { grant_id, actor: actor.to_owned(), channel: channel.to_owned() }).await
     }
 
+    /// Hands the credential minted for grant `grant_id` to its holder `caller`, once: it is
+    /// erased and audited (`grant_secret_retrieved`) in the transaction that answers. Anyone but
+    /// the holder gets [`JobError::NotFound`], as for a grant that does not exist.
+    ///
+    /// # Errors
+    /// [`JobError::NotFound`]; database failures.
+    pub async fn retrieve_grant_secret(
+        &self,
+        grant_id: GrantId,
+        caller: &str,
+        channel: &str,
+    ) -> Result<Retrieval, JobError> {
+        self.writer.submit(RetrieveSecret { grant_id, caller: caller.to_owned(), channel: channel.to_owned() }).await
+    }
+
     /// Confirms (or reports failure of) a manual task.
     ///
     /// # Errors
@@ -545,6 +572,32 @@ impl Engine {
                 tracing::debug!(token.id = %token_id, error = %e, "token use not recorded");
             }
         });
+    }
+
+    /// Imports credentials into the inventory: `parsed`'s rows, checked against the directory
+    /// and compared with what is stored, in one transaction — all of them, or, when any row is
+    /// invalid (in `parsed.invalid` already or found so here), none. With `dry_run` nothing is
+    /// stored either way. Callers check who may ([`crate::policy::may_manage_credentials`]).
+    ///
+    /// # Errors
+    /// Database failures (invalid rows are in the report, not errors).
+    pub async fn import_credentials(
+        &self,
+        parsed: crate::credential::ParsedFile,
+        mode: crate::feature::credentials::ImportMode,
+        dry_run: bool,
+        actor: &str,
+        channel: &str,
+    ) -> Result<crate::credential::ImportReport, JobError> {
+        let job = crate::feature::credentials::ImportCredentials {
+            rows: parsed.rows,
+            invalid: parsed.invalid,
+            mode,
+            dry_run,
+            actor: actor.to_owned(),
+            channel: channel.to_owned(),
+        };
+        self.writer.submit(job).await
     }
 
     /// Appends audit events that accompany no state change (configuration changes, …).
@@ -761,6 +814,58 @@ impl ExpirySweep {
     }
 }
 
+/// Destroys credentials minted for a grant's holder and not retrieved by their delivery
+/// deadline ([`grant_secrets`]): sleeps until the earliest deadline (at most one scan interval,
+/// so deadlines stored by other replicas or after a restart are found too) and has the writer
+/// erase each one, checked again in its transaction (audited `grant_secret_expired`, once,
+/// whichever replica gets there first).
+struct SecretSweep {
+    db: Db,
+    writer: WriterHandle,
+    shared: Arc<Shared>,
+    scan: Duration,
+}
+
+impl SecretSweep {
+    async fn run(self, mut stop: watch::Receiver<bool>) {
+        loop {
+            let next = self.sweep().await;
+            let now = self.shared.clock.now();
+            let wait = next.map_or(self.scan, |t| (t - now).to_std().unwrap_or(Duration::ZERO).min(self.scan));
+            tokio::select! {
+                _ = stop.changed() => return,
+                () = tokio::time::sleep(wait.max(Duration::from_millis(10))) => {}
+            }
+        }
+    }
+
+    /// Destroys what is overdue; answers the next deadline.
+    async fn sweep(&self) -> Option<DateTime<Utc>> {
+        const PAGE: u64 = 500;
+        let now = self.shared.clock.now();
+        let overdue = match grant_secrets::overdue(&self.db, now, PAGE).await {
+            Ok(g) => g,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot read minted secrets past their delivery deadline");
+                return None;
+            }
+        };
+        let full = overdue.len() as u64 == PAGE;
+        for grant_id in overdue {
+            if let Err(e) = self.writer.submit_internal(ExpireSecret { grant_id }).await {
+                tracing::warn!(grant.id = %grant_id, error = %e, "cannot destroy an overdue minted secret");
+            }
+        }
+        if full {
+            return Some(now);
+        }
+        grant_secrets::next_deadline(&self.db).await.unwrap_or_else(|e| {
+            tracing::error!(error = %e, "cannot read the next secret delivery deadline");
+            None
+        })
+    }
+}
+
 /// Drift reconciliation on its cron schedule ([`reconcile`]): each replica watches the clock and
 /// claims a due tick through the writer; the one whose claim moves the stored tick forward queues
 /// the checks, the others find it claimed. Checks the clock every `scan` (so a controlled clock
@@ -798,8 +903,14 @@ impl Reconciler {
             let now = self.shared.clock.now();
             // After downtime, only the latest missed firing runs.
             let Some(due) = self.schedule.latest_due(last, now) else { continue };
-            let integrations =
-                snapshot(&self.connectors).iter().filter(|(_, c)| c.verifies()).map(|(name, _)| name.clone()).collect();
+            let integrations = snapshot(&self.connectors)
+                .iter()
+                // A connector that needs the grant's credential to check it (oauth2 introspection)
+                // is not reconciled until the dispatcher hands credentials back to connectors:
+                // every grant would look drifted.
+                .filter(|(_, c)| c.verifies() && !c.needs_credential())
+                .map(|(name, _)| name.clone())
+                .collect();
             let claim = reconcile::ClaimTick { tick: due, integrations, lookback: self.lookback };
             match self.writer.submit_internal(claim).await {
                 Ok((stored, claimed)) => {
@@ -920,8 +1031,17 @@ impl Dispatcher {
             };
             let now = self.shared.clock.now();
             let recorded = match (&work.item.payload, result) {
-                (OutboxPayload::Action { action }, Ok(Called::Action(ActionOutcome::Done { reference, .. }))) => {
+                (OutboxPayload::Action { action }, Ok(Called::Action(ActionOutcome::Done { reference, minted }))) => {
                     tracing::debug!(run.id = %work.run_id, operation = %action.operation, "connector call succeeded");
+                    let reconcile = reconciling(&work);
+                    let mints = matches!(action.operation, Operation::Grant | Operation::Renew | Operation::Rotate);
+                    let minted = minted.filter(|_| mints && reconcile.is_none()).map(|minted| MintedFor {
+                        grant_id: GrantId(action.grant_id),
+                        operation: action.operation,
+                        minted,
+                        deliver_within: chrono::Duration::from_std(self.settings.secret_delivery)
+                            .unwrap_or(chrono::Duration::MAX),
+                    });
                     Recorded::Action(ActionResult {
                         outbox_id: work.id,
                         run_id: work.run_id,
@@ -929,7 +1049,8 @@ impl Dispatcher {
                         result: Ok(reference),
                         keep_retrying_at: None,
                         attempts: attempt,
-                        reconcile: reconciling(&work),
+                        reconcile,
+                        minted,
                     })
                 }
                 (
@@ -1007,6 +1128,7 @@ impl Dispatcher {
                                 keep_retrying_at: keep,
                                 attempts,
                                 reconcile: reconciling(&work),
+                                minted: None,
                             })
                         }
                         OutboxPayload::Notify { notification, channel } => {
@@ -1086,7 +1208,28 @@ impl Dispatcher {
                 };
                 let mut action = action.clone();
                 action.attempt = u32::try_from(attempt).unwrap_or(u32::MAX);
-                connector.execute(&action).await.map(Called::Action)
+                let outcome = connector.execute(&action).await?;
+                let keeps = matches!(action.operation, Operation::Grant | Operation::Renew | Operation::Rotate)
+                    && reconciling(work).is_none();
+                if keeps
+                    && matches!(&outcome, ActionOutcome::Done { minted: Some(_), .. })
+                    && self.shared.sealing.is_none()
+                {
+                    // Never lose a minted credential silently, never keep it unsealed: the call
+                    // is retried (same idempotency key) until a key is configured or the retry
+                    // policy gives up.
+                    tracing::error!(
+                        alert = true, run.id = %work.run_id, integration = %action.integration.name,
+                        "the connector minted a secret for the grant's holder but no [secrets] key is configured"
+                    );
+                    return Err(ConnectorError::Retryable {
+                        message: "the connector minted a secret for the grant's holder, but no [secrets] key is \
+                                  configured to keep it: configure [secrets] key"
+                            .to_owned(),
+                        retry_after: None,
+                    });
+                }
+                Ok(Called::Action(outcome))
             }
             OutboxPayload::Notify { notification, channel } => {
                 let Some(c) = channel.as_deref().and_then(|name| self.channels.get(name)) else {

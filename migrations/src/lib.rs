@@ -14,6 +14,8 @@ mod m20261207_000003_runs_grant;
 mod m20261207_000004_schedules;
 mod m20261207_000005_break_glass;
 mod m20261207_000006_token_lifecycle;
+mod m20261208_000001_credentials;
+mod m20261208_000002_grant_secrets;
 
 /// The ordered list of migrations.
 #[derive(Debug)]
@@ -31,6 +33,8 @@ impl MigratorTrait for Migrator {
             Box::new(m20261207_000004_schedules::Migration),
             Box::new(m20261207_000005_break_glass::Migration),
             Box::new(m20261207_000006_token_lifecycle::Migration),
+            Box::new(m20261208_000001_credentials::Migration),
+            Box::new(m20261208_000002_grant_secrets::Migration),
         ]
     }
 }

@@ -15,6 +15,7 @@ const CONTRACT: &[(&str, &[&str])] = &[
     ("/v1/grants", &["get"]),
     ("/v1/grants/{id}", &["get"]),
     ("/v1/grants/{id}/revoke", &["post"]),
+    ("/v1/grants/{id}/secret", &["post"]),
     ("/v1/integrations", &["get"]),
     ("/v1/integrations/{id}", &["get"]),
     ("/v1/workflows", &["get"]),
@@ -27,6 +28,9 @@ const CONTRACT: &[(&str, &[&str])] = &[
     ("/v1/tokens", &["get", "post"]),
     ("/v1/tokens/{id}/revoke", &["post"]),
     ("/v1/admin/reload", &["post"]),
+    ("/v1/credentials", &["get", "post"]),
+    ("/v1/credentials/import", &["post"]),
+    ("/v1/credentials/{name}", &["get"]),
     ("/healthz", &["get"]),
     ("/readyz", &["get"]),
 ];

@@ -1118,3 +1118,84 @@ async fn break_glass_from_the_dialog_is_reviewed_in_slack_as_an_emergency() -> a
     assert_eq!((approved["channel"].as_str(), approved["actor"].as_str()), (Some("slack"), Some("carol")));
     Ok(())
 }
+
+/// A grant workflow for `hr-staging` whose only approver is alice: a request by alice could
+/// never be approved, so it is refused at creation (`no_eligible_approver`).
+const ALICE_ONLY: &str = "key: alice-only
+version: 1
+kind: grant
+applies_to:
+  integrations: [hr-staging]
+parameters:
+  default_duration: 1h
+  max_duration: 1h
+steps:
+  - approval:
+      id: named
+      approvers: {users: [alice]}
+      timeout: 5m
+  - action: {operation: grant}
+  - wait: {until: expiry}
+  - action: {operation: revoke}
+";
+
+/// Issue 10: a request refused by policy is audited by the engine, so once whatever path it came
+/// by: the Slack dialog (which used to leave no record) as the API.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_refused_from_the_slack_dialog_is_audited_once_as_from_the_api() -> anyhow::Result<()> {
+    let env = start(Some(APPROVALS), |o| o.workflow("alice-only.yaml", ALICE_ONLY)).await?;
+    let alice = env.t.server.client("alice").await?;
+    let rejected = |records: &[Value]| -> Vec<Value> {
+        records.iter().filter(|r| r["event_type"] == "request_rejected").cloned().collect()
+    };
+
+    let payroll = json!({ "integration": "hr-staging", "scopes": ["payroll"], "justification": "month end" });
+    let (status, body) = alice.post("/v1/requests", &payroll).await?;
+    common::assert_error(status, &body, 422, "no_eligible_approver");
+    let by_api = rejected(&env.audit(None).await?);
+    assert_eq!(by_api.len(), 1, "one record per refusal: {by_api:#?}");
+    assert_eq!(by_api[0]["channel"], "api", "{by_api:#?}");
+
+    let command = slack::slash_command(SIGNING_SECRET, &actor("U0ALICE"), "/tollgate", "", "C0GENERAL", wall_clock());
+    assert_eq!(env.post("/slack/commands", &command).await?, (200, String::new()));
+    env.slack.wait_for("views.open", 1, PATIENCE).await?;
+    let dialog = env.slack.opened_views().remove(0);
+    let values = slack::merge_values([
+        slack::input_value("tollgate_integration", "integration", InputKind::StaticSelect("hr-staging".to_owned())),
+        slack::input_value("tollgate_scopes", "scopes", InputKind::PlainText("payroll".to_owned())),
+        slack::input_value("tollgate_justification", "justification", InputKind::PlainText("month end".to_owned())),
+    ]);
+    let submission = slack::view_submission_of(SIGNING_SECRET, &actor("U0ALICE"), &dialog, values, wall_clock());
+    let (status, body) = env.interact(&submission).await?;
+    assert_eq!(status, 200, "{body}");
+    let answer: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
+    assert_eq!(answer["response_action"], "errors", "the dialog stays open: {body:?}");
+    assert!(
+        answer["errors"]["tollgate_scopes"].as_str().is_some_and(|e| e.contains("has no eligible approver")),
+        "{answer}"
+    );
+    assert_eq!(env.t.server.db().count("runs").await?, 0, "nothing was created");
+
+    // Written in the refusal's own transaction, before Slack got its answer: no waiting.
+    let all = rejected(&env.audit(None).await?);
+    assert_eq!(all.len(), 2, "one more, for the dialog: {all:#?}");
+    let r = &all[1];
+    assert_eq!(
+        (&r["channel"], &r["actor"], &r["outcome"], &r["subject"], &r["workflow_key"], &r["run_id"]),
+        (
+            &json!("slack"),
+            &json!("alice"),
+            &json!("rejected"),
+            &json!("integration:hr-staging"),
+            &json!("alice-only"),
+            &Value::Null
+        ),
+        "{r:#}"
+    );
+    assert_eq!(
+        (&r["details"]["reason"], &r["details"]["scopes"], &r["details"]["kind"]),
+        (&json!("no_eligible_approver"), &json!(["payroll"]), &json!("grant")),
+        "{r:#}"
+    );
+    Ok(())
+}

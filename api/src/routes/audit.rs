@@ -56,9 +56,12 @@ pub(crate) async fn list(
             format!("limit must be between 1 and {MAX_AUDIT_LIMIT}"),
         ));
     }
-    let records =
-        query::audit_page(&state.engine.db().read, p.cursor.unwrap_or(0), limit, p.request.map(RunId)).await?;
-    let next_cursor = (records.len() as u64 == limit).then(|| records.last().map(|r| r.seq.to_string())).flatten();
+    // One more than asked: a next page is announced only when there is one.
+    let mut records =
+        query::audit_page(&state.engine.db().read, p.cursor.unwrap_or(0), limit + 1, p.request.map(RunId)).await?;
+    let more = records.len() as u64 > limit;
+    records.truncate(usize::try_from(limit).unwrap_or(usize::MAX));
+    let next_cursor = if more { records.last().map(|r| r.seq.to_string()) } else { None };
     Ok(axum::Json(Page { items: records.into_iter().map(AuditRecordOut::from).collect(), next_cursor }))
 }
 

@@ -1,8 +1,11 @@
 //! `/v1/grants`: who holds what access until when; revoke early.
 
 use axum::extract::State;
-use axum::http::StatusCode;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use secrecy::ExposeSecret as _;
 use serde::Deserialize;
+use tollgate_engine::feature::grant_secrets::Retrieval;
 use tollgate_engine::ids::GrantId;
 use tollgate_engine::policy;
 use tollgate_engine::run::{Grant, GrantStatus};
@@ -10,7 +13,7 @@ use tollgate_engine::store::query::{self, GrantFilter};
 use utoipa::IntoParams;
 
 use crate::app::AppState;
-use crate::dto::{GrantOut, Page};
+use crate::dto::{GrantOut, GrantSecretOut, Page};
 use crate::error::{ApiError, ApiResult, ErrorBody};
 use crate::extract::{Caller, Channel, IdPath, Query};
 use crate::openapi;
@@ -41,6 +44,10 @@ pub(crate) struct ListParams {
 
 /// List grants, newest first (admins and auditors: all; others: their own and those on
 /// integrations they own).
+///
+/// `next_cursor` is given only when more rows follow: a page exactly full with nothing after it
+/// has none. (A page for a caller who may see only some grants reads a bounded number of rows;
+/// when it stops before knowing, `next_cursor` continues after the last row it read.)
 #[utoipa::path(
     get, path = "/v1/grants", tag = "grants", operation_id = "listGrants", params(ListParams),
     responses((status = 200, description = "A page of grants", body = Page<GrantOut>)),
@@ -53,24 +60,15 @@ pub(crate) async fn list(
 ) -> ApiResult<axum::Json<Page<GrantOut>>> {
     let limit = paging::limit(p.limit)?;
     let status = paging::status(p.status.as_deref(), GrantStatus::parse)?;
-    let mut cursor = paging::cursor::<GrantId>(p.cursor.as_deref())?;
+    let cursor = paging::cursor::<GrantId>(p.cursor.as_deref())?;
     let filter = GrantFilter { status, principal: p.principal, integration: p.integration };
-    let mut items = Vec::new();
-    let mut exhausted = false;
-    for _ in 0..20 {
-        let batch = query::list_grants(&state.engine.db().read, &filter, cursor, limit).await?;
-        exhausted = (batch.len() as u64) < limit;
-        for g in batch {
-            cursor = Some(g.id);
-            if can_view(&state, &caller, &g) && (items.len() as u64) < limit {
-                items.push(GrantOut::from(&g));
-            }
-        }
-        if exhausted || items.len() as u64 >= limit {
-            break;
-        }
-    }
-    let next_cursor = if exhausted { None } else { items.last().map(|g| g.id.to_string()) };
+    // Filtered after the query for callers who may see only some grants; a next page is
+    // announced only when there is one (or when the page's bounded reads ran out first).
+    let page =
+        query::list_visible_grants(&state.engine.db().read, &filter, cursor, limit, |g| can_view(&state, &caller, g))
+            .await?;
+    let items = page.items.iter().map(GrantOut::from).collect();
+    let next_cursor = page.next_cursor.map(|id| id.to_string());
     Ok(axum::Json(Page { items, next_cursor }))
 }
 
@@ -134,4 +132,59 @@ pub(crate) async fn revoke(
     state.engine.revoke_grant(GrantId(id), &caller.id, channel).await?;
     let g = query::grant(db, GrantId(id)).await?.ok_or_else(|| ApiError::not_found("grant"))?;
     Ok((StatusCode::ACCEPTED, axum::Json(GrantOut::from(&g))))
+}
+
+/// Retrieve, once, the credential the grant's connector minted for its holder.
+///
+/// An access token, an installation token: only the holder may retrieve it (not an admin, not
+/// the integration's owner), and the secret is erased as it is handed over
+/// (audited `grant_secret_retrieved`, never the value), and a secret not retrieved within
+/// `engine.secret_delivery_secs` of being minted is destroyed unread (`grant_secret_expired`).
+/// A renewal or rotation that mints again makes a new one retrievable. The answer carries
+/// `Cache-Control: no-store`; nothing else — logs, the audit log, notifications, other answers —
+/// ever shows the secret.
+#[utoipa::path(
+    post, path = "/v1/grants/{id}/secret", tag = "grants", operation_id = "retrieveGrantSecret",
+    params(("id" = uuid::Uuid, Path, description = "Grant id")),
+    responses(
+        (status = 200, description = "The secret, this once", body = GrantSecretOut,
+            headers(("Cache-Control" = String, description = "`no-store`"))),
+        (status = 404, description = "- `not_found`: no such grant, or the caller is not its holder (admins and the integration's owner included: only the holder may retrieve its secret; audited as `grant_secret_refused`)", body = ErrorBody),
+        (status = 409, description = "- `no_secret`: the grant's connector minted no secret for it (or has not yet: the grant is still provisioning)\n- `grant_not_active`: the grant is not active (revoking, revoked, failed): its secret is not handed over, and is destroyed at its deadline\n- `secret_unreadable`: the secret cannot be opened with the configured `[secrets] key` (none configured, or another key sealed it); it stays sealed until its deadline", body = ErrorBody),
+        (status = 410, description = "- `secret_gone`: the secret was retrieved already, or destroyed unread at its delivery deadline (which, and when, is in the detail)", body = ErrorBody)
+    ),
+    security(("bearer" = []))
+)]
+pub(crate) async fn secret(
+    State(state): State<AppState>,
+    caller: Caller,
+    Channel(channel): Channel,
+    IdPath(id): IdPath,
+) -> ApiResult<Response> {
+    match state.engine.retrieve_grant_secret(GrantId(id), &caller.id, channel).await? {
+        Retrieval::Secret { value, expires_at } => {
+            let body = GrantSecretOut { secret: value.expose_secret().to_owned(), expires_at };
+            let mut response = axum::Json(body).into_response();
+            response.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+            Ok(response)
+        }
+        Retrieval::Gone { how, at } => Err(ApiError::new(
+            StatusCode::GONE,
+            "secret_gone",
+            format!("the grant's secret is gone: {how} at {}", at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)),
+        )),
+        Retrieval::NoSecret => {
+            Err(ApiError::new(StatusCode::CONFLICT, "no_secret", "the grant's connector minted no secret for it"))
+        }
+        Retrieval::NotActive(status) => Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "grant_not_active",
+            format!("the grant is {}: its secret is not handed over", status.as_str()),
+        )),
+        Retrieval::Unreadable(why) => Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "secret_unreadable",
+            format!("the grant's secret cannot be opened: {why}"),
+        )),
+    }
 }

@@ -2,6 +2,7 @@
 
 pub(crate) mod admin;
 pub(crate) mod audit;
+pub(crate) mod credentials;
 pub(crate) mod directory;
 pub(crate) mod email_links;
 pub(crate) mod grants;

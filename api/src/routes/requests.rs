@@ -9,13 +9,11 @@ use serde::Deserialize;
 use sha2::{Digest, Sha256};
 use tollgate_engine::Created;
 use tollgate_engine::Engine;
-use tollgate_engine::JobError;
-use tollgate_engine::audit::AuditEvent;
 use tollgate_engine::ids::{GrantId, RunId};
 use tollgate_engine::policy::{self, RequestFields};
 use tollgate_engine::run::{Run, RunStatus};
 use tollgate_engine::store::query::{self, RunFilter, RunView};
-use tollgate_engine::transition::{NewRequest, RequestError, TransitionError};
+use tollgate_engine::transition::NewRequest;
 use utoipa::IntoParams;
 
 use crate::app::AppState;
@@ -41,33 +39,6 @@ pub(crate) fn render(engine: &Engine, view: &RunView) -> RequestOut {
         }
     }
     out
-}
-
-/// The audit record of a request refused because one of its approvals could not be passed
-/// (`no_eligible_approver`): a configuration problem someone must fix, so it leaves evidence
-/// like a refused decision does (`request_rejected`, outcome `rejected`, `details.reason` the
-/// error code). No request exists, so its subject is the integration.
-fn rejection_event(engine: &Engine, request: &NewRequest, err: &TransitionError) -> AuditEvent {
-    let workflow = engine.shared().live().resolve_for_request(request).ok().map(|(def, _)| def);
-    AuditEvent {
-        event_type: "request_rejected".to_owned(),
-        channel: request.channel.clone(),
-        outcome: "rejected".to_owned(),
-        actor: request.requester.clone(),
-        subject: format!("integration:{}", request.integration),
-        run_id: None,
-        justification: Some(request.justification.clone()),
-        workflow_key: workflow.as_ref().map(|d| d.key.clone()),
-        workflow_version: workflow.as_ref().and_then(|d| i32::try_from(d.version).ok()),
-        details: serde_json::json!({
-            "reason": err.code(),
-            "detail": err.to_string(),
-            "kind": request.kind.as_str(),
-            "integration": request.integration,
-            "scopes": request.scopes,
-            "break_glass": request.break_glass,
-        }),
-    }
 }
 
 /// Whether `viewer` may see `run` ([`policy::may_view_request`] against the run's pinned
@@ -141,7 +112,7 @@ impl IdempotencyHeader {
                 ("getRequest" = (operation_id = "getRequest", parameters(("id" = "$response.body#/id")), description = "Follow the revocation"))
             )),
         (status = 400, description = "- `invalid_request`: `Idempotency-Key` is not 1–255 visible ASCII characters", body = ErrorBody),
-        (status = 403, description = "- `forbidden`: the workflow does not let the caller ask, or the grant is not theirs", body = ErrorBody),
+        (status = 403, description = "- `forbidden`: the workflow does not let the caller ask (or take break-glass access), or the grant is not theirs (audited as `request_rejected`)", body = ErrorBody),
         (status = 409, description = "- `grant_not_active`: the grant to renew, rotate or revoke is not active (its status is in the detail; a grant whose revocation is under way is `revoking`)", body = ErrorBody),
         (status = 422, description = "- `validation_failed`: a field is out of its limits (kind, integration, scopes, justification)\n- `invalid_duration`: `duration` does not parse\n- `unknown_integration`: no such integration\n- `no_workflow`: no workflow governs this kind of request on the integration\n- `invalid_scope`: no scopes, or one the integration does not offer\n- `duration_required`, `duration_too_long`: against the workflow's parameters\n- `duration_too_short`: less than one second\n- `lifetime_exceeded`: a renewal would keep the grant past the renew workflow's `max_lifetime`\n- `scope_mismatch`: a renew, rotate or revoke request names scopes other than the grant's (name exactly those, or none)\n- `justification_required`: the workflow requires one (break-glass always does)\n- `break_glass_unavailable`: `break_glass` asked of a workflow that offers none, or of a renew, rotate or revoke\n- `invalid_grant`: `grant` missing, unexpected, unknown or of another integration\n- `idempotency_key_reused`: the `Idempotency-Key` was used with another body\n- `no_eligible_approver`: an approval the request would reach (named in the detail, e.g. `steps[0] (\"owner\")`) has fewer people who may approve it than its quorum, escalation included — often nobody, e.g. a workflow whose only approver is the requester; the workflow or the directory must change (audited as `request_rejected`)\n- `time_out_of_range`: a time computed from the request (an expiry, a deadline) is out of range", body = ErrorBody)
     ),
@@ -192,16 +163,9 @@ pub(crate) async fn create(
     let render_with = engine.clone();
     let renderer =
         Box::new(move |view: &RunView| serde_json::to_string(&render(&render_with, view)).unwrap_or_default());
-    let asked = request.clone();
-    let created = match engine.create_request(request, caller.is_admin(), idempotency, renderer).await {
-        Err(JobError::Transition(e @ TransitionError::Invalid(RequestError::NoEligibleApprover { .. }))) => {
-            if let Err(failed) = engine.audit(vec![rejection_event(&engine, &asked, &e)]).await {
-                tracing::error!(error = %failed, "cannot audit a refused request");
-            }
-            return Err(e.into());
-        }
-        other => other?,
-    };
+    // A refusal by policy (`no_eligible_approver`, `forbidden`) is audited by the engine, as on
+    // every other path.
+    let created = engine.create_request(request, caller.is_admin(), idempotency, renderer).await?;
     let (status, id, body, replayed) = match created {
         Created::New { id, body } => (StatusCode::CREATED, id.to_string(), body, false),
         Created::Attached { id, body } => {
@@ -246,6 +210,10 @@ pub(crate) struct ListParams {
 
 /// List requests, newest first. Admins and auditors see all; others see their own and those
 /// they may approve.
+///
+/// `next_cursor` is given only when more rows follow: a page exactly full with nothing after it
+/// has none. (A page for a caller who may see only some requests reads a bounded number of rows;
+/// when it stops before knowing, `next_cursor` continues after the last row it read.)
 #[utoipa::path(
     get, path = "/v1/requests", tag = "requests", operation_id = "listRequests", params(ListParams),
     responses((status = 200, description = "A page of requests", body = Page<RequestOut>)),
@@ -258,31 +226,22 @@ pub(crate) async fn list(
 ) -> ApiResult<axum::Json<Page<RequestOut>>> {
     let limit = paging::limit(p.limit)?;
     let status = paging::status(p.status.as_deref(), RunStatus::parse)?;
-    let mut cursor = paging::cursor::<RunId>(p.cursor.as_deref())?;
+    let cursor = paging::cursor::<RunId>(p.cursor.as_deref())?;
     let filter = RunFilter { status, requester: p.requester, integration: p.integration };
-    let mut items = Vec::new();
-    let mut exhausted = false;
-    // Non-privileged callers' pages are filtered after the query; scan a bounded number of pages.
-    for _ in 0..20 {
-        let batch = query::list_runs(&state.engine.db().read, &filter, cursor, limit).await?;
-        exhausted = (batch.len() as u64) < limit;
-        for run in batch {
-            cursor = Some(run.id);
-            if can_view(&state.engine, caller.viewer(), &run) && (items.len() as u64) < limit {
-                items.push(run.id);
-            }
-        }
-        if exhausted || items.len() as u64 >= limit {
-            break;
-        }
-    }
-    let mut out = Vec::with_capacity(items.len());
-    for id in items {
-        if let Some(view) = query::run_view_snapshot(&state.engine.db().read, id).await? {
+    // Non-privileged callers' pages are filtered after the query, over a bounded number of reads;
+    // a next page is announced only when there is one (or when those reads ran out first).
+    let viewer = caller.viewer();
+    let page = query::list_visible_runs(&state.engine.db().read, &filter, cursor, limit, |run| {
+        can_view(&state.engine, viewer, run)
+    })
+    .await?;
+    let mut out = Vec::with_capacity(page.items.len());
+    for run in page.items {
+        if let Some(view) = query::run_view_snapshot(&state.engine.db().read, run.id).await? {
             out.push(render(&state.engine, &view));
         }
     }
-    let next_cursor = if exhausted { None } else { out.last().map(|r| r.id.to_string()) };
+    let next_cursor = page.next_cursor.map(|id| id.to_string());
     Ok(axum::Json(Page { items: out, next_cursor }))
 }
 

@@ -69,8 +69,11 @@ pub(crate) async fn list(
         None => Some(caller.id.clone()),
     };
     let filter = TokenFilter { principal, status: status.map(|s| (s, now)) };
-    let tokens = query::list_tokens(&state.engine.db().read, &filter, cursor, limit).await?;
-    let next_cursor = (tokens.len() as u64 == limit).then(|| tokens.last().map(|t| t.id.to_string())).flatten();
+    // One more than asked: a next page is announced only when there is one.
+    let mut tokens = query::list_tokens(&state.engine.db().read, &filter, cursor, limit + 1).await?;
+    let more = tokens.len() as u64 > limit;
+    tokens.truncate(usize::try_from(limit).unwrap_or(usize::MAX));
+    let next_cursor = if more { tokens.last().map(|t| t.id.to_string()) } else { None };
     let items = tokens.iter().map(|t| TokenOut::new(t, now)).collect();
     Ok(axum::Json(Page { items, next_cursor }))
 }

@@ -5,6 +5,7 @@
 //! though the engine delivers at least once.
 
 pub mod manual;
+pub mod oauth2;
 pub mod webhook;
 
 use crate::action::ConnectorAction;
@@ -73,6 +74,31 @@ pub trait Connector: Send + Sync + std::fmt::Debug {
     fn verifies(&self) -> bool {
         false
     }
+
+    /// Whether `renew`, `rotate`, `revoke` and `verify` need the credential an earlier call
+    /// minted for the grant (`ActionOutcome::Done::minted`; e.g. RFC 7009 revocation and
+    /// RFC 7662 introspection take the token itself). For such connectors the engine keeps its
+    /// own sealed copy of the latest minted credential of each grant (apart from the copy handed
+    /// to the holder once, which is destroyed on retrieval) until the grant is revoked and that
+    /// credential has expired, and calls [`Connector::execute_with_credential`] with it.
+    fn needs_credential(&self) -> bool {
+        false
+    }
+
+    /// [`Connector::execute`] with `credential`: the latest credential minted for
+    /// `action.grant_id`, when the engine holds one (see [`Connector::needs_credential`]). It is
+    /// never part of the [`ConnectorAction`], which is stored in the outbox and sent to webhooks.
+    ///
+    /// # Errors
+    /// As [`Connector::execute`].
+    async fn execute_with_credential(
+        &self,
+        action: &ConnectorAction,
+        credential: Option<&secrecy::SecretString>,
+    ) -> Result<ActionOutcome, ConnectorError> {
+        let _ = credential;
+        self.execute(action).await
+    }
 }
 
 /// How an integration's connector is configured, tagged by `type`:
@@ -91,15 +117,18 @@ pub enum ConnectorConfig {
     Webhook(crate::outbound::webhook::WebhookSettings),
     /// Ask a person to do it ([`manual::ManualConnector`]).
     Manual(manual::ManualSettings),
+    /// Mint, revoke and introspect OAuth 2.0 access tokens ([`oauth2::OAuth2Connector`]).
+    Oauth2(Box<oauth2::OAuth2Settings>),
 }
 
 impl ConnectorConfig {
-    /// The connector type as written in `type`: `webhook` or `manual`.
+    /// The connector type as written in `type`: `webhook`, `manual` or `oauth2`.
     #[must_use]
     pub fn type_name(&self) -> &'static str {
         match self {
             Self::Webhook(_) => "webhook",
             Self::Manual(_) => "manual",
+            Self::Oauth2(_) => "oauth2",
         }
     }
 }
@@ -113,6 +142,7 @@ pub fn build(config: &ConnectorConfig, http: &reqwest::Client) -> Result<std::sy
     Ok(match config {
         ConnectorConfig::Webhook(settings) => std::sync::Arc::new(webhook::WebhookConnector::new(settings, http)?),
         ConnectorConfig::Manual(settings) => std::sync::Arc::new(manual::ManualConnector::new(settings)?),
+        ConnectorConfig::Oauth2(settings) => std::sync::Arc::new(oauth2::OAuth2Connector::new(settings, http)?),
     })
 }
 

@@ -1,15 +1,18 @@
 //! The webhook connector: POSTs a signed JSON action to a receiver that performs it on the SaaS.
 //!
-//! The receiver answers 2xx (optionally with `{"reference": "..."}`) once the effect is in place,
-//! 4xx when retrying cannot help, and 408/429/5xx when it can. The signed delivery and the status
+//! The receiver answers 2xx (optionally with `{"reference": "..."}`, and for grant, renew and
+//! rotate a credential minted for the holder: `{"secret": "...", "expires_at": "..."}`) once the
+//! effect is in place, 4xx when retrying cannot help, and 408/429/5xx when it can. The signed delivery and the status
 //! classification live in [`crate::outbound::webhook`], shared with the notification webhook
 //! channel; this module adds only what an action's answer means.
 
 use std::sync::Arc;
 
+use secrecy::SecretString;
 use serde::Deserialize;
+use tollgate_workflows::Operation;
 
-use super::{ActionOutcome, Connector};
+use super::{ActionOutcome, Connector, Minted};
 use crate::action::ConnectorAction;
 use crate::clock::Clock;
 use crate::outbound::webhook::SignedEndpoint;
@@ -21,36 +24,62 @@ pub const MAX_RESPONSE_BYTES: usize = 64 * 1024;
 /// Longest `reference` kept, in characters.
 pub const MAX_REFERENCE_CHARS: usize = 200;
 
-/// Reads at most [`MAX_RESPONSE_BYTES`] of a 2xx body and keeps only a sane `reference`.
+/// Longest minted `secret` taken from an answer, in bytes.
+pub const MAX_SECRET_BYTES: usize = 16 * 1024;
+
+/// What a 2xx answer yields: a sane `reference`, and — for grant, renew and rotate — a credential
+/// minted for the grant's holder (`secret`, optional `expires_at`).
 ///
-/// The effect already happened, so a body that is too large, malformed or cut off yields no
-/// reference rather than an error. Other fields are skipped by the parser and never stored: a
-/// receiver may echo credentials.
-async fn read_reference(mut response: reqwest::Response) -> Option<String> {
+/// Reads at most [`MAX_RESPONSE_BYTES`]. The effect already happened, so a body that is too large,
+/// malformed or cut off yields nothing rather than an error. Other fields are skipped by the
+/// parser and never stored: a receiver may echo credentials.
+async fn read_answer(mut response: reqwest::Response, mints: bool) -> (Option<String>, Option<Minted>) {
     #[derive(Deserialize)]
     struct Reply {
         #[serde(default)]
-        reference: Option<String>,
+        reference: Option<serde_json::Value>,
+        #[serde(default)]
+        secret: Option<serde_json::Value>,
+        #[serde(default)]
+        expires_at: Option<serde_json::Value>,
     }
 
     let limit = u64::try_from(MAX_RESPONSE_BYTES).unwrap_or(u64::MAX);
     if response.content_length().is_some_and(|n| n > limit) {
-        return None;
+        return (None, None);
     }
     let mut body = Vec::new();
-    while let Some(chunk) = response.chunk().await.ok()? {
-        if body.len() + chunk.len() > MAX_RESPONSE_BYTES {
-            return None;
+    loop {
+        match response.chunk().await {
+            Ok(Some(chunk)) => {
+                if body.len() + chunk.len() > MAX_RESPONSE_BYTES {
+                    return (None, None);
+                }
+                body.extend_from_slice(&chunk);
+            }
+            Ok(None) => break,
+            Err(_) => return (None, None),
         }
-        body.extend_from_slice(&chunk);
     }
-    let reference = serde_json::from_slice::<Reply>(&body).ok()?.reference?;
-    let reference = reference.trim();
-    // Control characters would let a receiver forge log lines or confuse a terminal.
-    if reference.is_empty() || reference.chars().any(char::is_control) {
-        return None;
-    }
-    Some(reference.chars().take(MAX_REFERENCE_CHARS).collect())
+    let Ok(reply) = serde_json::from_slice::<Reply>(&body) else { return (None, None) };
+    let reference = reply.reference.as_ref().and_then(serde_json::Value::as_str).and_then(|reference| {
+        let reference = reference.trim();
+        // Control characters would let a receiver forge log lines or confuse a terminal.
+        (!reference.is_empty() && !reference.chars().any(char::is_control))
+            .then(|| reference.chars().take(MAX_REFERENCE_CHARS).collect())
+    });
+    let minted = match reply.secret {
+        Some(serde_json::Value::String(value)) if mints && !value.is_empty() && value.len() <= MAX_SECRET_BYTES => {
+            let expires_at = reply
+                .expires_at
+                .as_ref()
+                .and_then(serde_json::Value::as_str)
+                .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok().map(|t| t.with_timezone(&chrono::Utc)));
+            Some(Minted { value: SecretString::from(value), expires_at })
+        }
+        _ => None,
+    };
+    (reference, minted)
 }
 
 /// Performs actions by POSTing them, signed, to a receiver (see `docs/WEBHOOKS.md`).
@@ -90,7 +119,9 @@ impl Connector for WebhookConnector {
 
     async fn execute(&self, action: &ConnectorAction) -> Result<ActionOutcome, ConnectorError> {
         let response = self.endpoint.deliver("tollgate.action", &action.idempotency_key, action).await?;
-        Ok(ActionOutcome::Done { reference: read_reference(response).await, minted: None })
+        let mints = matches!(action.operation, Operation::Grant | Operation::Renew | Operation::Rotate);
+        let (reference, minted) = read_answer(response, mints).await;
+        Ok(ActionOutcome::Done { reference, minted })
     }
 }
 
@@ -99,6 +130,7 @@ mod tests {
     use std::time::Duration;
 
     use chrono::{DateTime, Utc};
+    use secrecy::ExposeSecret as _;
     use tollgate_workflows::Operation;
     use uuid::Uuid;
 
@@ -140,9 +172,8 @@ mod tests {
 
     #[tokio::test]
     async fn signed_action_is_delivered_and_only_the_reference_is_kept() {
-        let receiver = Receiver::start([
-            Reply::status(200).body(r#"{"reference":"abc","secret":"CANARY","nested":{"token":"CANARY"}}"#)
-        ])
+        let receiver = Receiver::start([Reply::status(200)
+            .body(r#"{"reference":"abc","credential":{"secret":"CANARY"},"nested":{"token":"CANARY"}}"#)])
         .await;
         let outcome = connector(&receiver.url(), None).execute(&action(1)).await.unwrap();
 
@@ -344,6 +375,43 @@ mod tests {
             let got = connector.execute(&action(1)).await.unwrap();
             assert_eq!(got, ActionOutcome::Done { reference: want, minted: None });
         }
+    }
+
+    #[tokio::test]
+    async fn a_secret_minted_by_grant_renew_or_rotate_is_handed_on_redacted() {
+        let minted = r#"{"reference":"r1","secret":"gho_CANARY","expires_at":"2030-01-02T03:04:05Z"}"#;
+        let cases = [
+            (Operation::Grant, Reply::status(200).body(minted), Some((Some("2030-01-02T03:04:05Z"), "gho_CANARY"))),
+            (Operation::Renew, Reply::status(200).body(r#"{"secret":"gho_CANARY"}"#), Some((None, "gho_CANARY"))),
+            (
+                Operation::Rotate,
+                Reply::status(201).body(r#"{"secret":"gho_CANARY","expires_at":"soon"}"#),
+                Some((None, "gho_CANARY")),
+            ),
+            (Operation::Revoke, Reply::status(200).body(minted), None),
+            (Operation::Verify, Reply::status(200).body(minted), None),
+            (Operation::Grant, Reply::status(200).body(r#"{"secret":""}"#), None),
+            (Operation::Grant, Reply::status(200).body(r#"{"secret":{"value":"CANARY"}}"#), None),
+            (Operation::Grant, Reply::status(200).body(r#"{"secret":42}"#), None),
+        ];
+        let expected: Vec<_> = cases.iter().map(|(op, _, want)| (*op, *want)).collect();
+        let receiver = Receiver::start(cases.into_iter().map(|(_, reply, _)| reply)).await;
+        let webhook = connector(&receiver.url(), None);
+        for (operation, want) in expected {
+            let mut call = action(1);
+            call.operation = operation;
+            let ActionOutcome::Done { minted, .. } = webhook.execute(&call).await.unwrap() else {
+                panic!("{operation:?}: not done");
+            };
+            assert_clean(&format!("{minted:?}"));
+            let got = minted.map(|m| (m.expires_at, m.value.expose_secret().to_owned()));
+            let want = want.map(|(at, v)| (at.map(|t: &str| t.parse::<DateTime<Utc>>().unwrap()), v.to_owned()));
+            assert_eq!(got, want, "{operation:?}");
+        }
+        let huge = format!(r#"{{"secret":"{}"}}"#, "s".repeat(MAX_SECRET_BYTES + 1));
+        let receiver = Receiver::start([Reply::status(200).body(huge)]).await;
+        let outcome = connector(&receiver.url(), None).execute(&action(1)).await;
+        assert_eq!(outcome.unwrap(), ActionOutcome::Done { reference: None, minted: None }, "too long a secret");
     }
 
     #[test]

@@ -4,6 +4,8 @@
 
 pub(crate) mod audit_events;
 pub mod config_sync;
+pub mod credentials;
+pub mod grant_secrets;
 pub mod links;
 pub(crate) mod outbox;
 pub(crate) mod reconcile;

@@ -3,7 +3,7 @@
 
 use chrono::{DateTime, Utc};
 use sea_orm::sea_query::Expr;
-use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
+use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QuerySelect};
 
 use crate::action::ConnectorAction;
 use crate::audit::AuditEvent;
@@ -13,6 +13,8 @@ use crate::store::entity::outbox;
 use crate::store::tx::Tx;
 use crate::store::writer::{Job, JobError, Refusal};
 use crate::transition::Command;
+
+use super::grant_secrets::MintedFor;
 
 /// A connector call finished: the item is done, failed, or (a revocation past its budget) left
 /// pending for a slow retry; the result is applied to the run.
@@ -26,6 +28,9 @@ pub(crate) struct ActionResult {
     /// The call, when it was a reconciliation's (its result goes to
     /// [`super::reconcile::record`], not to a run's step).
     pub(crate) reconcile: Option<Box<ConnectorAction>>,
+    /// A credential the call minted for the grant's holder: sealed and stored with the result
+    /// ([`super::grant_secrets`]), never put into the run, the outbox or the audit log.
+    pub(crate) minted: Option<MintedFor>,
 }
 
 #[async_trait::async_trait]
@@ -33,6 +38,12 @@ impl Job for ActionResult {
     type Output = ();
 
     async fn run(&self, tx: &mut Tx<'_>) -> Result<(), Refusal> {
+        // A result recorded already (the call was repeated after a lost lease) changes nothing,
+        // and must not bring back a secret handed over since.
+        let minted = match &self.minted {
+            Some(m) if !is_done(tx, self.outbox_id).await? => Some(m),
+            _ => None,
+        };
         match (&self.result, self.keep_retrying_at) {
             (Ok(_), _) => tx.outbox_done(self.outbox_id.0, self.attempts),
             (Err(e), Some(at)) => {
@@ -54,8 +65,23 @@ impl Job for ActionResult {
             },
             Err(error) => Command::ActionFailed { outbox_id: self.outbox_id, error: error.clone(), actor, channel },
         };
-        tx.apply(self.run_id, &command).await
+        tx.apply(self.run_id, &command).await?;
+        if let (Ok(_), Some(m)) = (&self.result, minted) {
+            tx.store_grant_secret(self.run_id, m).await?;
+        }
+        Ok(())
     }
+}
+
+/// Whether an outbox item's result was recorded already.
+async fn is_done(tx: &Tx<'_>, id: OutboxId) -> Result<bool, JobError> {
+    let status: Option<String> = outbox::Entity::find_by_id(id.0)
+        .select_only()
+        .column(outbox::Column::Status)
+        .into_tuple()
+        .one(tx.conn())
+        .await?;
+    Ok(status.as_deref() == Some("done"))
 }
 
 /// An attempt failed and will be retried at `next_attempt_at`.

@@ -17,7 +17,7 @@ use crate::store::query::{self, RunView};
 use crate::store::tx::Tx;
 use crate::store::writer::{Job, JobError, Refusal};
 use crate::store::{StoreError, grant_model, run_model};
-use crate::transition::{self, Cast, Command, Context, NewRequest, Outcome};
+use crate::transition::{self, Cast, Command, Context, NewRequest, Outcome, TransitionError};
 
 /// Renders the API response of a freshly created request (stored for idempotent replays).
 pub(crate) type Renderer = Box<dyn Fn(&RunView) -> String + Send + Sync>;
@@ -95,8 +95,17 @@ impl Job for CreateRequest {
             ids: &ids,
         };
         // Every check of the request first (who may ask, the grant's status and scopes): a
-        // caller who may not revoke the grant learns nothing of a revocation under way.
-        let outcome = transition::start(request, self.is_admin, &ctx)?;
+        // caller who may not revoke the grant learns nothing of a revocation under way. A
+        // refusal by policy leaves its evidence here, whatever path the request came by (API,
+        // CLI, Slack): one `request_rejected` per refusal (which ones: `is_audited`).
+        let outcome = match transition::start(request, self.is_admin, &ctx) {
+            Ok(outcome) => outcome,
+            Err(TransitionError::Invalid(e)) if e.is_audited() => {
+                let event = self.request.rejection_event(&definition, &e);
+                return Err(Refusal::Audited(TransitionError::Invalid(e).into(), Box::new(event)));
+            }
+            Err(e) => return Err(e.into()),
+        };
         if let (WorkflowKind::Revoke, Some(grant_id)) = (outcome.run.kind, outcome.run.grant_id)
             && let Some(open) = open_revocation(tx, grant_id).await?
         {

@@ -323,3 +323,112 @@ pub mod slack_message {
     }
     entity_boilerplate!();
 }
+
+pub mod grant_secret {
+    use sea_orm::entity::prelude::*;
+
+    /// A credential minted for a grant's holder: sealed (`crate::sealed`, bound to the grant id)
+    /// until handed over once or destroyed at `deliver_by`; then `sealed` is erased and `ended`
+    /// says how (`retrieved`, `expired`).
+    #[derive(Clone, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "grant_secrets")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub grant_id: Uuid,
+        #[sea_orm(column_type = "Text", nullable)]
+        pub sealed: Option<String>,
+        pub minted_at: DateTimeUtc,
+        pub deliver_by: DateTimeUtc,
+        pub expires_at: Option<DateTimeUtc>,
+        pub ended_at: Option<DateTimeUtc>,
+        pub ended: Option<String>,
+    }
+    entity_boilerplate!();
+
+    impl std::fmt::Debug for Model {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.debug_struct("GrantSecret")
+                .field("grant_id", &self.grant_id)
+                .field("sealed", &self.sealed.as_ref().map(|_| "[sealed]"))
+                .field("minted_at", &self.minted_at)
+                .field("deliver_by", &self.deliver_by)
+                .field("expires_at", &self.expires_at)
+                .field("ended_at", &self.ended_at)
+                .field("ended", &self.ended)
+                .finish()
+        }
+    }
+}
+
+pub mod credential {
+    use sea_orm::entity::prelude::*;
+
+    /// An inventoried integration credential (`crate::credential`); its secret is in
+    /// `credential_versions`.
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "credentials")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub id: Uuid,
+        #[sea_orm(unique)]
+        pub name: String,
+        pub kind: String,
+        pub integration: String,
+        pub owner: String,
+        #[sea_orm(column_type = "Text")]
+        pub scopes: String,
+        pub environment: String,
+        pub issued_at: Option<DateTimeUtc>,
+        pub expires_at: Option<DateTimeUtc>,
+        pub last_used_at: Option<DateTimeUtc>,
+        pub last_rotated_at: Option<DateTimeUtc>,
+        pub revocation: String,
+        #[sea_orm(column_type = "Text", nullable)]
+        pub revocation_instructions: Option<String>,
+        #[sea_orm(column_type = "Text", nullable)]
+        pub revocation_url: Option<String>,
+        #[sea_orm(column_type = "Text")]
+        pub description: String,
+        pub current_version: i32,
+        pub created_at: DateTimeUtc,
+        pub updated_at: DateTimeUtc,
+    }
+    entity_boilerplate!();
+}
+
+pub mod credential_version {
+    use sea_orm::entity::prelude::*;
+
+    /// One version of a credential's secret: a reference to a secret store, or the value sealed
+    /// (`crate::sealed`, bound to the credential id and version). `state`: `active` (the
+    /// current version) or `retired`.
+    #[derive(Clone, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "credential_versions")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub id: Uuid,
+        pub credential_id: Uuid,
+        pub version: i32,
+        pub state: String,
+        pub hint: Option<String>,
+        #[sea_orm(column_type = "Text", nullable)]
+        pub secret_ref: Option<String>,
+        #[sea_orm(column_type = "Text", nullable)]
+        pub sealed_value: Option<String>,
+        pub created_at: DateTimeUtc,
+        pub retired_at: Option<DateTimeUtc>,
+    }
+    entity_boilerplate!();
+
+    impl std::fmt::Debug for Model {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.debug_struct("CredentialVersion")
+                .field("credential_id", &self.credential_id)
+                .field("version", &self.version)
+                .field("state", &self.state)
+                .field("secret_ref", &self.secret_ref)
+                .field("sealed_value", &self.sealed_value.as_ref().map(|_| "[sealed]"))
+                .finish_non_exhaustive()
+        }
+    }
+}

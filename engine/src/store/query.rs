@@ -131,6 +131,93 @@ pub async fn list_runs<C: ConnectionTrait>(
     q.order_by_desc(run::Column::Id).limit(limit).all(c).await?.into_iter().map(Run::try_from).collect()
 }
 
+/// How many reads one page of a listing filtered after the query ([`list_visible_runs`],
+/// [`list_visible_grants`]) makes at most: the work a caller who may see few rows causes is
+/// bounded.
+pub const MAX_PAGE_SCANS: usize = 20;
+
+/// A page of a listing filtered after the query: at most `limit` rows, newest first, and where
+/// to continue.
+#[derive(Debug, Clone)]
+pub struct VisiblePage<T, K> {
+    /// The rows the caller may see.
+    pub items: Vec<T>,
+    /// Where the next page starts: the last row of this page when another row the caller may
+    /// see follows it; the last row read when the page stopped at its [`MAX_PAGE_SCANS`]
+    /// reads before knowing (rows may follow); `None` when nothing follows.
+    pub next_cursor: Option<K>,
+}
+
+/// Reads pages of `limit + 1` rows through `fetch` (newest first, strictly older than the
+/// cursor) until it holds `limit` rows `visible` lets through and knows whether another
+/// follows, nothing is left, or it made [`MAX_PAGE_SCANS`] reads. The extra row is what tells
+/// a full last page from one with more after it: a cursor is never given for an empty page.
+async fn visible_page<T, K, F, Fut>(
+    mut cursor: Option<K>,
+    limit: u64,
+    mut fetch: F,
+    key: impl Fn(&T) -> K,
+    visible: impl Fn(&T) -> bool,
+) -> Result<VisiblePage<T, K>, StoreError>
+where
+    K: Copy,
+    F: FnMut(Option<K>, u64) -> Fut,
+    Fut: std::future::Future<Output = Result<Vec<T>, StoreError>>,
+{
+    let want = usize::try_from(limit).unwrap_or(usize::MAX);
+    let mut items: Vec<T> = Vec::new();
+    for _ in 0..MAX_PAGE_SCANS {
+        let batch = fetch(cursor, limit.saturating_add(1)).await?;
+        let exhausted = (batch.len() as u64) <= limit;
+        for row in batch {
+            cursor = Some(key(&row));
+            if visible(&row) {
+                if items.len() == want {
+                    // Another visible row after a full page: there is a next page.
+                    return Ok(VisiblePage { next_cursor: items.last().map(&key), items });
+                }
+                items.push(row);
+            }
+        }
+        if exhausted {
+            return Ok(VisiblePage { items, next_cursor: None });
+        }
+    }
+    // Out of reads before knowing: continue after the last row read.
+    Ok(VisiblePage { items, next_cursor: cursor })
+}
+
+/// A page of the requests `visible` lets through (who may see what is the caller's rule),
+/// newest first, strictly older than `before`; `next_cursor` only when more may follow
+/// ([`VisiblePage`]).
+///
+/// # Errors
+/// Database failures.
+pub async fn list_visible_runs<C: ConnectionTrait>(
+    c: &C,
+    filter: &RunFilter,
+    before: Option<RunId>,
+    limit: u64,
+    visible: impl Fn(&Run) -> bool,
+) -> Result<VisiblePage<Run, RunId>, StoreError> {
+    visible_page(before, limit, |b, n| list_runs(c, filter, b, n), |r: &Run| r.id, visible).await
+}
+
+/// A page of the grants `visible` lets through, newest first, strictly older than `before`;
+/// `next_cursor` only when more may follow ([`VisiblePage`]).
+///
+/// # Errors
+/// Database failures.
+pub async fn list_visible_grants<C: ConnectionTrait>(
+    c: &C,
+    filter: &GrantFilter,
+    before: Option<GrantId>,
+    limit: u64,
+    visible: impl Fn(&Grant) -> bool,
+) -> Result<VisiblePage<Grant, GrantId>, StoreError> {
+    visible_page(before, limit, |b, n| list_grants(c, filter, b, n), |g: &Grant| g.id, visible).await
+}
+
 /// One grant.
 ///
 /// # Errors
@@ -705,4 +792,191 @@ pub async fn approval_link_by_hash<C: ConnectionTrait>(
 ) -> Result<Option<super::entity::approval_link::Model>, StoreError> {
     use super::entity::approval_link;
     Ok(approval_link::Entity::find().filter(approval_link::Column::TokenHash.eq(token_hash)).one(c).await?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{MAX_PAGE_SCANS, StoreError, VisiblePage, visible_page};
+
+    /// Pages `rows` (ids, newest first) `limit` at a time, keeping those `visible` lets through,
+    /// as the listings do, counting the reads.
+    async fn page(
+        rows: &[u32],
+        before: Option<u32>,
+        limit: u64,
+        visible: fn(&u32) -> bool,
+    ) -> (VisiblePage<u32, u32>, usize) {
+        let reads = std::cell::Cell::new(0);
+        let fetch = |b: Option<u32>, n: u64| {
+            reads.set(reads.get() + 1);
+            let out: Vec<u32> =
+                rows.iter().copied().filter(|r| b.is_none_or(|b| *r < b)).take(usize::try_from(n).unwrap()).collect();
+            async move { Ok::<_, StoreError>(out) }
+        };
+        let page = visible_page(before, limit, fetch, |r: &u32| *r, visible).await.unwrap();
+        (page, reads.get())
+    }
+
+    #[tokio::test]
+    async fn a_cursor_is_given_only_when_another_visible_row_follows() {
+        let rows: Vec<u32> = (1..=6).rev().collect(); // 6, 5, …, 1
+        let all = |_: &u32| true;
+        let even = |r: &u32| r.is_multiple_of(2);
+        type Case = (u64, fn(&u32) -> bool, Option<u32>, Vec<u32>, Option<u32>);
+        // (limit, visible, before) → (items, next_cursor)
+        let table: [Case; 8] = [
+            (2, all, None, vec![6, 5], Some(5)),
+            (3, all, Some(4), vec![3, 2, 1], None), // exactly full, nothing after
+            (6, all, None, vec![6, 5, 4, 3, 2, 1], None),
+            (7, all, None, vec![6, 5, 4, 3, 2, 1], None),
+            (2, even, None, vec![6, 4], Some(4)),
+            (3, even, None, vec![6, 4, 2], None), // full, only invisible rows after
+            (2, even, Some(4), vec![2], None),
+            (1, even, Some(2), vec![], None),
+        ];
+        for (limit, visible, before, items, next) in table {
+            let (p, _) = page(&rows, before, limit, visible).await;
+            assert_eq!((p.items, p.next_cursor), (items, next), "limit {limit}, before {before:?}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_page_of_rows_mostly_hidden_stops_after_its_reads_and_continues_from_the_last_row_read() {
+        let rows: Vec<u32> = (1..=1000).rev().collect();
+        let (p, reads) = page(&rows, None, 2, |r| *r == 1).await;
+        assert_eq!(reads, MAX_PAGE_SCANS);
+        let read = u32::try_from(MAX_PAGE_SCANS * 3).unwrap();
+        assert_eq!((p.items, p.next_cursor), (vec![], Some(1001 - read)), "rows may follow: continue after those read");
+        let (p, _) = page(&rows, Some(2), 2, |r| *r == 1).await;
+        assert_eq!((p.items, p.next_cursor), (vec![1], None));
+    }
+}
+
+/// Filters for listing credentials (`GET /v1/credentials`).
+#[derive(Debug, Clone, Default)]
+pub struct CredentialFilter {
+    /// Integration.
+    pub integration: Option<String>,
+    /// Owner (a caller who sees only their own always has this set to themselves).
+    pub owner: Option<String>,
+    /// Kind.
+    pub kind: Option<crate::credential::CredentialKind>,
+    /// Only those expiring before this time.
+    pub expiring_before: Option<DateTime<Utc>>,
+    /// Status at a time.
+    pub status: Option<(crate::credential::CredentialStatus, DateTime<Utc>)>,
+}
+
+/// Credentials, newest first, after `cursor` (an id from the previous page), with their
+/// versions (never a secret value).
+///
+/// # Errors
+/// Database failures.
+pub async fn list_credentials<C: ConnectionTrait>(
+    c: &C,
+    filter: &CredentialFilter,
+    cursor: Option<uuid::Uuid>,
+    limit: u64,
+) -> Result<Vec<crate::credential::Credential>, StoreError> {
+    use super::entity::credential as cred;
+    use crate::credential::CredentialStatus;
+    let mut q = cred::Entity::find();
+    if let Some(i) = &filter.integration {
+        q = q.filter(cred::Column::Integration.eq(i.as_str()));
+    }
+    if let Some(o) = &filter.owner {
+        q = q.filter(cred::Column::Owner.eq(o.as_str()));
+    }
+    if let Some(k) = filter.kind {
+        q = q.filter(cred::Column::Kind.eq(k.as_str()));
+    }
+    if let Some(t) = filter.expiring_before {
+        q = q.filter(cred::Column::ExpiresAt.lt(t));
+    }
+    if let Some((status, now)) = filter.status {
+        q = match status {
+            CredentialStatus::Expired => q.filter(cred::Column::ExpiresAt.lte(now)),
+            CredentialStatus::Active => q.filter(
+                sea_orm::Condition::any().add(cred::Column::ExpiresAt.is_null()).add(cred::Column::ExpiresAt.gt(now)),
+            ),
+        };
+    }
+    if let Some(cursor) = cursor {
+        q = q.filter(cred::Column::Id.lt(cursor));
+    }
+    let models = q.order_by_desc(cred::Column::Id).limit(limit).all(c).await?;
+    with_versions(c, models).await
+}
+
+/// One credential by name, or by id when `name_or_id` is a UUID no name matches.
+///
+/// # Errors
+/// Database failures.
+pub async fn credential<C: ConnectionTrait>(
+    c: &C,
+    name_or_id: &str,
+) -> Result<Option<crate::credential::Credential>, StoreError> {
+    use super::entity::credential as cred;
+    let mut found = cred::Entity::find().filter(cred::Column::Name.eq(name_or_id)).one(c).await?;
+    if found.is_none()
+        && let Ok(id) = name_or_id.parse::<uuid::Uuid>()
+    {
+        found = cred::Entity::find_by_id(id).one(c).await?;
+    }
+    Ok(with_versions(c, found.into_iter().collect()).await?.pop())
+}
+
+async fn with_versions<C: ConnectionTrait>(
+    c: &C,
+    models: Vec<super::entity::credential::Model>,
+) -> Result<Vec<crate::credential::Credential>, StoreError> {
+    use super::entity::credential_version as ver;
+    use crate::credential::{Credential, CredentialVersion};
+    let ids: Vec<uuid::Uuid> = models.iter().map(|m| m.id).collect();
+    let mut versions: std::collections::HashMap<uuid::Uuid, Vec<CredentialVersion>> = std::collections::HashMap::new();
+    if !ids.is_empty() {
+        for v in ver::Entity::find()
+            .filter(ver::Column::CredentialId.is_in(ids))
+            .order_by_desc(ver::Column::Version)
+            .all(c)
+            .await?
+        {
+            versions.entry(v.credential_id).or_default().push(CredentialVersion {
+                version: v.version,
+                state: v.state,
+                hint: v.hint,
+                secret_ref: v.secret_ref,
+                has_value: v.sealed_value.is_some(),
+                created_at: v.created_at,
+                retired_at: v.retired_at,
+            });
+        }
+    }
+    models
+        .into_iter()
+        .map(|m| {
+            let scopes = serde_json::from_str(&m.scopes).map_err(|e| corrupt("credential scopes", e))?;
+            Ok(Credential {
+                versions: versions.remove(&m.id).unwrap_or_default(),
+                id: m.id,
+                name: m.name,
+                kind: m.kind,
+                integration: m.integration,
+                owner: m.owner,
+                scopes,
+                environment: m.environment,
+                issued_at: m.issued_at,
+                expires_at: m.expires_at,
+                last_used_at: m.last_used_at,
+                last_rotated_at: m.last_rotated_at,
+                revocation: m.revocation,
+                revocation_instructions: m.revocation_instructions,
+                revocation_url: m.revocation_url,
+                description: m.description,
+                current_version: m.current_version,
+                created_at: m.created_at,
+                updated_at: m.updated_at,
+            })
+        })
+        .collect()
 }

@@ -1,6 +1,6 @@
 //! Creating a run from a request: every check a request must pass before anything is written.
 
-use tollgate_workflows::{Duration, MAX_DURATION, WorkflowKind};
+use tollgate_workflows::{Duration, MAX_DURATION, WorkflowDefinition, WorkflowKind};
 
 use super::{Context, Outcome, TransitionError, advance};
 use crate::audit::AuditEvent;
@@ -164,6 +164,76 @@ impl RequestError {
             Self::NoEligibleApprover { .. } => "no_eligible_approver",
         }
     }
+
+    /// Whether a request refused for this reason is audited (`request_rejected`, by
+    /// `CreateRequest` in the engine, so on every path: API, CLI, Slack).
+    ///
+    /// Audited: a request that is valid input but refused by policy — the workflow does not let
+    /// this requester ask ([`Self::RequesterNotAllowed`]) or take break-glass access
+    /// ([`Self::BreakGlassNotAllowed`]), the grant to renew, rotate or revoke is someone else's
+    /// ([`Self::NotGrantHolder`]), or nobody could approve the request
+    /// ([`Self::NoEligibleApprover`], a configuration someone must fix). Each is an attempt at
+    /// access that policy refused: evidence, as a refused decision is.
+    ///
+    /// Not audited: input the requester corrects and sends again (scopes, durations and the
+    /// grant's lifetime, a missing justification, the grant named, break-glass asked of a
+    /// workflow that offers none) and a grant that is no longer active (its state, not a
+    /// policy): the caller is told why, and recording every typo would bury the refusals that
+    /// matter. Requests refused before the workflow is known (an unknown integration, no
+    /// workflow, a field out of its limits) are input errors too, and not audited.
+    #[must_use]
+    pub fn is_audited(&self) -> bool {
+        match self {
+            Self::RequesterNotAllowed(_)
+            | Self::BreakGlassNotAllowed(_)
+            | Self::NotGrantHolder
+            | Self::NoEligibleApprover { .. } => true,
+            Self::UnknownScope(_)
+            | Self::NoScopes
+            | Self::DurationTooLong { .. }
+            | Self::DurationRequired
+            | Self::DurationTooShort(_)
+            | Self::LifetimeExceeded { .. }
+            | Self::JustificationRequired
+            | Self::GrantRequired(_)
+            | Self::GrantNotExpected
+            | Self::GrantIntegrationMismatch(_)
+            | Self::GrantNotActive(_)
+            | Self::ScopeMismatch { .. }
+            | Self::BreakGlassUnavailable => false,
+        }
+    }
+}
+
+impl NewRequest {
+    /// The audit record of this request refused by policy ([`RequestError::is_audited`]) under
+    /// `definition`: `request_rejected`, outcome `rejected`, by the requester through the
+    /// request's channel. No request exists, so its subject is the integration; `details` hold
+    /// the refusal's `reason` (its error code) and `detail` (its message), and what was asked
+    /// (`kind`, `integration`, `scopes`, `break_glass`, `grant_id`).
+    #[must_use]
+    pub fn rejection_event(&self, definition: &WorkflowDefinition, err: &RequestError) -> AuditEvent {
+        AuditEvent {
+            event_type: "request_rejected".to_owned(),
+            channel: self.channel.clone(),
+            outcome: "rejected".to_owned(),
+            actor: self.requester.clone(),
+            subject: format!("integration:{}", self.integration),
+            run_id: None,
+            justification: Some(self.justification.clone()),
+            workflow_key: Some(definition.key.clone()),
+            workflow_version: i32::try_from(definition.version).ok(),
+            details: serde_json::json!({
+                "reason": err.code(),
+                "detail": err.to_string(),
+                "kind": self.kind.as_str(),
+                "integration": self.integration,
+                "scopes": self.scopes,
+                "break_glass": self.break_glass,
+                "grant_id": self.grant.as_ref().map(|g| g.id.to_string()),
+            }),
+        }
+    }
 }
 
 /// Validates a request and builds the new run, entering its first waiting step.
@@ -312,4 +382,46 @@ pub fn start(req: NewRequest, requester_is_admin: bool, ctx: &Context<'_>) -> Re
     }
     advance::enter_step(&mut out, ctx)?;
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use tollgate_workflows::{Duration, WorkflowKind};
+
+    use super::RequestError;
+
+    #[test]
+    fn refusals_of_authority_and_of_configuration_are_audited_input_errors_are_not() {
+        let hour = Duration::from_secs(3600);
+        let table = [
+            (RequestError::RequesterNotAllowed("alice".into()), true),
+            (RequestError::BreakGlassNotAllowed("alice".into()), true),
+            (RequestError::NotGrantHolder, true),
+            (
+                RequestError::NoEligibleApprover {
+                    step: "steps[0]".into(),
+                    quorum: 1,
+                    requester: "alice".into(),
+                    eligible: vec![],
+                },
+                true,
+            ),
+            (RequestError::UnknownScope("x".into()), false),
+            (RequestError::NoScopes, false),
+            (RequestError::DurationTooLong { asked: hour, max: hour }, false),
+            (RequestError::DurationRequired, false),
+            (RequestError::DurationTooShort(hour), false),
+            (RequestError::LifetimeExceeded { lifetime: hour, until: chrono::DateTime::UNIX_EPOCH }, false),
+            (RequestError::JustificationRequired, false),
+            (RequestError::GrantRequired(WorkflowKind::Renew), false),
+            (RequestError::GrantNotExpected, false),
+            (RequestError::GrantIntegrationMismatch("x".into()), false),
+            (RequestError::GrantNotActive("revoked"), false),
+            (RequestError::ScopeMismatch { kind: WorkflowKind::Revoke, held: vec![] }, false),
+            (RequestError::BreakGlassUnavailable, false),
+        ];
+        for (err, audited) in table {
+            assert_eq!(err.is_audited(), audited, "{err:?}");
+        }
+    }
 }

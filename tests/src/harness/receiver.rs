@@ -97,9 +97,30 @@ struct Script {
     remaining: Option<usize>,
 }
 
+/// A credential the receiver minted for a grant (see [`Receiver::mint_secrets`]).
+#[derive(Debug, Clone)]
+pub struct MintedSecret {
+    /// The grant it is for.
+    pub grant_id: String,
+    /// The operation that minted it.
+    pub operation: String,
+    /// The `Idempotency-Key` of the call (a repeated call answers the same secret).
+    pub idempotency_key: String,
+    /// The secret: starts with [`MINT_CANARY`].
+    pub secret: String,
+}
+
+/// Every secret the receiver mints starts with this: it must appear nowhere but in the one
+/// answer that hands it over.
+pub const MINT_CANARY: &str = "CANARY-minted-secret-4b1e9d";
+
 #[derive(Debug)]
 struct Inner {
     secret: String,
+    /// Operations whose successful answers carry a minted secret.
+    mint: Mutex<BTreeSet<String>>,
+    /// Minted secrets, in order.
+    minted: Mutex<Vec<MintedSecret>>,
     calls: Mutex<Vec<Call>>,
     rejected: AtomicUsize,
     scripts: Mutex<Vec<Script>>,
@@ -132,6 +153,8 @@ impl Receiver {
         let (release, _) = watch::channel(0);
         let inner = Arc::new(Inner {
             secret: secret.to_owned(),
+            mint: Mutex::new(BTreeSet::new()),
+            minted: Mutex::new(Vec::new()),
             calls: Mutex::new(Vec::new()),
             rejected: AtomicUsize::new(0),
             scripts: Mutex::new(Vec::new()),
@@ -234,6 +257,24 @@ impl Receiver {
         self.script(selector, Action::Status(status), Some(times));
     }
 
+    /// From now on, successful answers to connector calls with one of `operations` (`grant`,
+    /// `renew`, `rotate`) carry a freshly minted secret, as `docs/WEBHOOKS.md` lets a receiver do:
+    /// `{"secret": "<MINT_CANARY>-<n>", "expires_at": "…"}`. A repeated call (same
+    /// `Idempotency-Key`) answers the same secret, as an idempotent receiver must.
+    pub fn mint_secrets(&self, operations: &[&str]) {
+        self.inner
+            .mint
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .extend(operations.iter().map(|o| (*o).to_owned()));
+    }
+
+    /// The secrets minted so far, in order.
+    #[must_use]
+    pub fn minted(&self) -> Vec<MintedSecret> {
+        self.inner.minted.lock().unwrap_or_else(PoisonError::into_inner).clone()
+    }
+
     /// Holds every call whose operation or event is `selector` without answering, until
     /// [`Receiver::release`]. The call is recorded on arrival, so a test can wait for it to be in
     /// flight and then kill the server.
@@ -332,6 +373,23 @@ async fn handle(State(inner): State<Arc<Inner>>, uri: Uri, headers: HeaderMap, r
     // `verify:absent` / `verify:present` select verify calls by what they expect.
     let qualified = call.body["expect"].as_str().map(|e| format!("{selector}:{e}"));
     let reference = format!("ref-{}", call.idempotency_key().unwrap_or_default());
+    let mint =
+        call.operation().is_some_and(|op| inner.mint.lock().unwrap_or_else(PoisonError::into_inner).contains(op));
+    let minted = mint.then(|| {
+        let key = call.idempotency_key().unwrap_or_default().to_owned();
+        let mut minted = inner.minted.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(m) = minted.iter().find(|m| m.idempotency_key == key) {
+            return m.secret.clone();
+        }
+        let secret = format!("{MINT_CANARY}-{}-{}", minted.len() + 1, uuid::Uuid::new_v4().simple());
+        minted.push(MintedSecret {
+            grant_id: call.body["grant_id"].as_str().unwrap_or_default().to_owned(),
+            operation: call.operation().unwrap_or_default().to_owned(),
+            idempotency_key: key,
+            secret: secret.clone(),
+        });
+        secret
+    });
     // Subscribe before recording so a release() right after the test sees the call is not missed.
     let mut release = inner.release.subscribe();
     let generation = *release.borrow_and_update();
@@ -366,15 +424,19 @@ async fn handle(State(inner): State<Arc<Inner>>, uri: Uri, headers: HeaderMap, r
                     break;
                 }
             }
-            success(&reference)
+            success(&reference, minted.as_deref())
         }
-        None => success(&reference),
+        None => success(&reference, minted.as_deref()),
     }
 }
 
 /// A successful answer: the reference, and — like real SaaS APIs — a credential that must never
 /// travel further (tests look for [`super::fixtures::CANARY`] everywhere).
-fn success(reference: &str) -> Response {
-    axum::Json(json!({ "reference": reference, "credential": { "client_secret": super::fixtures::CANARY } }))
-        .into_response()
+fn success(reference: &str, minted: Option<&str>) -> Response {
+    let mut body = json!({ "reference": reference, "credential": { "client_secret": super::fixtures::CANARY } });
+    if let Some(secret) = minted {
+        body["secret"] = json!(secret);
+        body["expires_at"] = json!("2099-01-01T00:00:00Z");
+    }
+    axum::Json(body).into_response()
 }

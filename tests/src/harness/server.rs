@@ -57,6 +57,11 @@ pub struct ServerOptions {
     /// `engine.reconcile_schedule`: off unless a test is about reconciliation, so that no
     /// reconciliation check lands among the calls another test counts.
     pub reconcile_schedule: String,
+    /// `[log] level`: a tracing filter (`trace` to see everything the server could log).
+    pub log_level: String,
+    /// More `key = value` lines for the `[engine]` table (which the harness writes itself, so
+    /// `extra_config` cannot add to it).
+    pub engine_extra: String,
 }
 
 impl ServerOptions {
@@ -74,6 +79,8 @@ impl ServerOptions {
             node_id: "test-node".to_owned(),
             directory_patches: Vec::new(),
             reconcile_schedule: "off".to_owned(),
+            log_level: "info,tollgate=debug,tollgate_engine=debug".to_owned(),
+            engine_extra: String::new(),
         }
     }
 
@@ -198,11 +205,12 @@ bundled = {bundled}
 dir = "{wf_dir}"
 
 [log]
-level = "info,tollgate=debug,tollgate_engine=debug"
+level = "{log_level}"
 
 [engine]
 revoke_retry_secs = 2
 reconcile_schedule = "{reconcile}"
+{engine_extra}
 {notify}
 {directory}
 {extra}
@@ -219,6 +227,8 @@ reconcile_schedule = "{reconcile}"
                     .replace(from, to)),
             extra = o.extra_config,
             reconcile = o.reconcile_schedule,
+            log_level = o.log_level,
+            engine_extra = o.engine_extra,
         );
         std::fs::write(&self.config_path, config)?;
         Ok(())
