@@ -199,6 +199,24 @@ pub fn seal(seq: i64, recorded_at: DateTime<Utc>, mut event: AuditEvent, prev_ha
     AuditRecord { seq, recorded_at, event, prev_hash: prev_hash.to_owned(), hash }
 }
 
+/// [`seal`], also returning the record's `details` as [`details_to_text`] writes them: what the
+/// store persists, encoded once for both the hash and the row.
+#[must_use]
+pub fn seal_with_text(
+    seq: i64,
+    recorded_at: DateTime<Utc>,
+    mut event: AuditEvent,
+    prev_hash: &str,
+) -> (AuditRecord, String) {
+    let recorded_at = truncate_time(recorded_at);
+    stringify_floats(&mut event.details);
+    let details = details_to_text(&event.details);
+    let mut canonical = String::with_capacity(256 + details.len());
+    write_canonical(&mut canonical, seq, recorded_at, &Fields::of(&event), |out| out.push_str(&details));
+    let hash = compute_hash(canonical.as_bytes(), prev_hash);
+    (AuditRecord { seq, recorded_at, event, prev_hash: prev_hash.to_owned(), hash }, details)
+}
+
 /// The canonical JSON text of `details`: compact, object keys sorted recursively by code point.
 ///
 /// The store persists this as TEXT, not `jsonb` (which would reorder keys and normalise numbers);
@@ -1259,6 +1277,14 @@ mod tests {
             let mut ours = String::new();
             write_json_str(&mut ours, &s);
             prop_assert_eq!(ours, serde_json::to_string(&s).unwrap());
+        }
+
+        #[test]
+        fn seal_with_text_seals_as_seal_does(ev in arb_event(), secs in 0i64..4_102_444_800, nanos in 0u32..1_000_000_000) {
+            let t = Utc.timestamp_opt(secs, nanos).single().unwrap();
+            let (record, details) = seal_with_text(3, t, ev.clone(), GENESIS_HASH);
+            prop_assert_eq!(&details, &details_to_text(&record.event.details));
+            prop_assert_eq!(record, seal(3, t, ev, GENESIS_HASH));
         }
 
         #[test]

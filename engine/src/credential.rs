@@ -8,7 +8,7 @@
 //! compares each row with what is stored. A secret value never appears in a `Debug` output, an
 //! error or an audit record: it is a [`SecretString`] from the moment it is read.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::fmt;
 
 use chrono::{DateTime, SubsecRound, Utc};
@@ -446,22 +446,45 @@ enum Raw {
 #[derive(Default)]
 struct RawRow {
     line: usize,
-    fields: BTreeMap<String, Raw>,
+    /// The known fields' values, by their position in [`FIELDS`].
+    fields: [Option<Raw>; FIELDS.len()],
     lines: [usize; FIELDS.len()],
+    /// Keys that are no field (a YAML row's), refused by [`check_row`].
+    unknown: Vec<String>,
 }
 
 impl RawRow {
     /// The line `field` is on.
     fn at(&self, field: &str) -> usize {
-        FIELDS.iter().position(|f| *f == field).map(|i| self.lines[i]).filter(|l| *l > 0).unwrap_or(self.line)
+        field_index(field).map(|i| self.lines[i]).filter(|l| *l > 0).unwrap_or(self.line)
+    }
+
+    /// Whether the row has `key` already.
+    fn has(&self, key: &str) -> bool {
+        match field_index(key) {
+            Some(i) => self.fields[i].is_some(),
+            None => self.unknown.iter().any(|k| k == key),
+        }
     }
 
     fn insert(&mut self, field: String, value: Raw, line: usize) {
-        if let Some(i) = FIELDS.iter().position(|f| *f == field) {
-            self.lines[i] = line;
+        match field_index(&field) {
+            Some(i) => {
+                self.lines[i] = line;
+                self.fields[i] = Some(value);
+            }
+            None => self.unknown.push(field),
         }
-        self.fields.insert(field, value);
     }
+
+    fn take(&mut self, field: &str) -> Option<Raw> {
+        field_index(field).and_then(|i| self.fields[i].take())
+    }
+}
+
+/// `field`'s position in [`FIELDS`].
+fn field_index(field: &str) -> Option<usize> {
+    FIELDS.iter().position(|f| *f == field)
 }
 
 impl fmt::Debug for RawRow {
@@ -475,42 +498,82 @@ impl fmt::Debug for RawRow {
 #[must_use]
 pub fn parse(format: ImportFormat, content: &str, progress: &mut dyn FnMut(usize)) -> ParsedFile {
     let content = content.strip_prefix('\u{feff}').unwrap_or(content);
-    let raw = match format {
-        ImportFormat::Yaml => read_yaml(content),
-        ImportFormat::Csv => read_csv(content),
+    let rows = Vec::with_capacity(expected_rows(format, content));
+    let mut checker =
+        Checker { out: ParsedFile { rows, invalid: Vec::new() }, seen: HashMap::new(), read: 0, progress };
+    let read = match format {
+        ImportFormat::Yaml => read_yaml(content, |row| checker.row(row)),
+        ImportFormat::Csv => read_csv(content, |row| checker.row(row)),
     };
-    let raw = match raw {
-        Ok(r) => r,
-        Err(e) => return ParsedFile { rows: Vec::new(), invalid: vec![e] },
-    };
-    let mut out = ParsedFile::default();
-    if raw.len() > MAX_ROWS {
-        out.invalid.push(RowError::new(1, "-", format!("at most {MAX_ROWS} rows per file")));
-        return out;
+    match read {
+        Ok(()) => checker.finish(),
+        Err(e) => ParsedFile { rows: Vec::new(), invalid: vec![e] },
     }
-    let mut seen: HashMap<String, usize> = HashMap::with_capacity(raw.len());
-    for (i, row) in raw.into_iter().enumerate() {
+}
+
+/// About how many rows `content` holds, to size the list of rows once: they are most of an
+/// import's memory, and a list grown by doubling holds its old and new storage at once, then up
+/// to twice what it needs. CSV: its lines; YAML: its items at the start of a line (`- `).
+fn expected_rows(format: ImportFormat, content: &str) -> usize {
+    let n = match format {
+        ImportFormat::Csv => content.bytes().filter(|b| *b == b'\n').count(),
+        ImportFormat::Yaml => content.matches("\n- ").count() + usize::from(content.starts_with("- ")),
+    };
+    n.min(MAX_ROWS)
+}
+
+/// Checks each row as it is read, so that a large file's raw rows never pile up: only the
+/// checked ones are kept.
+struct Checker<'p> {
+    out: ParsedFile,
+    /// Each valid row's name and line, for names repeated within the file.
+    seen: HashMap<String, usize>,
+    /// Rows read.
+    read: usize,
+    progress: &'p mut dyn FnMut(usize),
+}
+
+impl Checker<'_> {
+    fn row(&mut self, row: RawRow) {
+        self.read += 1;
+        if self.read > MAX_ROWS {
+            // The file is refused whole; it is read to its end only for a syntax error.
+            if self.read == MAX_ROWS + 1 {
+                self.out = ParsedFile::default();
+                self.seen = HashMap::new();
+            }
+            return;
+        }
         let line = row.line;
         match check_row(row) {
             Ok(input) => {
-                if let Some(first) = seen.insert(input.name.clone(), line) {
-                    out.invalid.push(RowError::new(
+                if let Some(first) = self.seen.insert(input.name.clone(), line) {
+                    self.out.invalid.push(RowError::new(
                         line,
                         "name",
                         format!("{:?} is already on line {first}", input.name),
                     ));
                 } else {
-                    out.rows.push(input);
+                    self.out.rows.push(input);
                 }
             }
-            Err(e) => out.invalid.push(e),
+            Err(e) => self.out.invalid.push(e),
         }
-        if (i + 1) % 1000 == 0 {
-            progress(i + 1);
+        if self.read.is_multiple_of(1000) {
+            (self.progress)(self.read);
         }
     }
-    progress(out.rows.len() + out.invalid.len());
-    out
+
+    fn finish(self) -> ParsedFile {
+        if self.read > MAX_ROWS {
+            return ParsedFile {
+                rows: Vec::new(),
+                invalid: vec![RowError::new(1, "-", format!("at most {MAX_ROWS} rows per file"))],
+            };
+        }
+        (self.progress)(self.out.rows.len() + self.out.invalid.len());
+        self.out
+    }
 }
 
 /// Checks one credential given as a JSON object (`POST /v1/credentials`) by the rules of a file
@@ -538,8 +601,9 @@ pub fn check_json(fields: &serde_json::Map<String, serde_json::Value>) -> Result
 }
 
 /// Reads a YAML sequence of mappings with `saphyr-parser`'s events, so that each row keeps the
-/// line it starts on. Anchors and aliases, nested mappings and several documents are refused.
-fn read_yaml(text: &str) -> Result<Vec<RawRow>, RowError> {
+/// line it starts on, handing each row to `sink` as it ends. Anchors and aliases, nested mappings
+/// and several documents are refused.
+fn read_yaml(text: &str, mut sink: impl FnMut(RawRow)) -> Result<(), RowError> {
     #[derive(PartialEq)]
     enum At {
         Top,
@@ -550,7 +614,6 @@ fn read_yaml(text: &str) -> Result<Vec<RawRow>, RowError> {
         Done,
     }
     let mut at = At::Top;
-    let mut rows: Vec<RawRow> = Vec::new();
     let mut row = RawRow::default();
     let mut key: Option<String> = None;
     let mut key_line = 0;
@@ -608,7 +671,7 @@ fn read_yaml(text: &str) -> Result<Vec<RawRow>, RowError> {
                 if at != At::Row {
                     return Err(RowError::new(line, "-", "unexpected end of mapping"));
                 }
-                rows.push(std::mem::take(&mut row));
+                sink(std::mem::take(&mut row));
                 at = At::Rows;
             }
             Event::Scalar(value, style, anchor, _) => {
@@ -619,7 +682,7 @@ fn read_yaml(text: &str) -> Result<Vec<RawRow>, RowError> {
                 match at {
                     At::Row => {
                         let k = value.into_owned();
-                        if row.fields.contains_key(&k) {
+                        if row.has(&k) {
                             return Err(RowError::new(line, &k, "duplicate key"));
                         }
                         key = Some(k);
@@ -644,11 +707,12 @@ fn read_yaml(text: &str) -> Result<Vec<RawRow>, RowError> {
             }
         }
     }
-    Ok(rows)
+    Ok(())
 }
 
-/// Reads CSV with a header line; every other line is a row (empty cells are absent fields).
-fn read_csv(text: &str) -> Result<Vec<RawRow>, RowError> {
+/// Reads CSV with a header line; every other line is a row (empty cells are absent fields),
+/// handed to `sink` as it is read.
+fn read_csv(text: &str, mut sink: impl FnMut(RawRow)) -> Result<(), RowError> {
     let mut reader = csv::ReaderBuilder::new().has_headers(true).flexible(false).from_reader(text.as_bytes());
     let headers: Vec<String> = reader
         .headers()
@@ -664,20 +728,21 @@ fn read_csv(text: &str) -> Result<Vec<RawRow>, RowError> {
             return Err(RowError::new(1, h, "column named twice"));
         }
     }
-    let mut rows = Vec::new();
+    // Every header is a field (checked above).
+    let columns: Vec<usize> = headers.iter().filter_map(|h| field_index(h)).collect();
     let mut record = csv::StringRecord::new();
     loop {
         match reader.read_record(&mut record) {
             Ok(false) => break,
             Ok(true) => {
                 let line = record.position().map_or(0, |p| usize::try_from(p.line()).unwrap_or(usize::MAX));
-                let mut fields = BTreeMap::new();
-                for (h, cell) in headers.iter().zip(record.iter()) {
+                let mut row = RawRow { line, ..RawRow::default() };
+                for (&i, cell) in columns.iter().zip(record.iter()) {
                     if !cell.is_empty() {
-                        fields.insert(h.clone(), Raw::Text(cell.to_owned()));
+                        row.fields[i] = Some(Raw::Text(cell.to_owned()));
                     }
                 }
-                rows.push(RawRow { line, fields, ..RawRow::default() });
+                sink(row);
             }
             Err(e) => {
                 let line = e.position().map_or(0, |p| usize::try_from(p.line()).unwrap_or(usize::MAX));
@@ -692,20 +757,25 @@ fn read_csv(text: &str) -> Result<Vec<RawRow>, RowError> {
             }
         }
     }
-    Ok(rows)
+    Ok(())
 }
 
 fn text(row: &mut RawRow, field: &'static str) -> Result<Option<String>, RowError> {
-    match row.fields.remove(field) {
+    match row.take(field) {
         None | Some(Raw::Null) => Ok(None),
         Some(Raw::Text(t)) => Ok(Some(t)),
         Some(Raw::List(_)) => Err(RowError::new(row.at(field), field, "must be text, not a list")),
     }
 }
 
+/// `t` without leading and trailing white space (copied only when it has some).
+fn trimmed(t: String) -> String {
+    if t.trim().len() == t.len() { t } else { t.trim().to_owned() }
+}
+
 fn required(row: &mut RawRow, field: &'static str) -> Result<String, RowError> {
     match text(row, field)? {
-        Some(t) if !t.trim().is_empty() => Ok(t.trim().to_owned()),
+        Some(t) if !t.trim().is_empty() => Ok(trimmed(t)),
         _ => Err(RowError::new(row.at(field), field, "required")),
     }
 }
@@ -751,7 +821,8 @@ fn check_row(mut row: RawRow) -> Result<CredentialInput, RowError> {
         FIELDS.iter().position(|x| *x == f).map(|i| lines[i]).filter(|l| *l > 0).unwrap_or(line)
     };
     let lines = row.lines;
-    if let Some(unknown) = row.fields.keys().find(|k| !FIELDS.contains(&k.as_str())) {
+    // The first unknown key in sorted order, whatever order the row gave them in.
+    if let Some(unknown) = row.unknown.iter().min() {
         return Err(RowError::new(line, unknown, format!("unknown field; the fields are {}", FIELDS.join(", "))));
     }
     let name = required(&mut row, "name")?;
@@ -770,7 +841,7 @@ fn check_row(mut row: RawRow) -> Result<CredentialInput, RowError> {
     plain_text(at("integration", &lines), "integration", &integration, crate::policy::MAX_INTEGRATION_CHARS)?;
     let owner = required(&mut row, "owner")?;
     plain_text(at("owner", &lines), "owner", &owner, MAX_NAME_CHARS)?;
-    let scopes = match row.fields.remove("scopes") {
+    let scopes = match row.take("scopes") {
         None | Some(Raw::Null) => Vec::new(),
         Some(Raw::List(l)) => l,
         // CSV (or a YAML string): separated by spaces or commas.
@@ -794,7 +865,7 @@ fn check_row(mut row: RawRow) -> Result<CredentialInput, RowError> {
     {
         return Err(RowError::new(at("expires_at", &lines), "expires_at", "before issued_at"));
     }
-    let revocation = match text(&mut row, "revocation")?.map(|t| t.trim().to_owned()) {
+    let revocation = match text(&mut row, "revocation")?.map(trimmed) {
         None => RevocationMethod::Manual,
         Some(t) if t.is_empty() => RevocationMethod::Manual,
         Some(t) => RevocationMethod::parse(&t)
@@ -804,7 +875,7 @@ fn check_row(mut row: RawRow) -> Result<CredentialInput, RowError> {
     if let Some(t) = &revocation_instructions {
         plain_text(at("revocation_instructions", &lines), "revocation_instructions", t, MAX_TEXT_CHARS)?;
     }
-    let revocation_url = text(&mut row, "revocation_url")?.map(|t| t.trim().to_owned()).filter(|t| !t.is_empty());
+    let revocation_url = text(&mut row, "revocation_url")?.map(trimmed).filter(|t| !t.is_empty());
     if let Some(u) = &revocation_url {
         if !(u.starts_with("https://") || u.starts_with("http://")) || u.chars().any(char::is_whitespace) {
             return Err(RowError::new(
@@ -819,7 +890,7 @@ fn check_row(mut row: RawRow) -> Result<CredentialInput, RowError> {
     plain_text(at("description", &lines), "description", &description, MAX_TEXT_CHARS)?;
     // Taken from the integration; accepted in files for readability and checked by the import.
     let _environment = text(&mut row, "environment")?;
-    let secret_ref = text(&mut row, "secret_ref")?.map(|t| t.trim().to_owned()).filter(|t| !t.is_empty());
+    let secret_ref = text(&mut row, "secret_ref")?.map(trimmed).filter(|t| !t.is_empty());
     let value = text(&mut row, "value")?.filter(|t| !t.is_empty()).map(SecretString::from);
     let secret = match (secret_ref, value) {
         (Some(_), Some(_)) => {
@@ -964,6 +1035,22 @@ mod tests {
         assert_eq!(parse_all(ImportFormat::Csv, "name,colour\n").invalid[0].field, "colour");
         let short = parse_all(ImportFormat::Csv, "name,kind,integration,owner\na,api_key,i\n");
         assert_eq!(short.invalid[0].line, 2);
+    }
+
+    #[test]
+    fn a_file_over_the_row_limit_is_refused_whole_unless_it_is_malformed() {
+        let mut text = String::from("name,kind,integration,owner\n");
+        for i in 0..=MAX_ROWS {
+            text.push_str(&format!("c{i},api_key,i,o\n"));
+        }
+        let parsed = parse_all(ImportFormat::Csv, &text);
+        assert!(parsed.rows.is_empty());
+        assert_eq!(parsed.invalid, [RowError::new(1, "-", format!("at most {MAX_ROWS} rows per file"))]);
+        // A syntax error anywhere is what is reported, as for a file within the limit.
+        text.push_str("late,api_key\n");
+        let parsed = parse_all(ImportFormat::Csv, &text);
+        assert!(parsed.rows.is_empty());
+        assert_eq!((parsed.invalid.len(), parsed.invalid[0].line), (1, MAX_ROWS + 3));
     }
 
     #[test]

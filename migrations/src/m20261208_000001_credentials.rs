@@ -49,11 +49,13 @@ impl MigrationTrait for Migration {
         )
         .await?;
         m.create_index(index("credentials_name", "credentials", &["name"]).unique().to_owned()).await?;
-        // The list filters, each with the id the pages are ordered by.
+        // The list filters, each with the id the pages are ordered by: an equality filter's page
+        // is a walk of its index, and a page filtered by expiry collects the ids it needs from
+        // `(expires_at, id)` without reading the rows that do not match.
         m.create_index(index("credentials_integration", "credentials", &["integration", "id"])).await?;
         m.create_index(index("credentials_owner", "credentials", &["owner", "id"])).await?;
         m.create_index(index("credentials_kind", "credentials", &["kind", "id"])).await?;
-        m.create_index(index("credentials_expires", "credentials", &["expires_at"])).await?;
+        m.create_index(index("credentials_expires", "credentials", &["expires_at", "id"])).await?;
 
         m.create_table(
             Table::create()

@@ -867,8 +867,20 @@ pub struct CredentialFilter {
     pub status: Option<(crate::credential::CredentialStatus, DateTime<Utc>)>,
 }
 
+/// Rows a page filtered by expiry reads newest first before it looks its remaining rows up
+/// through the expiry index instead (see [`list_credentials`]).
+const EXPIRY_WALK: u64 = 1000;
+
 /// Credentials, newest first, after `cursor` (an id from the previous page), with their
 /// versions (never a secret value).
+///
+/// Each equality filter (integration, owner, kind) has an index ordered by id: a page is a walk
+/// of it. The expiry filters (`expiring_before`, `status`) are ranges, and what they match may be
+/// many credentials spread over the inventory (found within a few rows of the id order), few
+/// (expired ones, those expiring soon: a walk would read most of the table), or mostly the
+/// oldest ones (the same). So a page with one reads the newest `EXPIRY_WALK` rows first and,
+/// when they hold less than a page, finds the older rows through the `(expires_at, id)` index,
+/// reading only the matching ones.
 ///
 /// # Errors
 /// Database failures.
@@ -879,33 +891,98 @@ pub async fn list_credentials<C: ConnectionTrait>(
     limit: u64,
 ) -> Result<Vec<crate::credential::Credential>, StoreError> {
     use super::entity::credential as cred;
-    use crate::credential::CredentialStatus;
-    let mut q = cred::Entity::find();
+    let mut others = cred::Entity::find();
     if let Some(i) = &filter.integration {
-        q = q.filter(cred::Column::Integration.eq(i.as_str()));
+        others = others.filter(cred::Column::Integration.eq(i.as_str()));
     }
     if let Some(o) = &filter.owner {
-        q = q.filter(cred::Column::Owner.eq(o.as_str()));
+        others = others.filter(cred::Column::Owner.eq(o.as_str()));
     }
     if let Some(k) = filter.kind {
-        q = q.filter(cred::Column::Kind.eq(k.as_str()));
-    }
-    if let Some(t) = filter.expiring_before {
-        q = q.filter(cred::Column::ExpiresAt.lt(t));
-    }
-    if let Some((status, now)) = filter.status {
-        q = match status {
-            CredentialStatus::Expired => q.filter(cred::Column::ExpiresAt.lte(now)),
-            CredentialStatus::Active => q.filter(
-                sea_orm::Condition::any().add(cred::Column::ExpiresAt.is_null()).add(cred::Column::ExpiresAt.gt(now)),
-            ),
-        };
+        others = others.filter(cred::Column::Kind.eq(k.as_str()));
     }
     if let Some(cursor) = cursor {
-        q = q.filter(cred::Column::Id.lt(cursor));
+        others = others.filter(cred::Column::Id.lt(cursor));
     }
-    let models = q.order_by_desc(cred::Column::Id).limit(limit).all(c).await?;
+    let Some(expiry) = expiry_condition(filter) else {
+        let models = others.order_by_desc(cred::Column::Id).limit(limit).all(c).await?;
+        return with_versions(c, models).await;
+    };
+    // Where the walk stops: the last of the newest EXPIRY_WALK rows (none: fewer are left).
+    let stop: Option<uuid::Uuid> = others
+        .clone()
+        .select_only()
+        .column(cred::Column::Id)
+        .order_by_desc(cred::Column::Id)
+        .offset(EXPIRY_WALK - 1)
+        .limit(1)
+        .into_tuple()
+        .one(c)
+        .await?;
+    let mut walk = others.clone().filter(expiry.clone());
+    if let Some(stop) = stop {
+        walk = walk.filter(cred::Column::Id.gte(stop));
+    }
+    let mut models = walk.order_by_desc(cred::Column::Id).limit(limit).all(c).await?;
+    let missing = limit.saturating_sub(models.len() as u64);
+    if let Some(stop) = stop.filter(|_| missing > 0) {
+        let older = others.filter(expiry).filter(cred::Column::Id.lt(stop));
+        let ids = newest_by_expiry_index(c, older, missing).await?;
+        if !ids.is_empty() {
+            models.extend(
+                cred::Entity::find().filter(cred::Column::Id.is_in(ids)).order_by_desc(cred::Column::Id).all(c).await?,
+            );
+        }
+    }
     with_versions(c, models).await
+}
+
+/// The expiry filters as one condition (`None` without any).
+fn expiry_condition(filter: &CredentialFilter) -> Option<sea_orm::Condition> {
+    use super::entity::credential as cred;
+    use crate::credential::CredentialStatus;
+    let mut all = sea_orm::Condition::all();
+    if let Some(t) = filter.expiring_before {
+        all = all.add(cred::Column::ExpiresAt.lt(t));
+    }
+    match filter.status {
+        Some((CredentialStatus::Expired, now)) => all = all.add(cred::Column::ExpiresAt.lte(now)),
+        Some((CredentialStatus::Active, now)) => {
+            all = all.add(
+                sea_orm::Condition::any().add(cred::Column::ExpiresAt.is_null()).add(cred::Column::ExpiresAt.gt(now)),
+            );
+        }
+        None => {}
+    }
+    (!all.is_empty()).then_some(all)
+}
+
+/// The ids of the newest `n` credentials `q` selects, collected from the expiry index rather
+/// than by walking the id order (which each backend's planner would pick for a page: SQLite
+/// keeps no statistics of ranges, and PostgreSQL's estimate takes the matches to be spread evenly
+/// over the ids, which is just what the caller found false).
+async fn newest_by_expiry_index<C: ConnectionTrait>(
+    c: &C,
+    q: sea_orm::Select<super::entity::credential::Entity>,
+    n: u64,
+) -> Result<Vec<uuid::Uuid>, StoreError> {
+    use super::entity::credential as cred;
+    use sea_orm::{DbBackend, QueryTrait, Statement};
+    let backend = c.get_database_backend();
+    let matching = q.select_only().column(cred::Column::Id).build(backend);
+    let sql = if backend == DbBackend::Sqlite {
+        let from = r#"FROM "credentials""#;
+        debug_assert!(matching.sql.contains(from), "{}", matching.sql);
+        let sql = matching.sql.replacen(from, r#"FROM "credentials" INDEXED BY "credentials_expires""#, 1);
+        format!(r#"{sql} ORDER BY "id" DESC LIMIT {n}"#)
+    } else {
+        format!(
+            r#"WITH "matching" AS MATERIALIZED ({}) SELECT "id" FROM "matching" ORDER BY "id" DESC LIMIT {n}"#,
+            matching.sql
+        )
+    };
+    let stmt = Statement::from_sql_and_values(backend, sql, matching.values.map(|v| v.0).unwrap_or_default());
+    c.query_all_raw(stmt).await?.iter().map(|row| row.try_get("", "id").map_err(StoreError::from)).collect()
 }
 
 /// One credential by name, or by id when `name_or_id` is a UUID no name matches.

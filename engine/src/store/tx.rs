@@ -1,7 +1,7 @@
 //! The transaction a job runs in: the connection, the clock reading of the batch, the run
-//! cache, and the writes deferred to the end of the batch (outbox and vote inserts, "done"
-//! outbox updates, audit records), which are written set-wise because each statement costs a
-//! round trip to the driver's thread.
+//! cache, the writes deferred to the end of the batch (outbox and vote inserts, "done" outbox
+//! updates, audit records), which are written set-wise because each statement costs a round
+//! trip to the driver's thread, and the batch's end of the audit chain.
 //!
 //! A job reads through [`Tx::conn`] and writes through [`Tx::write`], which records that it
 //! wrote: a job refused after writing aborts its batch.
@@ -17,7 +17,7 @@ use sea_orm::{
 };
 
 use super::entity::{audit_head, audit_log, decision, grant, outbox, run};
-use super::writer::{AfterCommit, JobError, OutboxWork};
+use super::writer::{AfterCommit, EventLine, JobError, OutboxWork};
 use super::{StoreError, to_json};
 use crate::audit::{self, AuditEvent};
 use crate::context::Shared;
@@ -30,6 +30,7 @@ pub(crate) struct Tx<'a> {
     c: &'a DatabaseTransaction,
     shared: &'a Shared,
     cache: &'a mut RunCache,
+    chain: &'a mut AuditChain,
     now: DateTime<Utc>,
     pub(crate) pending: Pending,
     /// Whether this job already wrote something (a later failure must then abort the batch).
@@ -41,9 +42,10 @@ impl<'a> Tx<'a> {
         c: &'a DatabaseTransaction,
         shared: &'a Shared,
         cache: &'a mut RunCache,
+        chain: &'a mut AuditChain,
         now: DateTime<Utc>,
     ) -> Self {
-        Self { c, shared, cache, now, pending: Pending::default(), wrote: false }
+        Self { c, shared, cache, chain, now, pending: Pending::default(), wrote: false }
     }
 
     /// Whether the job wrote, and what it deferred.
@@ -86,6 +88,22 @@ impl<'a> Tx<'a> {
     /// Appends an audit record (written with the batch, in order).
     pub(crate) fn audit(&mut self, event: AuditEvent) {
         self.pending.events.push(event);
+    }
+
+    /// Appends the audit records this job recorded so far to the chain now, after those of the
+    /// batch's earlier jobs, instead of holding them until the batch's end: a job that records
+    /// thousands keeps memory bounded. The chain's order and hashes are those the batch's end
+    /// would give; it counts as a write (a later refusal aborts the batch, records included).
+    ///
+    /// # Errors
+    /// Database failures.
+    pub(crate) async fn append_audit(&mut self) -> Result<(), sea_orm::DbErr> {
+        if self.pending.events.is_empty() {
+            return Ok(());
+        }
+        self.wrote = true;
+        self.chain.queue(std::mem::take(&mut self.pending.events));
+        self.chain.append(self.c, self.now).await
     }
 
     /// Caches the state a job just wrote.
@@ -192,6 +210,7 @@ impl<'a> Tx<'a> {
 /// Writes deferred to the end of a batch, and what to do after it commits.
 #[derive(Default)]
 pub(crate) struct Pending {
+    /// The job's audit records (the batch's go to its [`AuditChain`] as each job succeeds).
     pub(crate) events: Vec<AuditEvent>,
     pub(crate) after: AfterCommit,
     outbox: Vec<outbox::ActiveModel>,
@@ -203,8 +222,9 @@ pub(crate) struct Pending {
 }
 
 impl Pending {
-    pub(crate) fn absorb(&mut self, other: Self) {
-        self.events.extend(other.events);
+    /// Takes over a successful job's deferred writes; its audit records go to `chain`.
+    pub(crate) fn absorb(&mut self, other: Self, chain: &mut AuditChain) {
+        chain.queue(other.events);
         self.after.outbox.extend(other.after.outbox);
         if let Some(t) = other.after.earliest_timer {
             self.after.timer(t);
@@ -240,7 +260,7 @@ impl Pending {
                     .await?;
             }
         }
-        append_audit(txn, std::mem::take(&mut self.events), now).await
+        Ok(())
     }
 }
 
@@ -305,16 +325,108 @@ pub(crate) async fn load_state<C: ConnectionTrait>(c: &C, run_id: RunId) -> Resu
     Ok(view.map(|v| RunState { run: v.run, votes: v.votes, grant: v.grant }))
 }
 
-/// Appends `events` to the hash chain, after the current head.
-async fn append_audit(
-    txn: &DatabaseTransaction,
-    events: Vec<AuditEvent>,
-    now: DateTime<Utc>,
-) -> Result<(), sea_orm::DbErr> {
-    use sea_orm::sea_query::ExprTrait as _;
-    if events.is_empty() {
-        return Ok(());
+/// The batch's end of the audit chain. Records are appended in the order their jobs recorded
+/// them: those of the batch's finished jobs wait here until its end, unless a later job appends
+/// its own early ([`Tx::append_audit`]), which appends the waiting ones first. The head is read
+/// once (on PostgreSQL the batch holds its row lock from the start) and written back once.
+#[derive(Default)]
+pub(crate) struct AuditChain {
+    /// Records not appended yet, in order.
+    queued: Vec<AuditEvent>,
+    /// `(seq, hash)` of the last record appended, once read in this transaction.
+    head: Option<(i64, String)>,
+    /// Whether `head` moved since it was read (the stored head must follow).
+    moved: bool,
+    /// The appended records' log lines (when the audit log target is on), to log once the
+    /// batch committed: a list a chunk, so that a bulk import's 100,000 never need one
+    /// contiguous list grown by doubling.
+    pub(crate) lines: Vec<Vec<EventLine>>,
+}
+
+impl AuditChain {
+    /// Rows a multi-row insert carries: 14 columns a row, far below SQLite's bound-parameter
+    /// limit (32,766) and PostgreSQL's (65,535).
+    const CHUNK: usize = 500;
+
+    /// Queues records after those already queued.
+    pub(crate) fn queue(&mut self, events: Vec<AuditEvent>) {
+        if self.queued.is_empty() {
+            self.queued = events;
+        } else {
+            self.queued.extend(events);
+        }
     }
+
+    /// Seals the queued records after the head (read first if need be) and inserts them, a
+    /// chunk at a time.
+    async fn append(&mut self, txn: &DatabaseTransaction, now: DateTime<Utc>) -> Result<(), sea_orm::DbErr> {
+        if self.queued.is_empty() {
+            return Ok(());
+        }
+        let (mut seq, mut hash) = match self.head.take() {
+            Some(head) => head,
+            None => read_head(txn).await?,
+        };
+        let log = tracing::enabled!(target: "tollgate::audit", tracing::Level::INFO);
+        let mut events = std::mem::take(&mut self.queued).into_iter();
+        loop {
+            let mut models = Vec::with_capacity(events.len().min(Self::CHUNK));
+            let mut lines = Vec::with_capacity(if log { events.len().min(Self::CHUNK) } else { 0 });
+            for event in events.by_ref().take(Self::CHUNK) {
+                if log {
+                    lines.push(EventLine::of(&event));
+                }
+                seq += 1;
+                let (record, details) = audit::seal_with_text(seq, now, event, &hash);
+                hash.clone_from(&record.hash);
+                models.push(audit_log::ActiveModel {
+                    seq: Set(record.seq),
+                    recorded_at: Set(record.recorded_at),
+                    event_type: Set(record.event.event_type),
+                    channel: Set(record.event.channel),
+                    outcome: Set(record.event.outcome),
+                    actor: Set(record.event.actor),
+                    subject: Set(record.event.subject),
+                    run_id: Set(record.event.run_id),
+                    justification: Set(record.event.justification),
+                    workflow_key: Set(record.event.workflow_key),
+                    workflow_version: Set(record.event.workflow_version),
+                    details: Set(details),
+                    prev_hash: Set(record.prev_hash),
+                    hash: Set(record.hash),
+                });
+            }
+            if models.is_empty() {
+                break;
+            }
+            if !lines.is_empty() {
+                self.lines.push(lines);
+            }
+            audit_log::Entity::insert_many(models).exec_without_returning(txn).await?;
+        }
+        self.head = Some((seq, hash));
+        self.moved = true;
+        Ok(())
+    }
+
+    /// Appends what is still queued and moves the stored head: the batch's last write.
+    pub(crate) async fn finish(&mut self, txn: &DatabaseTransaction, now: DateTime<Utc>) -> Result<(), sea_orm::DbErr> {
+        self.append(txn, now).await?;
+        let Some((seq, hash)) = self.head.as_ref().filter(|_| self.moved) else { return Ok(()) };
+        audit_head::Entity::update_many()
+            .col_expr(audit_head::Column::Seq, Expr::value(*seq))
+            .col_expr(audit_head::Column::Hash, Expr::value(hash.as_str()))
+            .filter(audit_head::Column::Id.eq(1))
+            .exec(txn)
+            .await?;
+        self.moved = false;
+        Ok(())
+    }
+}
+
+/// The chain's head as stored: `(seq, hash)` of its last record.
+async fn read_head(txn: &DatabaseTransaction) -> Result<(i64, String), sea_orm::DbErr> {
+    use sea_orm::sea_query::ExprTrait as _;
     let mut select = Query::select();
     select
         .columns([audit_head::Column::Seq, audit_head::Column::Hash])
@@ -324,39 +436,5 @@ async fn append_audit(
         select.lock(LockType::Update);
     }
     let row = txn.query_one(&select).await?.ok_or_else(|| sea_orm::DbErr::RecordNotFound("audit_head".to_owned()))?;
-    let mut seq: i64 = row.try_get("", "seq")?;
-    let mut hash: String = row.try_get("", "hash")?;
-    let mut models = Vec::with_capacity(events.len());
-    for event in events {
-        seq += 1;
-        let record = audit::seal(seq, now, event, &hash);
-        hash.clone_from(&record.hash);
-        models.push(audit_log::ActiveModel {
-            seq: Set(record.seq),
-            recorded_at: Set(record.recorded_at),
-            event_type: Set(record.event.event_type),
-            channel: Set(record.event.channel),
-            outcome: Set(record.event.outcome),
-            actor: Set(record.event.actor),
-            subject: Set(record.event.subject),
-            run_id: Set(record.event.run_id),
-            justification: Set(record.event.justification),
-            workflow_key: Set(record.event.workflow_key),
-            workflow_version: Set(record.event.workflow_version),
-            details: Set(audit::details_to_text(&record.event.details)),
-            prev_hash: Set(record.prev_hash),
-            hash: Set(record.hash),
-        });
-    }
-    // 14 columns a row: stay far below SQLite's bound-parameter limit.
-    for chunk in models.chunks(500) {
-        audit_log::Entity::insert_many(chunk.to_vec()).exec_without_returning(txn).await?;
-    }
-    audit_head::Entity::update_many()
-        .col_expr(audit_head::Column::Seq, Expr::value(seq))
-        .col_expr(audit_head::Column::Hash, Expr::value(hash))
-        .filter(audit_head::Column::Id.eq(1))
-        .exec(txn)
-        .await?;
-    Ok(())
+    Ok((row.try_get("", "seq")?, row.try_get("", "hash")?))
 }

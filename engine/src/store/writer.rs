@@ -15,7 +15,8 @@
 //!   them write: replicas' batches run one at a time, so they cannot deadlock on each other's
 //!   rows, and each reads everything committed before it;
 //! - the run cache and the deferred writes of a batch, both in [`Tx`], and the audit chain
-//!   append at the end of each batch;
+//!   append at the end of each batch (`AuditChain`; a job recording many records may append
+//!   them early, in the same order, with `Tx::append_audit`);
 //! - isolation of a failing job: a job that panics rolls its batch back like a database error,
 //!   the batch is replayed one job per transaction, and only that job's caller gets an error
 //!   ([`StoreError::JobPanicked`]); the writer goes on. Panics are logged and counted
@@ -33,7 +34,7 @@ use sea_orm::{
 use tokio::sync::{mpsc, oneshot};
 
 use super::entity::audit_head;
-use super::tx::{Pending, RunCache, Tx};
+use super::tx::{AuditChain, Pending, RunCache, Tx};
 use super::{Db, StoreError};
 use crate::audit::AuditEvent;
 use crate::context::{Missing, Shared};
@@ -340,9 +341,10 @@ async fn run_batch(
     }
     let now = shared.clock.now();
     let mut pending = Pending::default();
+    let mut chain = AuditChain::default();
     let mut results = Vec::with_capacity(jobs.len());
     for job in jobs.iter_mut() {
-        let mut tx = Tx::new(&txn, shared, &mut *cache, now);
+        let mut tx = Tx::new(&txn, shared, &mut *cache, &mut chain, now);
         let outcome = AssertUnwindSafe(job.run(&mut tx)).catch_unwind().await;
         let (wrote, job_pending) = tx.into_parts();
         let outcome = match outcome {
@@ -365,14 +367,14 @@ async fn run_batch(
         };
         match outcome {
             Ok(()) => {
-                pending.absorb(job_pending);
+                pending.absorb(job_pending, &mut chain);
                 results.push(Ok(()));
             }
             // Refused before writing: the rest of the batch is unaffected. A refused decision
             // still leaves its audit record.
             Err(Refusal::Audited(err, event)) if !wrote => {
                 pending.absorb_touched(job_pending);
-                pending.events.push(*event);
+                chain.queue(vec![*event]);
                 results.push(Err(err));
             }
             Err(Refusal::Plain(err)) if !wrote && !matches!(err, JobError::Store(_)) => {
@@ -392,15 +394,9 @@ async fn run_batch(
             }
         }
     }
-    // One log line per audit event once committed (what happened, to what, by whom, through
-    // which channel: never details, justifications or comments).
-    let logged: Vec<EventLine> = if tracing::enabled!(target: "tollgate::audit", tracing::Level::INFO) {
-        pending.events.iter().map(EventLine::of).collect()
-    } else {
-        Vec::new()
-    };
     let flushed = async {
         pending.flush(&txn, now).await?;
+        chain.finish(&txn, now).await?;
         txn.commit().await
     }
     .await;
@@ -408,7 +404,9 @@ async fn run_batch(
         cache.forget_all(&pending.touched);
         return Err(e.into());
     }
-    for line in logged {
+    // One log line per audit event once committed (what happened, to what, by whom, through
+    // which channel: never details, justifications or comments).
+    for line in chain.lines.iter().flatten() {
         line.log();
     }
     for w in pending.after.outbox {
@@ -420,35 +418,39 @@ async fn run_batch(
     Ok(results)
 }
 
-/// The loggable part of an audit event.
-struct EventLine {
-    event_type: String,
-    outcome: String,
-    actor: String,
-    subject: String,
-    channel: String,
+/// The loggable part of an audit event, in one allocation: a bulk import keeps one for each of
+/// its records until its batch commits.
+pub(crate) struct EventLine {
+    /// Event type, outcome, actor, subject and channel, end to end.
+    text: Box<str>,
+    /// Where each of the first four ends in `text`.
+    ends: [usize; 4],
     run_id: Option<uuid::Uuid>,
 }
 
 impl EventLine {
-    fn of(e: &AuditEvent) -> Self {
-        Self {
-            event_type: e.event_type.clone(),
-            outcome: e.outcome.clone(),
-            actor: e.actor.clone(),
-            subject: e.subject.clone(),
-            channel: e.channel.clone(),
-            run_id: e.run_id,
+    pub(super) fn of(e: &AuditEvent) -> Self {
+        let parts = [&e.event_type, &e.outcome, &e.actor, &e.subject, &e.channel];
+        let mut text = String::with_capacity(parts.iter().map(|p| p.len()).sum());
+        let mut ends = [0; 4];
+        for (i, part) in parts.into_iter().enumerate() {
+            text.push_str(part);
+            if let Some(end) = ends.get_mut(i) {
+                *end = text.len();
+            }
         }
+        Self { text: text.into_boxed_str(), ends, run_id: e.run_id }
     }
 
     fn log(&self) {
+        let (t, [a, b, c, d]) = (&*self.text, self.ends);
+        let (event_type, outcome, actor, subject, channel) = (&t[..a], &t[a..b], &t[b..c], &t[c..d], &t[d..]);
         let run = self.run_id.map(|r| r.to_string()).unwrap_or_default();
         tracing::info!(
             target: "tollgate::audit",
-            event = %self.event_type, outcome = %self.outcome, actor = %self.actor, subject = %self.subject,
-            channel = %self.channel, run.id = %run,
-            "{}", self.event_type
+            event = %event_type, outcome = %outcome, actor = %actor, subject = %subject,
+            channel = %channel, run.id = %run,
+            "{}", event_type
         );
     }
 }

@@ -4,11 +4,15 @@
 //! file of N credentials (default 100,000; `--values-percent` of them carry a secret value,
 //! stored sealed, the others a reference), builds the engine as `serve` does, then:
 //! 1. imports the file — parse and check, then the one all-or-nothing transaction — reporting
-//!    the time and the peak resident memory of the import alone (`VmHWM`, reset before);
+//!    the time and the peak resident memory of the import alone (`VmHWM`, reset before), and of
+//!    each phase;
 //! 2. imports it again (every row `unchanged`: nothing written);
 //! 3. serves the API on loopback and times `--pages` filtered `GET /v1/credentials` pages
 //!    (random integration, owner, kind, status or expiry filter; 50 a page), reporting p50, p99
-//!    and the maximum.
+//!    and the maximum, of all and of each filter.
+//!
+//! `--expired-percent` makes the expired credentials few and old (the pages filtered by expiry
+//! then find their rows far down the id order); `--log` logs as `serve` does.
 
 use std::io::Write as _;
 use std::process::ExitCode;
@@ -38,6 +42,15 @@ struct Args {
     /// Percentage of rows carrying a secret value (sealed at rest); the others a reference.
     #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(0..=100))]
     values_percent: u64,
+    /// Instead of expiries spread evenly over 2026–2029: this percentage of the credentials, the
+    /// oldest, expired in 2025 and the others expire in 2099 — few matches, all old, for the
+    /// pages filtered by expiry.
+    #[arg(long, value_parser = clap::value_parser!(u64).range(0..=100))]
+    expired_percent: Option<u64>,
+    /// Log as `serve` does, to standard error (redirect it): one line per audit record, kept
+    /// until its transaction commits.
+    #[arg(long)]
+    log: bool,
     /// Filtered list pages to time.
     #[arg(long, default_value_t = 1000)]
     pages: u64,
@@ -49,6 +62,8 @@ struct Args {
 
 const INTEGRATIONS: usize = 20;
 const PRINCIPALS: usize = 200;
+/// The page filters, in the order the pages cycle through them.
+const FILTERS: [&str; 5] = ["integration", "owner", "kind", "status=expired", "expiring_before"];
 const KEY: &str = "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff";
 
 #[tokio::main]
@@ -104,7 +119,7 @@ fn config_toml(url: &str, dir: &std::path::Path) -> String {
 }
 
 /// The CSV file: credential `c{n}` on integration `int-{n % 20}`, owned by `p{n % 200}`.
-fn csv_file(n: u64, values_percent: u64) -> String {
+fn csv_file(n: u64, values_percent: u64, expired_percent: Option<u64>) -> String {
     let kinds = credential::CredentialKind::ALL;
     let mut out = String::with_capacity(usize::try_from(n).unwrap_or(0) * 160);
     out.push_str("name,kind,integration,owner,scopes,issued_at,expires_at,revocation,secret_ref,value\n");
@@ -115,11 +130,16 @@ fn csv_file(n: u64, values_percent: u64) -> String {
         } else {
             (format!("vault:kv/data/c{i}#token"), String::new())
         };
+        let expires = match expired_percent {
+            None => 2026 + i % 4,
+            Some(p) if i * 100 < p * n => 2025,
+            Some(_) => 2099,
+        };
         out.push_str(&format!(
-            "c{i:06},{kind},int-{},p{},read write,2026-01-01T00:00:00Z,{}-{:02}-01T00:00:00Z,manual,{secret_ref},{value}\n",
+            "c{i:06},{kind},int-{},p{},read write,{}-01-01T00:00:00Z,{expires}-{:02}-01T00:00:00Z,manual,{secret_ref},{value}\n",
             i % INTEGRATIONS as u64,
             i % PRINCIPALS as u64,
-            2026 + i % 4,
+            expires.min(2026),
             1 + i % 12,
         ));
     }
@@ -131,8 +151,11 @@ async fn bench(args: &Args, url: &str, dir: &std::path::Path) -> anyhow::Result<
     let config_path = dir.join("tollgate.toml");
     std::fs::write(&config_path, config_toml(url, dir))?;
     let config = tollgate::config::load(Some(&config_path), &[])?;
+    if args.log {
+        tollgate::telemetry::init(&config.log);
+    }
     let engine = tollgate::server::build_engine(&config, Arc::new(SystemClock), false, None).await?;
-    let content = csv_file(args.credentials, args.values_percent);
+    let content = csv_file(args.credentials, args.values_percent, args.expired_percent);
     out(&format!(
         "{} credentials ({}% with a sealed value), CSV {:.1} MiB, database {}",
         args.credentials,
@@ -146,20 +169,26 @@ async fn bench(args: &Args, url: &str, dir: &std::path::Path) -> anyhow::Result<
     let started = Instant::now();
     let parsed = credential::parse(ImportFormat::Csv, &content, &mut |_| {});
     let parse_took = started.elapsed();
+    // The peak of each phase: the import's is the larger one.
+    let parse_peak = peak_rss_kib().unwrap_or(0);
+    reset_peak_rss();
     ensure!(parsed.invalid.is_empty(), "invalid rows: {:?}", &parsed.invalid[..parsed.invalid.len().min(3)]);
     let report = engine.import_credentials(parsed, ImportMode::Upsert, false, "admin", "cli").await?;
     let took = started.elapsed();
     ensure!(report.applied && report.invalid.is_empty(), "not applied: {:?}", report.invalid.first());
     ensure!(report.count(RowOutcome::Created) == usize::try_from(args.credentials)?, "not all created");
-    let peak = peak_rss_kib().unwrap_or(0);
+    let transaction_peak = peak_rss_kib().unwrap_or(0);
     out(&format!(
-        "import: {:.2} s (parse {:.2} s, transaction {:.2} s), {:.0} rows/s; peak RSS {} MiB ({} MiB before)",
+        "import: {:.2} s (parse {:.2} s, transaction {:.2} s), {:.0} rows/s; peak RSS {} MiB \
+         ({} MiB before; parse {} MiB, transaction {} MiB)",
         took.as_secs_f64(),
         parse_took.as_secs_f64(),
         (took - parse_took).as_secs_f64(),
         args.credentials as f64 / took.as_secs_f64(),
-        peak / 1024,
+        parse_peak.max(transaction_peak) / 1024,
         base_rss / 1024,
+        parse_peak / 1024,
+        transaction_peak / 1024,
     ));
 
     // 2. The same file again: nothing to write.
@@ -184,6 +213,8 @@ async fn bench(args: &Args, url: &str, dir: &std::path::Path) -> anyhow::Result<
     tokio::spawn(async move { axum::serve(listener, router).await });
     let http = tollgate_engine::http::client(Duration::from_secs(30))?;
     let mut hist = Histogram::<u64>::new(3)?;
+    // The same, by filter: a slow filter shows in its own line.
+    let mut by_filter = [(); FILTERS.len()].map(|()| Histogram::<u64>::new(3));
     let kinds = credential::CredentialKind::ALL;
     for i in 0..args.pages {
         let filter = match i % 5 {
@@ -200,7 +231,11 @@ async fn bench(args: &Args, url: &str, dir: &std::path::Path) -> anyhow::Result<
         let body = resp.bytes().await?;
         let took = started.elapsed();
         ensure!(status.is_success(), "GET {url}: {status} {}", String::from_utf8_lossy(&body));
-        hist.record(u64::try_from(took.as_micros()).unwrap_or(u64::MAX))?;
+        let micros = u64::try_from(took.as_micros()).unwrap_or(u64::MAX);
+        hist.record(micros)?;
+        if let Some(Ok(h)) = by_filter.get_mut(usize::try_from(i % 5)?) {
+            h.record(micros)?;
+        }
     }
     out(&format!(
         "GET /v1/credentials (filtered, 50 a page) x{}: p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
@@ -209,6 +244,15 @@ async fn bench(args: &Args, url: &str, dir: &std::path::Path) -> anyhow::Result<
         hist.value_at_quantile(0.99) as f64 / 1000.0,
         hist.max() as f64 / 1000.0
     ));
+    for (name, h) in FILTERS.iter().zip(by_filter) {
+        let h = h?;
+        out(&format!(
+            "  {name}: p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
+            h.value_at_quantile(0.5) as f64 / 1000.0,
+            h.value_at_quantile(0.99) as f64 / 1000.0,
+            h.max() as f64 / 1000.0
+        ));
+    }
     engine.shutdown().await;
     Ok(())
 }
