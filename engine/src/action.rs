@@ -6,7 +6,7 @@
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use tollgate_workflows::Operation;
+use tollgate_workflows::{CredentialVersion, Operation};
 use uuid::Uuid;
 
 /// What a connector is asked to do.
@@ -34,6 +34,16 @@ pub struct ConnectorAction {
     /// revocation, present while the grant is active). Absent from other operations' bodies.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expect: Option<Expect>,
+    /// For `revoke` and `verify` in a rotation: `previous` when the call acts on the version the
+    /// rotation replaced (during or after its grace period), not on the grant's current access.
+    /// Absent otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<CredentialVersion>,
+    /// For `rotate`: the version being replaced must stay valid — a later `revoke` with
+    /// `version: previous` ends it after the workflow's grace period. Absent (false): the
+    /// connector may invalidate the old version at once.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub keep_previous: bool,
 }
 
 /// What a `verify` call expects to find at the target.

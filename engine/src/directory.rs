@@ -308,9 +308,12 @@ impl Directory {
                     return Err(err(format!("integrations.{name}.scopes"), format!("duplicate scope {:?}", s.name)));
                 }
             }
-            // The oauth2 connector mints only the integration's scopes.
+            // The oauth2 and github_app connectors mint only the integration's scopes.
             if let ConnectorConfig::Oauth2(o) = &mut i.connector {
                 o.integration_scopes = i.scopes.iter().map(|s| s.name.clone()).collect();
+            }
+            if let ConnectorConfig::GithubApp(g) = &mut i.connector {
+                g.integration_scopes = i.scopes.iter().map(|s| s.name.clone()).collect();
             }
         }
         Ok(Self { principals, groups, integrations })

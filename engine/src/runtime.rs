@@ -13,6 +13,7 @@ use tokio::sync::{Semaphore, mpsc, watch};
 use tokio::task::JoinHandle;
 use tollgate_workflows::Operation;
 
+use crate::action::Expect;
 use crate::audit::AuditEvent;
 use crate::connector::{ActionOutcome, Connector};
 use crate::context::Shared;
@@ -21,7 +22,7 @@ use crate::directory::{Directory, Role};
 use crate::effect::OutboxPayload;
 use crate::feature::audit_events::AppendAudit;
 use crate::feature::config_sync::ApplySync;
-use crate::feature::grant_secrets::{self, ExpireSecret, MintedFor, Retrieval, RetrieveSecret};
+use crate::feature::grant_secrets::{self, DiscardHeld, ExpireSecret, Held, MintedFor, Retrieval, RetrieveSecret};
 use crate::feature::links;
 use crate::feature::outbox::{ActionResult, AttemptFailed, ClaimOutbox, NotificationResult};
 use crate::feature::reconcile;
@@ -850,11 +851,22 @@ impl SecretSweep {
                 return None;
             }
         };
-        let full = overdue.len() as u64 == PAGE;
+        let mut full = overdue.len() as u64 == PAGE;
         for grant_id in overdue {
             if let Err(e) = self.writer.submit_internal(ExpireSecret { grant_id }).await {
                 tracing::warn!(grant.id = %grant_id, error = %e, "cannot destroy an overdue minted secret");
             }
+        }
+        match grant_secrets::held_overdue(&self.db, now, PAGE).await {
+            Ok(dead) => {
+                full |= dead.len() as u64 == PAGE;
+                for grant_id in dead {
+                    if let Err(e) = self.writer.submit_internal(DiscardHeld { grant_id }).await {
+                        tracing::warn!(grant.id = %grant_id, error = %e, "cannot erase the engine's copy of a dead credential");
+                    }
+                }
+            }
+            Err(e) => tracing::error!(error = %e, "cannot read the credentials the engine holds past their expiry"),
         }
         if full {
             return Some(now);
@@ -905,10 +917,9 @@ impl Reconciler {
             let Some(due) = self.schedule.latest_due(last, now) else { continue };
             let integrations = snapshot(&self.connectors)
                 .iter()
-                // A connector that needs the grant's credential to check it (oauth2 introspection)
-                // is not reconciled until the dispatcher hands credentials back to connectors:
-                // every grant would look drifted.
-                .filter(|(_, c)| c.verifies() && !c.needs_credential())
+                // A connector that checks with the grant's credential (oauth2 introspection,
+                // github_app) gets the engine's sealed copy, like any of its calls.
+                .filter(|(_, c)| c.verifies())
                 .map(|(name, _)| name.clone())
                 .collect();
             let claim = reconcile::ClaimTick { tick: due, integrations, lookback: self.lookback };
@@ -1035,12 +1046,16 @@ impl Dispatcher {
                     tracing::debug!(run.id = %work.run_id, operation = %action.operation, "connector call succeeded");
                     let reconcile = reconciling(&work);
                     let mints = matches!(action.operation, Operation::Grant | Operation::Renew | Operation::Rotate);
+                    let hold =
+                        snapshot(&self.connectors).get(&action.integration.name).is_some_and(|c| c.needs_credential());
                     let minted = minted.filter(|_| mints && reconcile.is_none()).map(|minted| MintedFor {
                         grant_id: GrantId(action.grant_id),
                         operation: action.operation,
                         minted,
                         deliver_within: chrono::Duration::from_std(self.settings.secret_delivery)
                             .unwrap_or(chrono::Duration::MAX),
+                        hold,
+                        keep_previous: action.keep_previous,
                     });
                     Recorded::Action(ActionResult {
                         outbox_id: work.id,
@@ -1208,7 +1223,39 @@ impl Dispatcher {
                 };
                 let mut action = action.clone();
                 action.attempt = u32::try_from(attempt).unwrap_or(u32::MAX);
-                let outcome = connector.execute(&action).await?;
+                let outcome = if connector.needs_credential() {
+                    let now = self.shared.clock.now();
+                    let version = action.version.unwrap_or_default();
+                    let sealing = self.shared.sealing.as_deref();
+                    let held = grant_secrets::held(&self.db, sealing, GrantId(action.grant_id), version, now)
+                        .await
+                        .map_err(|e| match e {
+                            grant_secrets::HeldError::Store(e) => ConnectorError::Retryable {
+                                message: format!("cannot read the credential minted for the grant: {e}"),
+                                retry_after: None,
+                            },
+                            grant_secrets::HeldError::Unreadable(message) => ConnectorError::Permanent { message },
+                        })?;
+                    match held {
+                        // An expired credential no longer works: nothing to revoke, and it is absent.
+                        Held::Expired
+                            if action.operation == Operation::Revoke
+                                || (action.operation == Operation::Verify && action.expect == Some(Expect::Absent)) =>
+                        {
+                            tracing::info!(
+                                run.id = %work.run_id, grant.id = %action.grant_id, operation = %action.operation,
+                                "the credential minted for the grant has expired; nothing to call"
+                            );
+                            ActionOutcome::Done { reference: Some("credential expired".to_owned()), minted: None }
+                        }
+                        Held::Credential(credential) => {
+                            connector.execute_with_credential(&action, Some(&credential)).await?
+                        }
+                        Held::Expired | Held::Nothing => connector.execute_with_credential(&action, None).await?,
+                    }
+                } else {
+                    connector.execute(&action).await?
+                };
                 let keeps = matches!(action.operation, Operation::Grant | Operation::Renew | Operation::Rotate)
                     && reconciling(work).is_none();
                 if keeps

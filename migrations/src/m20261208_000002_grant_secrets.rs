@@ -4,6 +4,13 @@
 //! One row per grant: a renewal or rotation that mints again replaces the value. Once handed
 //! over or destroyed, `sealed` is erased and the row keeps only when and how it ended
 //! (`ended`: `retrieved` or `expired`), so a second retrieval is told the secret is gone.
+//!
+//! `held` is the engine's own sealed copy of the latest minted credential, for connectors that
+//! revoke or verify with the credential itself (RFC 7009, RFC 7662, GitHub's
+//! `DELETE /installation/token`). It outlives the holder's copy and is erased once the credential
+//! has expired (`expires_at`), or, for one without an expiry, an hour after the grant's revocation.
+//! `held_previous` (with `previous_expires_at`) is the version a rotation replaced, kept for the
+//! grace period's end, when the workflow revokes it and checks that it is dead.
 
 use sea_orm_migration::prelude::*;
 use sea_orm_migration::schema::{
@@ -21,6 +28,9 @@ impl MigrationTrait for Migration {
                 .table("grant_secrets")
                 .col(pk_uuid("grant_id"))
                 .col(text_null("sealed"))
+                .col(text_null("held"))
+                .col(text_null("held_previous"))
+                .col(timestamp_with_time_zone_null("previous_expires_at"))
                 .col(timestamp_with_time_zone("minted_at"))
                 .col(timestamp_with_time_zone("deliver_by"))
                 .col(timestamp_with_time_zone_null("expires_at"))
@@ -31,6 +41,10 @@ impl MigrationTrait for Migration {
         .await?;
         m.create_index(
             Index::create().name("idx_grant_secrets_deliver_by").table("grant_secrets").col("deliver_by").to_owned(),
+        )
+        .await?;
+        m.create_index(
+            Index::create().name("idx_grant_secrets_expires_at").table("grant_secrets").col("expires_at").to_owned(),
         )
         .await
     }

@@ -77,6 +77,8 @@ fn action(operation: Operation, scopes: &[&str], expect: Option<Expect>) -> Conn
         expires_at: None,
         attempt: 1,
         expect,
+        version: None,
+        keep_previous: false,
     }
 }
 
@@ -282,7 +284,8 @@ max_token_lifetime = "10m"
 
 /// Through the server: a request for `billing:read` on an oauth2 integration, once approved,
 /// mints a client-credentials token for exactly that scope at the authorization server, and the
-/// holder retrieves it once.
+/// holder retrieves it once; revoking the grant revokes that very token at the server (with the
+/// engine's own sealed copy, the holder's being gone), and verification checks it is inactive.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_approved_request_mints_a_down_scoped_token_for_its_holder() -> anyhow::Result<()> {
     let Some(oauth) = server().await? else { return Ok(()) };
@@ -312,8 +315,26 @@ async fn an_approved_request_mints_a_down_scoped_token_for_its_holder() -> anyho
     // The authorization server says: active, for this client, with billing:read only.
     let c = connector(&settings(&oauth, "post"));
     verify(&c, &token, &["billing:read"], Expect::Present).await.map_err(anyhow::Error::msg)?;
+
+    // Revocation: the holder's copy is gone, the engine revokes with its own (RFC 7009) and
+    // checks the result by introspection (RFC 7662) — the grant ends `revoked`, not
+    // `revoke_failed`, and the authorization server says the token is no longer active.
+    let (st, resp) = alice.post(&format!("/v1/grants/{gid}/revoke"), &serde_json::json!({})).await?;
+    assert!(st == 200 || st == 202, "{st} {resp}");
+    let view = alice.wait_status(&id, "completed", crate::common::PATIENCE).await?;
+    assert_eq!(view["grant"]["status"], "revoked", "{view:#}");
+    verify(&c, &token, &["billing:read"], Expect::Absent).await.map_err(anyhow::Error::msg)?;
+    let audit = t.server.client("audrey").await?.audit(Some(&id)).await?;
+    let revoked = audit
+        .iter()
+        .find(|r| r["event_type"] == "revoke_succeeded")
+        .unwrap_or_else(|| panic!("no completed revoke in {audit:#?}"));
+    assert_eq!(revoked["details"]["reference"], tollgate_engine::connector::oauth2::fingerprint(&token), "{revoked}");
+
     let log = t.server.log();
     assert!(!log.contains(token.expose_secret()), "the token is in the server log");
+    let trail = serde_json::to_string(&audit)?;
+    assert!(!trail.contains(token.expose_secret()), "the token is in the audit trail");
     assert!(
         !log.contains(oauth.client("post").client_secret.as_deref().unwrap_or("-")),
         "the client secret is in the log"
@@ -333,5 +354,116 @@ async fn a_bad_oauth2_configuration_is_refused_at_start_up() -> anyhow::Result<(
     let err = server.restart().await.expect_err("the server must refuse to start").to_string();
     assert!(err.contains("integrations.billing-api.connector: `token_url`: must be https://"), "{err}");
     assert!(!err.contains(oauth.client("basic").client_secret.as_deref().unwrap_or("-")), "{err}");
+    Ok(())
+}
+
+/// A rotation with a grace period on an oauth2 integration: the new token is minted while the
+/// old one stays active, and after the grace period the engine revokes the old one with its own
+/// sealed copy of it (the holder took theirs) and checks by introspection that it is inactive —
+/// the new one still active.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rotation_revokes_the_old_token_after_its_grace_period_and_keeps_the_new_one() -> anyhow::Result<()> {
+    let Some(oauth) = server().await? else { return Ok(()) };
+    let integration = integration_toml(&oauth, "basic", &oauth.endpoints.token_url);
+    let workflow = "key: oauth-rotate
+version: 1
+kind: rotate
+applies_to:
+  integrations: [billing-api]
+parameters:
+  require_justification: false
+steps:
+  - approval: {approvers: {owner: true}, timeout: 5m}
+  - action: {operation: rotate}
+  - action: {operation: verify}
+  - wait: {duration: 1s}
+  - action: {operation: revoke, version: previous}
+  - action: {operation: verify, version: previous}
+";
+    let t = crate::common::start_with(|o| {
+        let mut o = o.workflow("oauth-rotate.yaml", workflow);
+        o.extra_config.push_str(&integration);
+        o.extra_config.push_str(&format!("\n[secrets]\nkey = \"{SECRETS_KEY}\"\n"));
+        o
+    })
+    .await?;
+    let (alice, bob) = (t.server.client("alice").await?, t.server.client("bob").await?);
+    let body = serde_json::json!({
+        "integration": "billing-api", "scopes": ["billing:read"], "duration": "1h", "justification": "oauth2 rotation"
+    });
+    let id = crate::common::id_of(&alice.create_request(&body).await?);
+    assert_eq!(bob.decide(&id, "approve").await?.0, 200);
+    let view = alice.wait_status(&id, "active", crate::common::PATIENCE).await?;
+    let gid = view["grant"]["id"].as_str().expect("grant id").to_owned();
+    let retrieve = || async {
+        let (st, secret) = alice.post(&format!("/v1/grants/{gid}/secret"), &serde_json::json!({})).await?;
+        anyhow::ensure!(st == 200, "{st} {secret}");
+        Ok(SecretString::from(secret["secret"].as_str().expect("the token").to_owned()))
+    };
+    let old = retrieve().await?;
+
+    let rotation = serde_json::json!({ "integration": "billing-api", "kind": "rotate", "grant": gid });
+    let rid = crate::common::id_of(&alice.create_request(&rotation).await?);
+    assert_eq!(bob.decide(&rid, "approve").await?.0, 200);
+    alice.wait_status(&rid, "completed", crate::common::PATIENCE).await?;
+    let new = retrieve().await?;
+    assert_ne!(old.expose_secret(), new.expose_secret());
+
+    let c = connector(&settings(&oauth, "basic"));
+    verify(&c, &old, &["billing:read"], Expect::Absent).await.map_err(anyhow::Error::msg)?;
+    verify(&c, &new, &["billing:read"], Expect::Present).await.map_err(anyhow::Error::msg)?;
+    let audit = t.server.client("audrey").await?.audit(Some(&rid)).await?;
+    crate::common::assert_in_order(
+        &crate::common::event_types(&audit),
+        &["rotate_succeeded", "verify_succeeded", "previous_revoked", "previous_verified"],
+    );
+    let revoked = audit.iter().find(|r| r["event_type"] == "previous_revoked").expect("previous_revoked");
+    assert_eq!(revoked["details"]["reference"], tollgate_engine::connector::oauth2::fingerprint(&old), "{revoked}");
+    Ok(())
+}
+
+/// Drift reconciliation checks oauth2 grants with the engine's own copy of each token: an active
+/// grant whose token is revoked behind Tollgate's back (at the authorization server) is reported
+/// as drift (`drift_detected`, expected present) on the next tick.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reconciliation_introspects_with_the_engines_copy_and_reports_a_token_revoked_elsewhere() -> anyhow::Result<()>
+{
+    let Some(oauth) = server().await? else { return Ok(()) };
+    let integration = integration_toml(&oauth, "post", &oauth.endpoints.token_url);
+    let t = crate::common::start_with(|mut o| {
+        o.extra_config.push_str(&integration);
+        o.extra_config.push_str(&format!("\n[secrets]\nkey = \"{SECRETS_KEY}\"\n"));
+        o.reconcile_schedule = "* * * * * *".to_owned(); // every second
+        o
+    })
+    .await?;
+    let alice = t.server.client("alice").await?;
+    let body = serde_json::json!({
+        "integration": "billing-api", "scopes": ["billing:read"], "duration": "1h", "justification": "oauth2 drift"
+    });
+    let id = crate::common::id_of(&alice.create_request(&body).await?);
+    assert_eq!(t.server.client("bob").await?.decide(&id, "approve").await?.0, 200);
+    let view = alice.wait_status(&id, "active", crate::common::PATIENCE).await?;
+    let gid = view["grant"]["id"].as_str().expect("grant id").to_owned();
+    let (st, secret) = alice.post(&format!("/v1/grants/{gid}/secret"), &serde_json::json!({})).await?;
+    assert_eq!(st, 200, "{secret}");
+    let token = SecretString::from(secret["secret"].as_str().expect("the token").to_owned());
+
+    // Someone revokes the token at the authorization server; the next tick notices.
+    let c = connector(&settings(&oauth, "post"));
+    c.execute_with_credential(&action(Operation::Revoke, &["billing:read"], None), Some(&token))
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let auditor = t.server.client("audrey").await?;
+    let drift = tollgate_tests::eventually("drift reported", crate::common::PATIENCE, || async {
+        let audit = auditor.audit(None).await?;
+        let found =
+            audit.into_iter().find(|r| r["event_type"] == "drift_detected" && r["details"]["grant_id"] == gid.as_str());
+        Ok(found.ok_or_else(|| "no drift_detected yet".to_owned()))
+    })
+    .await?;
+    assert_eq!(drift["details"]["expected"], "present", "{drift}");
+    assert!(drift["details"]["error"].as_str().is_some_and(|e| e.contains("not active")), "{drift}");
+    assert!(!serde_json::to_string(&drift)?.contains(token.expose_secret()));
     Ok(())
 }

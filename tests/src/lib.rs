@@ -16,6 +16,7 @@ mod harness;
 pub use harness::client::{ApiClient, Reply};
 pub use harness::db::{Backend, DATABASE_URL_ENV, TestDb};
 pub use harness::fixtures::{CANARY, SECRET, directory_toml, test_workflows};
+pub use harness::github::{GithubInstallation, GithubRequest, GithubServer, github_app_fixture};
 pub use harness::oauth::{OAuthClient, OAuthEndpoints, OAuthServer, REQUIRE_OAUTH_ENV};
 pub use harness::receiver::{Call, MINT_CANARY, MintedSecret, Receiver};
 pub use harness::server::{CliOutput, Server, ServerOptions, default_bin};

@@ -440,9 +440,43 @@ pub struct ActionStep {
     pub unless: Option<Condition>,
     /// The connector operation.
     pub operation: Operation,
+    /// Which version of the grant's credential a `revoke` or `verify` acts on: `current` (the
+    /// default) or, in a rotate workflow after its `rotate` step, `previous` — the version the
+    /// rotation replaced, kept valid for a grace period until this step revokes it (or checks
+    /// that it is dead). The grant itself stays active.
+    #[serde(default, skip_serializing_if = "CredentialVersion::is_current")]
+    pub version: CredentialVersion,
     /// Retry policy for failed calls.
     #[serde(default)]
     pub retry: RetryPolicy,
+}
+
+/// Which version of a grant's credential an action acts on.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CredentialVersion {
+    /// The credential in use: for a grant, its access.
+    #[default]
+    Current,
+    /// The version a rotation replaced, during its grace period.
+    Previous,
+}
+
+impl CredentialVersion {
+    /// Whether this is the default, [`CredentialVersion::Current`].
+    #[must_use]
+    pub fn is_current(&self) -> bool {
+        *self == Self::Current
+    }
+
+    /// The lowercase name.
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Current => "current",
+            Self::Previous => "previous",
+        }
+    }
 }
 
 /// A connector operation.

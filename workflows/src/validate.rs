@@ -3,7 +3,7 @@
 use std::collections::{HashMap, HashSet};
 
 use crate::model::{
-    ActionStep, ApprovalStep, Condition, Duration, NotifyStep, Operation, Step, WaitStep, WaitUntil,
+    ActionStep, ApprovalStep, Condition, CredentialVersion, Duration, NotifyStep, Operation, Step, WaitStep, WaitUntil,
     WorkflowDefinition, WorkflowKind,
 };
 
@@ -66,6 +66,7 @@ impl Validator {
         }
         self.steps(def);
         self.required_operation(def);
+        self.previous_versions(def);
         if def.kind == WorkflowKind::Grant {
             self.expiry_chain(def);
         }
@@ -402,6 +403,38 @@ impl Validator {
         let present = def.steps.iter().any(|s| matches!(s, Step::Action(a) if a.operation == needed));
         if !present && !def.steps.is_empty() {
             self.report("steps", format!("a {} workflow needs an `action` step with `operation: {needed}`", def.kind));
+        }
+    }
+
+    /// `version: previous` names the version a rotation replaced: only a rotate workflow has
+    /// one, only after its `rotate` step, and only `revoke` and `verify` act on it.
+    fn previous_versions(&mut self, def: &WorkflowDefinition) {
+        let rotated = def.steps.iter().position(|s| matches!(s, Step::Action(a) if a.operation == Operation::Rotate));
+        for (i, step) in def.steps.iter().enumerate() {
+            let Step::Action(a) = step else { continue };
+            if a.version != CredentialVersion::Previous {
+                continue;
+            }
+            let at = format!("steps[{i}].action.version");
+            if !matches!(a.operation, Operation::Revoke | Operation::Verify) {
+                self.report(at, format!("`version: previous` applies to `revoke` and `verify`, not `{}`", a.operation));
+            } else if def.kind != WorkflowKind::Rotate {
+                self.report(
+                    at,
+                    "`version: previous` is the version a rotation replaced: only rotate workflows have one",
+                );
+            } else if rotated.is_none_or(|r| r > i) {
+                self.report(
+                    at,
+                    "`version: previous` must come after the `rotate` action that makes a previous version",
+                );
+            } else if a.operation == Operation::Revoke && (a.when.is_some() || a.unless.is_some()) {
+                self.report(
+                    format!("steps[{i}].action"),
+                    "the revocation of the previous version may not have `when` or `unless`: skipped, it would \
+                     leave the old version valid",
+                );
+            }
         }
     }
 

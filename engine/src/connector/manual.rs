@@ -158,6 +158,8 @@ mod tests {
             expires_at: Some("2030-01-02T03:04:05.678Z".parse().unwrap()),
             attempt: 1,
             expect: None,
+            version: None,
+            keep_previous: false,
         }
     }
 

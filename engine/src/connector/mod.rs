@@ -4,6 +4,7 @@
 //! attempt, so a connector (or the system behind it) can make the effect happen exactly once even
 //! though the engine delivers at least once.
 
+pub mod github_app;
 pub mod manual;
 pub mod oauth2;
 pub mod webhook;
@@ -79,8 +80,11 @@ pub trait Connector: Send + Sync + std::fmt::Debug {
     /// minted for the grant (`ActionOutcome::Done::minted`; e.g. RFC 7009 revocation and
     /// RFC 7662 introspection take the token itself). For such connectors the engine keeps its
     /// own sealed copy of the latest minted credential of each grant (apart from the copy handed
-    /// to the holder once, which is destroyed on retrieval) until the grant is revoked and that
-    /// credential has expired, and calls [`Connector::execute_with_credential`] with it.
+    /// to the holder once, which is destroyed on retrieval) until that credential has expired (or,
+    /// without an expiry, an hour after the grant's revocation), and calls
+    /// [`Connector::execute_with_credential`] with it. Once it has expired, the engine answers
+    /// `revoke` and an absence `verify` itself, without a call, and passes `None` to the others
+    /// (see `crate::feature::grant_secrets`).
     fn needs_credential(&self) -> bool {
         false
     }
@@ -119,16 +123,20 @@ pub enum ConnectorConfig {
     Manual(manual::ManualSettings),
     /// Mint, revoke and introspect OAuth 2.0 access tokens ([`oauth2::OAuth2Connector`]).
     Oauth2(Box<oauth2::OAuth2Settings>),
+    /// Mint, revoke and check GitHub App installation access tokens
+    /// ([`github_app::GithubAppConnector`]).
+    GithubApp(Box<github_app::GithubAppSettings>),
 }
 
 impl ConnectorConfig {
-    /// The connector type as written in `type`: `webhook`, `manual` or `oauth2`.
+    /// The connector type as written in `type`: `webhook`, `manual`, `oauth2` or `github_app`.
     #[must_use]
     pub fn type_name(&self) -> &'static str {
         match self {
             Self::Webhook(_) => "webhook",
             Self::Manual(_) => "manual",
             Self::Oauth2(_) => "oauth2",
+            Self::GithubApp(_) => "github_app",
         }
     }
 }
@@ -143,6 +151,9 @@ pub fn build(config: &ConnectorConfig, http: &reqwest::Client) -> Result<std::sy
         ConnectorConfig::Webhook(settings) => std::sync::Arc::new(webhook::WebhookConnector::new(settings, http)?),
         ConnectorConfig::Manual(settings) => std::sync::Arc::new(manual::ManualConnector::new(settings)?),
         ConnectorConfig::Oauth2(settings) => std::sync::Arc::new(oauth2::OAuth2Connector::new(settings, http)?),
+        ConnectorConfig::GithubApp(settings) => {
+            std::sync::Arc::new(github_app::GithubAppConnector::new(settings, http)?)
+        }
     })
 }
 

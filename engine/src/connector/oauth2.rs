@@ -740,9 +740,15 @@ impl Connector for OAuth2Connector {
             }
             Operation::Renew | Operation::Rotate => {
                 // Client-credentials tokens are not extended: the old one is revoked, a new one
-                // minted. Revoking first keeps a retry from leaving two live tokens.
+                // minted. Revoking first keeps a retry from leaving two live tokens. The engine
+                // holds no token when the old one has expired: then there is nothing to revoke. A
+                // rotation with a grace period keeps the old one: the workflow revokes it later
+                // (`version: previous`).
                 let scopes = self.requested_scopes(action)?;
-                self.revoke(held()?, "access_token").await?;
+                let keep = action.operation == Operation::Rotate && action.keep_previous;
+                if let Some(old) = credential.filter(|_| !keep) {
+                    self.revoke(old, "access_token").await?;
+                }
                 let minted = self.mint(&scopes).await?;
                 Ok(ActionOutcome::Done { reference: Some(fingerprint(&minted.value)), minted: Some(minted) })
             }

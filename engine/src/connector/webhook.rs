@@ -160,6 +160,8 @@ mod tests {
             expires_at: Some("2030-01-02T03:04:05Z".parse().unwrap()),
             attempt,
             expect: None,
+            version: None,
+            keep_previous: false,
         }
     }
 

@@ -13,12 +13,22 @@
 //!
 //! An erased row keeps when and how it ended (`retrieved`, `expired`), so a second retrieval is
 //! told the secret is gone rather than that there never was one.
+//!
+//! **The engine's copy.** A connector that revokes and verifies with the credential itself
+//! ([`crate::connector::Connector::needs_credential`]: RFC 7009 revocation and RFC 7662
+//! introspection take the token; GitHub revokes an installation token with the token) gets it
+//! from a second sealed copy, `held`, bound to the grant with other associated data
+//! ([`held_aad`]), which retrieval does not touch. A renewal or rotation that mints again
+//! replaces it. It is erased ([`DiscardHeld`], by the same sweep) once the credential is dead: at
+//! its `expires_at`, or, for a credential without one, an hour after the grant was revoked. A
+//! revocation or absence check that finds the copy erased because the credential expired is done
+//! without a call ([`Held::Expired`]): an expired credential no longer works.
 
 use chrono::{DateTime, Utc};
 use sea_orm::sea_query::{Expr, OnConflict};
 use sea_orm::{ColumnTrait, EntityTrait, IntoActiveModel, QueryFilter, QueryOrder, QuerySelect};
 use secrecy::SecretString;
-use tollgate_workflows::Operation;
+use tollgate_workflows::{CredentialVersion, Operation};
 
 use crate::audit::AuditEvent;
 use crate::connector::Minted;
@@ -42,6 +52,23 @@ pub fn aad(grant_id: GrantId) -> Vec<u8> {
     format!("tollgate:grant_secret:{grant_id}").into_bytes()
 }
 
+/// The associated data of the engine's own copy ([`held`]): distinct from the holder's, so one
+/// cannot be passed off as the other.
+#[must_use]
+pub fn held_aad(grant_id: GrantId) -> Vec<u8> {
+    format!("tollgate:grant_secret:{grant_id}:held").into_bytes()
+}
+
+/// The associated data of the engine's copy of the version a rotation replaced.
+#[must_use]
+pub fn held_previous_aad(grant_id: GrantId) -> Vec<u8> {
+    format!("tollgate:grant_secret:{grant_id}:held_previous").into_bytes()
+}
+
+/// How long the engine keeps its copy of a credential without an expiry after the grant's
+/// revocation, for the checks that follow it.
+pub const HELD_AFTER_REVOCATION: chrono::TimeDelta = chrono::TimeDelta::hours(1);
+
 /// Whether `caller` may retrieve the secret minted for `holder`'s grant: the holder alone — not
 /// an admin, not the integration's owner. Anyone else is answered as for a grant that does not
 /// exist (no existence oracle; see [`crate::policy`]).
@@ -61,6 +88,11 @@ pub(crate) struct MintedFor {
     pub(crate) minted: Minted,
     /// How long the holder has to retrieve it (`engine.secret_delivery_secs`).
     pub(crate) deliver_within: chrono::Duration,
+    /// Whether the engine keeps its own copy: the connector revokes and verifies with it.
+    pub(crate) hold: bool,
+    /// A rotation whose replaced version stays valid for a grace period: the engine's copy of
+    /// that version moves to `held_previous`, for the workflow's later revocation of it.
+    pub(crate) keep_previous: bool,
 }
 
 impl Tx<'_> {
@@ -75,11 +107,26 @@ impl Tx<'_> {
         };
         let now = self.now();
         let previous = grant_secret::Entity::find_by_id(m.grant_id.0).one(self.conn()).await?;
-        let replaced = previous.is_some_and(|p| p.sealed.is_some());
+        let replaced = previous.as_ref().is_some_and(|p| p.sealed.is_some());
+        // The replaced version, resealed as the previous one, when the rotation keeps it valid.
+        let (held_previous, previous_expires_at) = match previous.as_ref().filter(|_| m.hold && m.keep_previous) {
+            Some(p) => match p.held.as_deref().map(|h| key.open(h, &held_aad(m.grant_id))) {
+                Some(Ok(old)) => (Some(key.seal(&old, &held_previous_aad(m.grant_id))), p.expires_at),
+                Some(Err(e)) => {
+                    tracing::error!(alert = true, grant.id = %m.grant_id, error = %e, "the replaced credential's copy cannot be opened; its revocation will fail");
+                    (None, None)
+                }
+                None => (None, None),
+            },
+            None => (None, None),
+        };
         let deliver_by = now + m.deliver_within;
         let row = grant_secret::Model {
             grant_id: m.grant_id.0,
             sealed: Some(key.seal(&m.minted.value, &aad(m.grant_id))),
+            held: m.hold.then(|| key.seal(&m.minted.value, &held_aad(m.grant_id))),
+            held_previous,
+            previous_expires_at,
             minted_at: now,
             deliver_by,
             expires_at: m.minted.expires_at.map(truncate_micros),
@@ -91,6 +138,9 @@ impl Tx<'_> {
                 OnConflict::column(grant_secret::Column::GrantId)
                     .update_columns([
                         grant_secret::Column::Sealed,
+                        grant_secret::Column::Held,
+                        grant_secret::Column::HeldPrevious,
+                        grant_secret::Column::PreviousExpiresAt,
                         grant_secret::Column::MintedAt,
                         grant_secret::Column::DeliverBy,
                         grant_secret::Column::ExpiresAt,
@@ -312,12 +362,13 @@ pub(crate) async fn overdue(db: &Db, now: DateTime<Utc>, limit: u64) -> Result<V
     Ok(ids.into_iter().map(GrantId).collect())
 }
 
-/// The earliest delivery deadline of a secret still sealed.
+/// The earliest delivery deadline of a secret still sealed, or expiry of a credential the
+/// engine still holds.
 ///
 /// # Errors
 /// Database failures.
 pub(crate) async fn next_deadline(db: &Db) -> Result<Option<DateTime<Utc>>, StoreError> {
-    let t: Option<DateTime<Utc>> = grant_secret::Entity::find()
+    let delivery: Option<DateTime<Utc>> = grant_secret::Entity::find()
         .select_only()
         .column(grant_secret::Column::DeliverBy)
         .filter(grant_secret::Column::Sealed.is_not_null())
@@ -325,7 +376,173 @@ pub(crate) async fn next_deadline(db: &Db) -> Result<Option<DateTime<Utc>>, Stor
         .into_tuple()
         .one(&db.read)
         .await?;
-    Ok(t)
+    let held: Option<DateTime<Utc>> = grant_secret::Entity::find()
+        .select_only()
+        .column(grant_secret::Column::ExpiresAt)
+        .filter(grant_secret::Column::Held.is_not_null())
+        .filter(grant_secret::Column::ExpiresAt.is_not_null())
+        .order_by_asc(grant_secret::Column::ExpiresAt)
+        .into_tuple()
+        .one(&db.read)
+        .await?;
+    let previous: Option<DateTime<Utc>> = grant_secret::Entity::find()
+        .select_only()
+        .column(grant_secret::Column::PreviousExpiresAt)
+        .filter(grant_secret::Column::HeldPrevious.is_not_null())
+        .filter(grant_secret::Column::PreviousExpiresAt.is_not_null())
+        .order_by_asc(grant_secret::Column::PreviousExpiresAt)
+        .into_tuple()
+        .one(&db.read)
+        .await?;
+    Ok(delivery.into_iter().chain(held).chain(previous).min())
+}
+
+/// What the engine holds of the credential minted for a grant, for a connector that revokes and
+/// verifies with it.
+#[derive(Debug)]
+pub(crate) enum Held {
+    /// The latest minted credential.
+    Credential(SecretString),
+    /// It expired (its `expires_at` has passed): it no longer works, whether or not the copy
+    /// was erased yet.
+    Expired,
+    /// Nothing: no credential was minted for the grant, or the copy of one without an expiry was
+    /// erased after the grant's revocation.
+    Nothing,
+}
+
+/// The engine's copy of the credential minted for `grant_id` ([`held_aad`]).
+///
+/// # Errors
+/// Database failures; a copy that does not open with the configured key (or no key) is a
+/// permanent error message naming the grant, never the value.
+pub(crate) async fn held(
+    db: &Db,
+    key: Option<&crate::sealed::SealingKey>,
+    grant_id: GrantId,
+    version: CredentialVersion,
+    now: DateTime<Utc>,
+) -> Result<Held, HeldError> {
+    let Some(row) = grant_secret::Entity::find_by_id(grant_id.0).one(&db.read).await? else {
+        return Ok(Held::Nothing);
+    };
+    let (sealed, expires_at, aad, what) = match version {
+        CredentialVersion::Current => (row.held, row.expires_at, held_aad(grant_id), "the credential"),
+        CredentialVersion::Previous => {
+            (row.held_previous, row.previous_expires_at, held_previous_aad(grant_id), "the previous credential")
+        }
+    };
+    if expires_at.is_some_and(|t| t <= now) {
+        return Ok(Held::Expired);
+    }
+    let Some(sealed) = sealed else { return Ok(Held::Nothing) };
+    let Some(key) = key else {
+        return Err(HeldError::Unreadable(format!(
+            "{what} minted for grant {grant_id} is sealed, and no [secrets] key is configured to open it"
+        )));
+    };
+    key.open(&sealed, &aad)
+        .map(Held::Credential)
+        .map_err(|e| HeldError::Unreadable(format!("{what} minted for grant {grant_id} cannot be opened: {e}")))
+}
+
+/// Why [`held`] failed.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum HeldError {
+    /// The database.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The copy does not open.
+    #[error("{0}")]
+    Unreadable(String),
+}
+
+impl From<sea_orm::DbErr> for HeldError {
+    fn from(e: sea_orm::DbErr) -> Self {
+        Self::Store(e.into())
+    }
+}
+
+/// Grants whose credential the engine holds past the time it may: expired, or without an expiry
+/// and revoked for [`HELD_AFTER_REVOCATION`].
+///
+/// # Errors
+/// Database failures.
+pub(crate) async fn held_overdue(db: &Db, now: DateTime<Utc>, limit: u64) -> Result<Vec<GrantId>, StoreError> {
+    use crate::store::entity::grant;
+    use sea_orm::sea_query::Query;
+    let revoked_long_ago = Query::select()
+        .column(grant::Column::Id)
+        .from(grant::Entity)
+        .and_where(grant::Column::Status.eq(GrantStatus::Revoked.as_str()))
+        .and_where(grant::Column::RevokedAt.lte(now - HELD_AFTER_REVOCATION))
+        .to_owned();
+    let dead = |held: grant_secret::Column, expires: grant_secret::Column| {
+        sea_orm::Condition::all().add(held.is_not_null()).add(
+            sea_orm::Condition::any().add(expires.lte(now)).add(
+                sea_orm::Condition::all()
+                    .add(expires.is_null())
+                    .add(grant_secret::Column::GrantId.in_subquery(revoked_long_ago.clone())),
+            ),
+        )
+    };
+    let ids: Vec<uuid::Uuid> = grant_secret::Entity::find()
+        .select_only()
+        .column(grant_secret::Column::GrantId)
+        .filter(
+            sea_orm::Condition::any()
+                .add(dead(grant_secret::Column::Held, grant_secret::Column::ExpiresAt))
+                .add(dead(grant_secret::Column::HeldPrevious, grant_secret::Column::PreviousExpiresAt)),
+        )
+        .limit(limit)
+        .into_tuple()
+        .all(&db.read)
+        .await?;
+    Ok(ids.into_iter().map(GrantId).collect())
+}
+
+/// Erases the engine's copy of a grant's credential once it may no longer be held (checked again
+/// here, as [`held_overdue`] read outside the transaction). Answers whether it did. Not audited:
+/// the grant's state does not change, and the copy was never shown to anyone.
+pub(crate) struct DiscardHeld {
+    pub(crate) grant_id: GrantId,
+}
+
+#[async_trait::async_trait]
+impl Job for DiscardHeld {
+    type Output = bool;
+
+    async fn run(&self, tx: &mut Tx<'_>) -> Result<bool, Refusal> {
+        let now = tx.now();
+        let Some(row) = grant_secret::Entity::find_by_id(self.grant_id.0).one(tx.conn()).await? else {
+            return Ok(false);
+        };
+        if row.held.is_none() && row.held_previous.is_none() {
+            return Ok(false);
+        }
+        let revoked_long_ago = query::grant(tx.conn(), self.grant_id).await?.is_some_and(|g| {
+            g.status == GrantStatus::Revoked && g.revoked_at.is_some_and(|t| t <= now - HELD_AFTER_REVOCATION)
+        });
+        let dead = |held: &Option<String>, expires: Option<DateTime<Utc>>| {
+            held.is_some() && expires.map_or(revoked_long_ago, |t| t <= now)
+        };
+        let mut erase = grant_secret::Entity::update_many().filter(grant_secret::Column::GrantId.eq(self.grant_id.0));
+        let mut any = false;
+        if dead(&row.held, row.expires_at) {
+            erase = erase.col_expr(grant_secret::Column::Held, Expr::value(Option::<String>::None));
+            any = true;
+        }
+        if dead(&row.held_previous, row.previous_expires_at) {
+            erase = erase.col_expr(grant_secret::Column::HeldPrevious, Expr::value(Option::<String>::None));
+            any = true;
+        }
+        if !any {
+            return Ok(false);
+        }
+        erase.exec(tx.write()).await?;
+        tracing::debug!(grant.id = %self.grant_id, "the engine's copy of an expired or revoked credential was erased");
+        Ok(true)
+    }
 }
 
 #[cfg(test)]
@@ -335,10 +552,10 @@ mod tests {
 
     use sea_orm::{ConnectionTrait as _, EntityTrait as _, IntoActiveModel as _, Statement};
     use secrecy::{ExposeSecret as _, SecretString};
-    use tollgate_workflows::Operation;
+    use tollgate_workflows::{CredentialVersion, Operation};
 
-    use super::{EXPIRED, ExpireSecret, MintedFor, RETRIEVED, Retrieval, aad, may_retrieve};
-    use crate::clock::ManualClock;
+    use super::{DiscardHeld, EXPIRED, ExpireSecret, Held, MintedFor, RETRIEVED, Retrieval, aad, held, may_retrieve};
+    use crate::clock::{Clock as _, ManualClock};
     use crate::connector::Minted;
     use crate::ids::{GrantId, RunId};
     use crate::run::{Grant, GrantStatus};
@@ -385,6 +602,8 @@ mod tests {
             operation: Operation::Grant,
             minted: Minted { value: SecretString::from(value.to_owned()), expires_at: None },
             deliver_within: chrono::Duration::seconds(within_secs),
+            hold: false,
+            keep_previous: false,
         }
     }
 
@@ -496,6 +715,66 @@ mod tests {
             let text: String = row.try_get_by_index(0).unwrap();
             assert!(!text.contains("CANARY"), "{text}");
         }
+        e.shutdown().await;
+    }
+
+    /// The engine's own copy, for connectors that revoke with the credential: untouched by the
+    /// holder's retrieval, replaced by a new mint, answered `Expired` once the credential's expiry
+    /// has passed, and then erased by the sweep; a copy without an expiry stays while the grant is
+    /// active.
+    #[tokio::test]
+    async fn the_engine_holds_its_own_copy_until_the_credential_is_dead() {
+        let clock = ManualClock::new("2030-01-01T00:00:00Z".parse().unwrap());
+        let (e, _dir) = engine(&clock).await;
+        let key = e.shared().sealing.clone();
+        let (g, r) = grant(&e, "alice", GrantStatus::Active).await;
+        let expiring = |value: &str, secs: i64| MintedFor {
+            hold: true,
+            minted: Minted {
+                value: SecretString::from(value.to_owned()),
+                expires_at: Some(clock.now() + chrono::Duration::seconds(secs)),
+            },
+            ..minted(g, value, 3600)
+        };
+        let held_now = || held(e.db(), key.as_deref(), g, CredentialVersion::Current, clock.now());
+
+        assert!(matches!(held_now().await.unwrap(), Held::Nothing), "nothing minted yet");
+        e.writer.submit(Store(r, expiring("first-CANARY", 600))).await.unwrap();
+        let Ok(Retrieval::Secret { .. }) = retrieve(&e, g, "alice").await else { panic!("not handed over") };
+        let Held::Credential(c) = held_now().await.unwrap() else { panic!("the engine's copy went with the holder's") };
+        assert_eq!(c.expose_secret(), "first-CANARY");
+        e.writer.submit(Store(r, expiring("second-CANARY", 600))).await.unwrap();
+        let Held::Credential(c) = held_now().await.unwrap() else { panic!("no copy after a renewal") };
+        assert_eq!(c.expose_secret(), "second-CANARY", "a new mint replaces the copy");
+
+        // Another key, or another grant's associated data, does not open it.
+        let other = crate::sealed::SealingKey::from_hex(&SecretString::from("11".repeat(32))).unwrap();
+        assert!(held(e.db(), Some(&other), g, CredentialVersion::Current, clock.now()).await.is_err());
+        assert!(held(e.db(), None, g, CredentialVersion::Current, clock.now()).await.is_err());
+
+        // Past its expiry: answered `Expired`, then erased by the sweep.
+        clock.advance(chrono::Duration::seconds(601));
+        assert!(matches!(held_now().await.unwrap(), Held::Expired));
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let row = entity::grant_secret::Entity::find_by_id(g.0).one(&e.db().read).await.unwrap().unwrap();
+            if row.held.is_none() {
+                break;
+            }
+            assert!(std::time::Instant::now() < deadline, "the sweep did not erase the expired copy");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert!(matches!(held_now().await.unwrap(), Held::Expired));
+
+        // Without an expiry: kept while the grant is active, whatever the clock says.
+        let (g2, r2) = grant(&e, "alice", GrantStatus::Active).await;
+        e.writer.submit(Store(r2, MintedFor { hold: true, ..minted(g2, "third-CANARY", 3600) })).await.unwrap();
+        clock.advance(chrono::Duration::days(30));
+        assert!(!e.writer.submit(DiscardHeld { grant_id: g2 }).await.unwrap());
+        assert!(matches!(
+            held(e.db(), key.as_deref(), g2, CredentialVersion::Current, clock.now()).await.unwrap(),
+            Held::Credential(_)
+        ));
         e.shutdown().await;
     }
 }

@@ -157,6 +157,8 @@ fn call(
         expires_at: g.expires_at,
         attempt: 0,
         expect,
+        version: None,
+        keep_previous: false,
     }
 }
 

@@ -329,7 +329,9 @@ pub mod grant_secret {
 
     /// A credential minted for a grant's holder: sealed (`crate::sealed`, bound to the grant id)
     /// until handed over once or destroyed at `deliver_by`; then `sealed` is erased and `ended`
-    /// says how (`retrieved`, `expired`).
+    /// says how (`retrieved`, `expired`). `held` is the engine's own sealed copy of the latest
+    /// minted credential, for connectors that revoke and verify with it
+    /// (`Connector::needs_credential`), kept until the credential is dead.
     #[derive(Clone, PartialEq, Eq, DeriveEntityModel)]
     #[sea_orm(table_name = "grant_secrets")]
     pub struct Model {
@@ -337,6 +339,11 @@ pub mod grant_secret {
         pub grant_id: Uuid,
         #[sea_orm(column_type = "Text", nullable)]
         pub sealed: Option<String>,
+        #[sea_orm(column_type = "Text", nullable)]
+        pub held: Option<String>,
+        #[sea_orm(column_type = "Text", nullable)]
+        pub held_previous: Option<String>,
+        pub previous_expires_at: Option<DateTimeUtc>,
         pub minted_at: DateTimeUtc,
         pub deliver_by: DateTimeUtc,
         pub expires_at: Option<DateTimeUtc>,
@@ -350,6 +357,9 @@ pub mod grant_secret {
             f.debug_struct("GrantSecret")
                 .field("grant_id", &self.grant_id)
                 .field("sealed", &self.sealed.as_ref().map(|_| "[sealed]"))
+                .field("held", &self.held.as_ref().map(|_| "[sealed]"))
+                .field("held_previous", &self.held_previous.as_ref().map(|_| "[sealed]"))
+                .field("previous_expires_at", &self.previous_expires_at)
                 .field("minted_at", &self.minted_at)
                 .field("deliver_by", &self.deliver_by)
                 .field("expires_at", &self.expires_at)

@@ -1,7 +1,9 @@
 //! Moving a run forward: entering steps until one waits (approval, action, wait) or none is left.
 
 use chrono::{DateTime, Utc};
-use tollgate_workflows::{ActionStep, ApprovalStep, Operation, Recipient, RequestFacts, RetryPolicy, Step, WaitUntil};
+use tollgate_workflows::{
+    ActionStep, ApprovalStep, CredentialVersion, Operation, Recipient, RequestFacts, RetryPolicy, Step, WaitUntil,
+};
 
 use std::time::Duration;
 
@@ -363,6 +365,25 @@ fn record_skip_of(out: &mut Outcome, type_name: &str, id: Option<&str>, reason: 
 fn enter_action(out: &mut Outcome, a: &ActionStep, ctx: &Context<'_>) -> Result<bool, TransitionError> {
     let Some(grant_id) = out.run.grant_id else { return Ok(false) };
     let index = out.run.step_index;
+    if a.version == CredentialVersion::Previous {
+        // The version a rotation replaced: revoked, or checked dead, after the grace period. The
+        // grant keeps its current access and its status, whatever it is by now (a grant revoked
+        // meanwhile still needs its old version ended).
+        out.run.status = RunStatus::Provisioning;
+        let expect = (a.operation == Operation::Verify).then_some(Expect::Absent);
+        let call = Call {
+            operation: a.operation,
+            key: format!("{}:{index}", out.run.id),
+            expires_at: None,
+            expect,
+            retry: a.retry,
+            not_before: None,
+            version: Some(CredentialVersion::Previous),
+            keep_previous: false,
+        };
+        call_connector(out, call, ctx);
+        return Ok(true);
+    }
     let (key, expires_at) = match a.operation {
         Operation::Grant => {
             let expires = later(ctx.now, Duration::from_secs(out.run.duration_secs))?;
@@ -422,7 +443,17 @@ fn enter_action(out: &mut Outcome, a: &ActionStep, ctx: &Context<'_>) -> Result<
         }
     };
     let expect = (a.operation == Operation::Verify).then(|| expectation(out.grant.as_ref()));
-    let call = Call { operation: a.operation, key, expires_at, expect, retry: a.retry, not_before: None };
+    let keep_previous = a.operation == Operation::Rotate && revokes_previous_later(out.run.step_index, ctx);
+    let call = Call {
+        operation: a.operation,
+        key,
+        expires_at,
+        expect,
+        retry: a.retry,
+        not_before: None,
+        version: None,
+        keep_previous,
+    };
     call_connector(out, call, ctx);
     Ok(true)
 }
@@ -453,6 +484,20 @@ pub(crate) fn verification_follows(run: &Run, ctx: &Context<'_>) -> bool {
     matches!(next, Some(Step::Action(a)) if a.operation == Operation::Verify)
 }
 
+/// Whether a step after `index` revokes the version a rotation replaces: then the rotation keeps
+/// it valid for the grace period in between (`ConnectorAction::keep_previous`). Validation
+/// refuses a guard on that step, so it always runs.
+fn revokes_previous_later(index: u32, ctx: &Context<'_>) -> bool {
+    ctx.definition.steps.iter().skip((index as usize).saturating_add(1)).any(|s| {
+        matches!(s, Step::Action(a) if a.operation == Operation::Revoke && a.version == CredentialVersion::Previous)
+    })
+}
+
+/// Whether the run's current step acts on the version a rotation replaced.
+pub(crate) fn on_previous_version(run: &Run, ctx: &Context<'_>) -> bool {
+    matches!(current_step(run, ctx), Some(Step::Action(a)) if a.version == CredentialVersion::Previous)
+}
+
 /// A connector call to queue for the run's current step.
 pub(crate) struct Call {
     pub(crate) operation: Operation,
@@ -461,6 +506,10 @@ pub(crate) struct Call {
     pub(crate) expect: Option<Expect>,
     pub(crate) retry: RetryPolicy,
     pub(crate) not_before: Option<DateTime<Utc>>,
+    /// `Some(Previous)` for a call on the version a rotation replaced.
+    pub(crate) version: Option<CredentialVersion>,
+    /// For a rotation: keep the replaced version valid until a later step revokes it.
+    pub(crate) keep_previous: bool,
 }
 
 /// Queues `call` through the outbox; the run's current step waits for its result.
@@ -483,6 +532,8 @@ pub(crate) fn call_connector(out: &mut Outcome, call: Call, ctx: &Context<'_>) {
         expires_at: call.expires_at,
         attempt: 0,
         expect: call.expect,
+        version: call.version,
+        keep_previous: call.keep_previous,
     };
     out.run.step = StepState::Action { outbox_id: id, operation: call.operation, task: None };
     out.effects.push(Effect::Enqueue(Box::new(NewOutbox {
@@ -534,6 +585,8 @@ pub(crate) fn revoke_again(
         expect: None,
         retry,
         not_before: Some(not_before),
+        version: None,
+        keep_previous: false,
     };
     call_connector(out, call, ctx);
     Ok(())

@@ -6,8 +6,8 @@ use tollgate_workflows::{Operation, Step, TimeoutOutcome};
 
 use super::advance::{
     approval_route, complete_step, current_step, enqueue_notification, enter_review, enter_step, event,
-    expects_absence, finish, in_review, later, pending_approval, people, renewed_expiry, revoke_after_review,
-    revoke_again, route_last, verification_follows,
+    expects_absence, finish, in_review, later, on_previous_version, pending_approval, people, renewed_expiry,
+    revoke_after_review, revoke_again, route_last, verification_follows,
 };
 use super::{Context, Outcome, TransitionError};
 use crate::effect::{Effect, TimerKind};
@@ -616,6 +616,9 @@ fn action_succeeded(
     channel: &str,
     ctx: &Context<'_>,
 ) -> Result<(), TransitionError> {
+    if on_previous_version(&out.run, ctx) {
+        return previous_version_done(out, op, reference, actor, channel, ctx);
+    }
     let grant_id = out.run.grant_id.map(|g| g.to_string()).unwrap_or_default();
     // A revocation sent again because verifying the first found the access still there: the
     // grant's one `revoke_succeeded` was recorded already (I3); this one is told apart, and the
@@ -710,6 +713,9 @@ fn action_failed(
     channel: &str,
     ctx: &Context<'_>,
 ) -> Result<(), TransitionError> {
+    if on_previous_version(&out.run, ctx) {
+        return previous_version_failed(out, op, error, actor, channel, ctx);
+    }
     let grant_id = out.run.grant_id.map(|g| g.to_string()).unwrap_or_default();
     let event_type = match op {
         Operation::Grant => "grant_failed",
@@ -763,6 +769,80 @@ fn action_failed(
     }
     finish(out, RunStatus::Failed, Some(error));
     enqueue_notification(out, ctx, notice, recipients, text, key);
+    Ok(())
+}
+
+/// The version a rotation replaced was revoked (`previous_revoked`) or found dead
+/// (`previous_verified`): audited, and the run goes on. The grant is not touched: its current
+/// access is the rotation's new version.
+fn previous_version_done(
+    out: &mut Outcome,
+    op: Operation,
+    reference: Option<String>,
+    actor: &str,
+    channel: &str,
+    ctx: &Context<'_>,
+) -> Result<(), TransitionError> {
+    let grant_id = out.run.grant_id.map(|g| g.to_string()).unwrap_or_default();
+    let event_type = if op == Operation::Revoke { "previous_revoked" } else { "previous_verified" };
+    let mut details = serde_json::json!({ "grant_id": grant_id, "reference": reference, "version": "previous" });
+    if op == Operation::Verify {
+        details["expect"] = serde_json::json!(crate::action::Expect::Absent.as_str());
+    }
+    let mut ev = event(&out.run, event_type, actor, channel, "success", details);
+    ev.subject = format!("grant:{grant_id}");
+    out.audit.push(ev);
+    if out.run.status == RunStatus::Failed {
+        // A revocation of the old version that had exhausted its budget finally succeeded.
+        out.run.status = RunStatus::Provisioning;
+        out.run.reason = None;
+    }
+    complete_step(out, ctx)
+}
+
+/// Ending the version a rotation replaced failed. A revocation keeps being retried at a slow pace
+/// (the old version may still work: never pretend otherwise) with the run `failed` meanwhile and
+/// the integration's owner and the requester alerted; a later success resumes the run. A
+/// verification that finds the old version still valid ends the run `failed`, alerted: the grant
+/// keeps its new version, and the old one needs a person (its revocation did not hold).
+fn previous_version_failed(
+    out: &mut Outcome,
+    op: Operation,
+    error: String,
+    actor: &str,
+    channel: &str,
+    ctx: &Context<'_>,
+) -> Result<(), TransitionError> {
+    let grant_id = out.run.grant_id.map(|g| g.to_string()).unwrap_or_default();
+    let event_type = if op == Operation::Revoke { "previous_revoke_failed" } else { "previous_verify_failed" };
+    let details = serde_json::json!({ "grant_id": grant_id, "error": error, "version": "previous" });
+    let mut ev = event(&out.run, event_type, actor, channel, "failure", details);
+    ev.subject = format!("grant:{grant_id}");
+    out.audit.push(ev);
+    let mut notify = vec![out.run.requester.clone(), ctx.integration.owner.clone()];
+    notify.dedup();
+    let recipients = people(&notify, ctx);
+    let key = format!("{}:{}:{event_type}", out.run.id, out.run.step_index);
+    let what = if op == Operation::Revoke {
+        "Revoking the previous version"
+    } else {
+        "Checking that the previous version no longer works"
+    };
+    let text = format!(
+        "{what} of the credential behind {} ({}) failed after its rotation: {error}. The old version may still \
+         work. Request: {}",
+        out.run.integration,
+        out.run.scopes.join(", "),
+        out.run.id
+    );
+    if op == Operation::Revoke {
+        out.run.status = RunStatus::Failed;
+        out.run.reason = Some(error);
+        enqueue_notification(out, ctx, "revoke_failed", recipients, text, key);
+        return Ok(());
+    }
+    finish(out, RunStatus::Failed, Some(error));
+    enqueue_notification(out, ctx, "revoke_failed", recipients, text, key);
     Ok(())
 }
 

@@ -3,6 +3,7 @@
 pub(crate) mod client;
 pub(crate) mod db;
 pub(crate) mod fixtures;
+pub(crate) mod github;
 pub(crate) mod oauth;
 pub(crate) mod receiver;
 pub(crate) mod server;

@@ -1,8 +1,8 @@
 //! The shipped definitions parse, validate and behave as their README describes.
 
 use tollgate_workflows::{
-    BUNDLED, Duration, Operation, Recipient, RequestFacts, Risk, Step, WorkflowDefinition, WorkflowKind,
-    parse_definition,
+    BUNDLED, CredentialVersion, Duration, Operation, Recipient, RequestFacts, Risk, Step, WorkflowDefinition,
+    WorkflowKind, parse_definition,
 };
 
 fn bundled(file: &str) -> WorkflowDefinition {
@@ -18,7 +18,8 @@ fn every_bundled_definition_parses_and_matches_its_file_name() {
         let kind = file.trim_end_matches(".yaml");
         assert_eq!(def.kind.as_str(), kind);
         assert_eq!(def.key, format!("standard-{kind}"));
-        assert_eq!(def.version, 1);
+        // standard-rotate 2 added the grace period; the others are still at 1.
+        assert_eq!(def.version, if kind == "rotate" { 2 } else { 1 });
         assert!(!def.description.is_empty());
         assert_eq!(def.applies_to.integrations, ["*"]);
     }
@@ -96,8 +97,17 @@ fn renew_rotate_and_revoke_have_the_documented_steps() {
     assert_eq!(admitted(&bundled("renew.yaml"), &everything), ["approval", "action:renew", "notify"]);
     assert_eq!(
         admitted(&bundled("rotate.yaml"), &everything),
-        ["approval", "action:rotate", "action:verify", "notify"]
+        ["approval", "action:rotate", "action:verify", "notify", "wait", "action:revoke", "action:verify", "notify"]
     );
+    // The grace period: the old version is revoked an hour after the new one was verified, and
+    // checked dead; the rotation keeps it valid until then.
+    let rotate = bundled("rotate.yaml");
+    let Step::Wait(grace) = &rotate.steps[4] else { panic!("grace period") };
+    assert_eq!(grace.duration.map(|d| d.as_secs()), Some(3600));
+    for (i, op) in [(5, Operation::Revoke), (6, Operation::Verify)] {
+        let Step::Action(a) = &rotate.steps[i] else { panic!("action") };
+        assert_eq!((a.operation, a.version), (op, CredentialVersion::Previous));
+    }
     assert_eq!(admitted(&bundled("revoke.yaml"), &everything), ["action:revoke", "notify"]);
 
     let Step::Approval(renew) = &bundled("renew.yaml").steps[0] else { panic!() };

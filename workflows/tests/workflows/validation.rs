@@ -407,3 +407,36 @@ fn break_glass_names_its_users_and_a_review_that_revokes_when_late() {
     let text = block("{users: [alice]}", "").replace("approvers: {groups: [security]}", "approvers: {}");
     reject_at(&text, "break_glass.review.approvers", "approval without approvers");
 }
+
+#[test]
+fn only_a_rotation_has_a_previous_version_to_revoke_or_verify() {
+    let rotate = "  - action: {operation: rotate}\n";
+    let previous = |op: &str| format!("  - action: {{operation: {op}, version: previous}}\n");
+    accept(&with_kind(
+        "rotate",
+        &format!("{rotate}  - wait: {{duration: 1h}}\n{}{}", previous("revoke"), previous("verify")),
+    ));
+
+    let e = reject_at(
+        &with_kind("rotate", &format!("{rotate}{}", previous("rotate"))),
+        "steps[1].action.version",
+        "applies to `revoke` and `verify`",
+    );
+    assert_eq!(e.line, Some(6));
+    reject_at(
+        &with_kind("rotate", &format!("{}{rotate}", previous("revoke"))),
+        "steps[0].action.version",
+        "must come after the `rotate` action",
+    );
+    reject_at(&with_kind("revoke", &previous("revoke")), "steps[0].action.version", "only rotate workflows");
+    reject_at(
+        &with_kind(
+            "rotate",
+            &format!("{rotate}  - action: {{operation: revoke, version: previous, when: {{environments: [prod]}}}}\n"),
+        ),
+        "steps[1].action",
+        "may not have `when` or `unless`",
+    );
+    let e = reject(&with_kind("rotate", &format!("{rotate}  - action: {{operation: revoke, version: older}}\n")));
+    assert!(e.to_string().contains("unknown variant `older`"), "{e}");
+}

@@ -50,6 +50,8 @@ fn action(operation: Operation, scopes: &[&str]) -> ConnectorAction {
         expires_at: None,
         attempt: 1,
         expect: None,
+        version: None,
+        keep_previous: false,
     }
 }
 
@@ -369,16 +371,30 @@ async fn verify_compares_introspection_with_what_is_expected() {
 
 #[tokio::test]
 async fn renew_revokes_the_old_token_before_minting_a_new_one() {
-    let receiver = Receiver::start([Reply::status(200), token_reply("billing:read", 60)]).await;
+    let receiver = Receiver::start([
+        Reply::status(200),
+        token_reply("billing:read", 60),
+        token_reply("billing:read", 60),
+        token_reply("billing:read", 60),
+    ])
+    .await;
     let c = connector(&test_settings(&base(&receiver), SECRET));
     let old = SecretString::from("old-CANARY");
-    assert!(c.execute(&action(Operation::Renew, &["billing:read"])).await.is_err());
     let outcome = c.execute_with_credential(&action(Operation::Renew, &["billing:read"]), Some(&old)).await.unwrap();
     let ActionOutcome::Done { minted: Some(minted), .. } = outcome else { panic!() };
     assert_eq!(minted.value.expose_secret(), TOKEN);
     let requests = receiver.requests();
     assert_eq!(form(&requests[0].body).get("token").map(String::as_str), Some("old-CANARY"));
     assert_eq!(form(&requests[1].body).get("grant_type").map(String::as_str), Some("client_credentials"));
+
+    // The engine holds no token once the old one expired: nothing to revoke, a new one is minted.
+    c.execute_with_credential(&action(Operation::Renew, &["billing:read"]), None).await.unwrap();
+    // A rotation with a grace period keeps the old token: the workflow revokes it later.
+    let mut rotate = action(Operation::Rotate, &["billing:read"]);
+    rotate.keep_previous = true;
+    c.execute_with_credential(&rotate, Some(&old)).await.unwrap();
+    let grants: Vec<_> = receiver.requests()[2..].iter().map(|r| form(&r.body).get("grant_type").cloned()).collect();
+    assert_eq!(grants, vec![Some("client_credentials".to_owned()); 2], "no revocation in between");
 }
 
 #[test]
