@@ -850,6 +850,7 @@ pub struct CredentialIn {
     pub owner: String,
     /// Scopes it carries (at most 100).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schema(schema_with = openapi::credential_scopes)]
     pub scopes: Vec<String>,
     /// RFC 3339.
     #[serde(default, skip_serializing_if = "Option::is_none")]

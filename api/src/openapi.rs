@@ -557,6 +557,15 @@ pub fn scopes() -> ArrayBuilder {
         ))
 }
 
+/// `CredentialIn.scopes`: words (no whitespace), at most 100.
+#[must_use]
+pub fn credential_scopes() -> ArrayBuilder {
+    ArrayBuilder::new()
+        .items(ObjectBuilder::new().schema_type(Type::String).min_length(Some(1)).pattern(Some(r"^\S+$")))
+        .max_items(Some(tollgate_engine::credential::MAX_SCOPES))
+        .description(Some("Scopes the credential carries: each one word (no whitespace), at most 100."))
+}
+
 /// `RequestIn.justification`.
 #[must_use]
 pub fn justification() -> ObjectBuilder {
