@@ -34,6 +34,7 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 use tollgate_workflows::Operation;
 
+use super::oauth2::{permanent_msg, read_limited, retryable_msg, root_cause};
 use super::{ActionOutcome, Connector, Minted};
 use crate::action::{ConnectorAction, Expect};
 use crate::clock::{Clock, SystemClock};
@@ -886,40 +887,6 @@ fn github_message(body: &[u8], bearer: &SecretString) -> Option<String> {
 fn printable(text: &str, max: usize) -> Option<String> {
     let ok = !text.trim().is_empty() && text.chars().count() <= max && !text.chars().any(char::is_control);
     ok.then(|| text.trim().to_owned())
-}
-
-fn permanent_msg(message: &str) -> ConnectorError {
-    ConnectorError::Permanent { message: message.to_owned() }
-}
-
-fn retryable_msg(message: &str) -> ConnectorError {
-    ConnectorError::Retryable { message: message.to_owned(), retry_after: None }
-}
-
-async fn read_limited(mut response: reqwest::Response) -> Result<Vec<u8>, String> {
-    let limit = u64::try_from(MAX_RESPONSE_BYTES).unwrap_or(u64::MAX);
-    if response.content_length().is_some_and(|n| n > limit) {
-        return Err(format!("longer than {MAX_RESPONSE_BYTES} bytes"));
-    }
-    let mut body = Vec::new();
-    while let Some(chunk) =
-        response.chunk().await.map_err(|e| root_cause(&e).unwrap_or_else(|| "cut off".to_owned()))?
-    {
-        if body.len() + chunk.len() > MAX_RESPONSE_BYTES {
-            return Err(format!("longer than {MAX_RESPONSE_BYTES} bytes"));
-        }
-        body.extend_from_slice(&chunk);
-    }
-    Ok(body)
-}
-
-/// The innermost error below reqwest's own (reqwest's outermost layer prints the URL).
-fn root_cause(e: &reqwest::Error) -> Option<String> {
-    let mut cause = std::error::Error::source(e)?;
-    while let Some(next) = cause.source() {
-        cause = next;
-    }
-    Some(cause.to_string())
 }
 
 #[cfg(test)]

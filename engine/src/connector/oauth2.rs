@@ -914,15 +914,15 @@ fn refused(endpoint: Endpoint, url: &Url, r: &Refusal) -> ConnectorError {
     ConnectorError::Permanent { message }
 }
 
-fn permanent_msg(message: &str) -> ConnectorError {
+pub(super) fn permanent_msg(message: &str) -> ConnectorError {
     ConnectorError::Permanent { message: message.to_owned() }
 }
 
-fn retryable_msg(message: &str) -> ConnectorError {
+pub(super) fn retryable_msg(message: &str) -> ConnectorError {
     ConnectorError::Retryable { message: message.to_owned(), retry_after: None }
 }
 
-async fn read_limited(mut response: reqwest::Response) -> Result<Vec<u8>, String> {
+pub(super) async fn read_limited(mut response: reqwest::Response) -> Result<Vec<u8>, String> {
     let limit = u64::try_from(MAX_RESPONSE_BYTES).unwrap_or(u64::MAX);
     if response.content_length().is_some_and(|n| n > limit) {
         return Err(format!("longer than {MAX_RESPONSE_BYTES} bytes"));
@@ -940,7 +940,7 @@ async fn read_limited(mut response: reqwest::Response) -> Result<Vec<u8>, String
 }
 
 /// The innermost error below reqwest's own (reqwest's outermost layer prints the URL).
-fn root_cause(e: &reqwest::Error) -> Option<String> {
+pub(super) fn root_cause(e: &reqwest::Error) -> Option<String> {
     let mut cause = std::error::Error::source(e)?;
     while let Some(next) = cause.source() {
         cause = next;
